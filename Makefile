@@ -1,0 +1,112 @@
+# metac: one file, no recursive make. `make V=1` shows full commands.
+#   make              static ./metac
+#   make SANITIZE=1   dynamic ASan+UBSan build (objects under build/san)
+#   make check        unit and integration tests (installs deps if missing)
+#   make fuzz         every libFuzzer target for FUZZ_SECONDS each
+#   make bench        side-by-side benchmarks
+
+CC      ?= gcc
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
+           -D_GNU_SOURCE -I. -MMD -MP
+LIBS    := -lsodium -lsqlite3 -lpthread -lm
+
+ifeq ($(SANITIZE),1)
+O       := build/san
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer \
+           -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=address,undefined
+else
+O       := build/rel
+LDFLAGS += -static -Lbuild/nodl
+CFLAGS  += -DMETAC_STATIC
+STATIC_DEPS := build/nodl/libsqlite3.a
+endif
+
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+LIB_SRC  := $(wildcard lib/*.c wire/*.c proto/*.c svc/*.c)
+LIB_OBJ  := $(LIB_SRC:%.c=$(O)/%.o)
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN := $(FUZZ_SRC:tests/fuzz/%.c=build/fuzz/%)
+FUZZ_SECONDS ?= 30
+
+all: metac
+
+metac: $(O)/metac
+	$(Q)cp $< $@.tmp && mv -f $@.tmp $@
+
+$(O)/metac: $(O)/metac.o $(O)/lib/nodl.o $(O)/libmetac.a $(STATIC_DEPS)
+	@echo "  LD      $@"
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(O)/metac.o $(O)/lib/nodl.o $(O)/libmetac.a $(LIBS)
+
+# A copy of Debian's libsqlite3.a whose dlopen family is renamed to
+# lib/nodl.c's stubs: see there for why.
+SQLITE_A := $(shell $(CC) -print-file-name=libsqlite3.a)
+build/nodl/libsqlite3.a: $(SQLITE_A)
+	@mkdir -p $(@D)
+	@echo "  OBJCOPY $@"
+	$(Q)objcopy --redefine-sym dlopen=metac_nodl_dlopen \
+		--redefine-sym dlsym=metac_nodl_dlsym \
+		--redefine-sym dlclose=metac_nodl_dlclose \
+		--redefine-sym dlerror=metac_nodl_dlerror $< $@
+
+$(O)/libmetac.a: $(LIB_OBJ)
+	@echo "  AR      $@"
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(O)/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
+
+$(O)/tests/%: tests/unit/%.c tests/unit/unit.h $(O)/libmetac.a $(STATIC_DEPS)
+	@mkdir -p $(@D)
+	@echo "  TEST    $@"
+	$(Q)$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/lib/nodl.o $(O)/libmetac.a $(LIBS)
+
+unit: $(UNIT_BIN)
+
+deps:
+	$(Q)./contrib/install-deps.sh
+
+# Tests run $(O)/metac, so that `make SANITIZE=1 check` tests the
+# sanitized build and leaves the static ./metac alone.
+check: deps
+	$(Q)$(MAKE) --no-print-directory $(if $(SANITIZE),,metac) $(O)/metac unit
+	$(Q)METAC=$(CURDIR)/$(O)/metac UNIT_DIR=$(CURDIR)/$(O)/tests ./tests/run.sh
+
+# libFuzzer targets: clang, always sanitized, linked against the sources directly.
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. \
+               -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(@D)
+	@echo "  FUZZ    $@"
+	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+
+fuzz-build: $(FUZZ_BIN)
+
+fuzz: deps fuzz-build
+	$(Q)for f in $(FUZZ_BIN); do \
+		n=$$(basename $$f); mkdir -p build/fuzz/corpus/$$n; \
+		echo "== $$n ($(FUZZ_SECONDS)s)"; \
+		$$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+		    build/fuzz/corpus/$$n tests/fuzz/corpus/$$n || exit 1; \
+	done
+
+bench: deps metac
+	$(Q)METAC=$(CURDIR)/metac ./tests/bench/run.sh
+
+clean:
+	rm -rf build metac
+
+.PHONY: all check unit deps fuzz fuzz-build bench clean
+.SECONDARY:
+
+-include $(LIB_OBJ:.o=.d) $(O)/metac.d

@@ -1,0 +1,32 @@
+/* Command-line conventions shared by every applet (DESIGN.md "Command
+ * line"): exit codes, usage errors, the -h/--help convention. */
+#ifndef METAC_CLI_H
+#define METAC_CLI_H
+
+#include <stdio.h>
+
+#define EXIT_OK 0
+#define EXIT_FAIL 1
+#define EXIT_USAGE 2
+
+struct applet {
+	const char *name;
+	int (*main)(int argc, char **argv);
+	const char *summary;
+	/* Printed for -h/--help and after a usage error. */
+	const char *usage;
+};
+
+/* Prints "metac APPLET: message" and the usage, returns EXIT_USAGE. */
+int cli_usage_error(const struct applet *a, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+/* Prints the usage to stdout, returns EXIT_OK. */
+int cli_help(const struct applet *a);
+/* True if argv has -h or --help before any "--". */
+int cli_wants_help(int argc, char **argv);
+/* Looks an applet up by name; NULL if unknown. */
+const struct applet *applet_find(const char *name);
+/* Writes s as a JSON string literal, escaped. */
+void cli_json_str(FILE *f, const char *s);
+
+#endif

@@ -1,0 +1,36 @@
+/* Socket addresses and non-blocking sockets. Names resolve through
+ * /etc/hosts only: no NSS, so a static binary behaves the same anywhere. */
+#ifndef METAC_NET_H
+#define METAC_NET_H
+
+#include <sys/socket.h>
+
+struct net_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+};
+
+/*
+ * Parses "unix:PATH", "IPV4[:PORT]", "[IPV6][:PORT]", "NAME[:PORT]" (NAME
+ * from /etc/hosts) and ":PORT" or "*:PORT" (any IPv6/IPv4 address).
+ * default_port is used when none is given (0: a port is required).
+ * Returns 0, -EINVAL for bad syntax, -ENOENT for an unknown name.
+ */
+int net_addr_parse(const char *s, int default_port, struct net_addr *a);
+/* "1.2.3.4:901", "[::1]:901" or "unix:/path". */
+void net_addr_format(const struct net_addr *a, char *out, size_t outsz);
+int net_addr_is_loopback(const struct net_addr *a);
+int net_addr_port(const struct net_addr *a);
+
+/* Non-blocking, close-on-exec. Listening unix sockets replace a stale
+ * socket file. Return an fd or -errno. */
+int net_listen(const struct net_addr *a, int backlog);
+/* Starts a non-blocking connect; completion shows as EPOLLOUT, then
+ * net_connect_result() tells whether it worked. */
+int net_connect(const struct net_addr *a);
+int net_connect_result(int fd);
+/* Accepts one connection, non-blocking and close-on-exec. */
+int net_accept(int lfd, struct net_addr *peer);
+int net_set_nonblock(int fd);
+
+#endif

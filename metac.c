@@ -1,0 +1,119 @@
+/*
+ * metac: one binary, busybox-style. `metac APPLET ARGS` and a link named
+ * `metac-APPLET` behave the same. Each applet's main lives in the file of
+ * the service it belongs to and is listed once, here.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "lib/cli.h"
+#include "svc/applets.h"
+
+static const struct applet applets[] = {
+	{ "daemon", daemon_main, "run a node: keys, database, peers, admin socket",
+	  "metac daemon [--dir DIR] [--listen ADDR:PORT] [--admin-socket PATH] [-v]\n" },
+	{ "node", node_main, "show this node's identity and addresses",
+	  "metac node [--json] [--admin-socket PATH]\n" },
+	{ "ref", ref_main, "list, show and revoke this node's refs",
+	  "metac ref list [--json]\n"
+	  "       metac ref show [--json] REF\n"
+	  "       metac ref revoke REF\n" },
+	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
+	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
+	  "       metac stream connect REF   (pipes stdin and stdout)\n" },
+};
+
+#define N_APPLETS (sizeof(applets) / sizeof(applets[0]))
+
+const struct applet *applet_find(const char *name)
+{
+	for (size_t i = 0; i < N_APPLETS; i++)
+		if (!strcmp(applets[i].name, name))
+			return &applets[i];
+	return NULL;
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: metac APPLET [ARGS...]\n"
+		   "       metac --list | --install DIR | --help\n\napplets:\n");
+	for (size_t i = 0; i < N_APPLETS; i++)
+		fprintf(f, "  %-10s %s\n", applets[i].name, applets[i].summary);
+	fprintf(f, "\n'metac APPLET --help' shows an applet's options.\n");
+}
+
+/* Make DIR/metac-APPLET links to this binary for every applet. */
+static int install_links(const char *dir)
+{
+	char self[PATH_MAX], link[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n < 0) {
+		fprintf(stderr, "metac --install: cannot find my own path: %m\n");
+		return EXIT_FAIL;
+	}
+	self[n] = 0;
+	for (size_t i = 0; i < N_APPLETS; i++) {
+		snprintf(link, sizeof(link), "%s/metac-%s", dir, applets[i].name);
+		if (unlink(link) < 0 && errno != ENOENT) {
+			fprintf(stderr, "metac --install: cannot replace %s: %m\n", link);
+			return EXIT_FAIL;
+		}
+		if (symlink(self, link) < 0) {
+			fprintf(stderr, "metac --install: cannot create %s: %m "
+				"(does %s exist and is it writable?)\n", link, dir);
+			return EXIT_FAIL;
+		}
+	}
+	return EXIT_OK;
+}
+
+static int run_applet(const char *name, int argc, char **argv)
+{
+	const struct applet *a = applet_find(name);
+	if (!a) {
+		fprintf(stderr, "metac: unknown applet '%s'; 'metac --list' "
+			"lists them\n", name);
+		return EXIT_USAGE;
+	}
+	if (cli_wants_help(argc, argv))
+		return cli_help(a);
+	return a->main(argc, argv);
+}
+
+int main(int argc, char **argv)
+{
+	const char *base = strrchr(argv[0], '/');
+	base = base ? base + 1 : argv[0];
+
+	if (!strncmp(base, "metac-", 6))
+		return run_applet(base + 6, argc, argv);
+	if (argc < 2) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!strcmp(argv[1], "--list")) {
+		for (size_t i = 0; i < N_APPLETS; i++)
+			printf("%s\n", applets[i].name);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help")) {
+		usage(stdout);
+		return EXIT_OK;
+	}
+	if (!strcmp(argv[1], "--install")) {
+		if (argc != 3) {
+			fprintf(stderr, "usage: metac --install DIR\n");
+			return EXIT_USAGE;
+		}
+		return install_links(argv[2]);
+	}
+	if (argv[1][0] == '-') {
+		fprintf(stderr, "metac: unknown option '%s'\n", argv[1]);
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	return run_applet(argv[1], argc - 1, argv + 1);
+}

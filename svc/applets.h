@@ -1,0 +1,10 @@
+/* Every applet's main, listed in metac.c's table. */
+#ifndef METAC_APPLETS_H
+#define METAC_APPLETS_H
+
+int daemon_main(int argc, char **argv);
+int node_main(int argc, char **argv);
+int ref_main(int argc, char **argv);
+int stream_main(int argc, char **argv);
+
+#endif
