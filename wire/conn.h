@@ -1,0 +1,83 @@
+/*
+ * A secure connection on the event loop: the Noise IK handshake, then a
+ * stream of records, each sealed in one length-prefixed AEAD frame:
+ *
+ *   u32 big-endian length L | L bytes of ChaChaPoly ciphertext (tag included)
+ *
+ * The length is authenticated as associated data; nonces are the Noise
+ * counters; both sides rekey (Noise REKEY) after every WIRE_REKEY_RECORDS
+ * records in a direction. The first frame that fails to authenticate, or
+ * claims more than WIRE_MAX_RECORD bytes, closes the connection.
+ *
+ * Plain mode (the local admin socket) has the same framing without the
+ * handshake or encryption.
+ *
+ * Handshake messages are u16 big-endian length-prefixed (the Noise spec's
+ * recommended framing); the prologue names the protocol version.
+ */
+#ifndef METAC_WIRE_CONN_H
+#define METAC_WIRE_CONN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct loop;
+struct wire_conn;
+
+#define WIRE_PROLOGUE "metac wire 1"
+#define WIRE_MAX_RECORD (64 * 1024)
+#define WIRE_REKEY_RECORDS (1u << 16)
+/* A peer that stops mid-handshake is dropped after this. */
+#define WIRE_HANDSHAKE_TIMEOUT_MS 10000
+/* Pending output beyond this closes the connection: a peer that never
+ * reads must not make us buffer without bound. */
+#define WIRE_OUT_LIMIT (64u << 20)
+/* wire_conn_ops.writable fires when output drains below this. */
+#define WIRE_OUT_LOW (256u << 10)
+
+enum wire_mode { WIRE_PLAIN, WIRE_INITIATOR, WIRE_RESPONDER };
+
+struct wire_conn_ops {
+	/* Handshake finished (plain mode: at once, deferred). */
+	void (*ready)(struct wire_conn *c, void *arg);
+	/* One record; p is valid during the call only, and may be modified. */
+	void (*record)(struct wire_conn *c, uint8_t *p, size_t n, void *arg);
+	/* Pending output dropped below WIRE_OUT_LOW (flow control). */
+	void (*writable)(struct wire_conn *c, void *arg);
+	/* The connection is gone: err is 0 for an orderly close by the peer,
+	 * else -errno. Called once; c is freed after it returns. */
+	void (*closed)(struct wire_conn *c, int err, void *arg);
+};
+
+/* Takes ownership of fd (connected, or connecting: completion is
+ * awaited). local_priv is this node's static key (unused in plain mode);
+ * remote_pub is required for WIRE_INITIATOR. */
+struct wire_conn *wire_conn_new(struct loop *l, int fd, enum wire_mode mode,
+				const uint8_t *local_priv,
+				const uint8_t *remote_pub,
+				const struct wire_conn_ops *ops, void *arg);
+/* Queue one record (n <= WIRE_MAX_RECORD) for sending: 0 or -errno. */
+int wire_conn_send(struct wire_conn *c, const void *p, size_t n);
+/* Queue bytes as as many records as needed. */
+int wire_conn_send_stream(struct wire_conn *c, const void *p, size_t n);
+/* Room to read n plaintext bytes straight into the output buffer, then
+ * wire_conn_commit() seals them in place: saves a copy on data paths. */
+uint8_t *wire_conn_reserve(struct wire_conn *c, size_t n);
+int wire_conn_commit(struct wire_conn *c, size_t n);
+size_t wire_conn_pending(const struct wire_conn *c);
+/* Stop or resume delivering records (and reading the socket). */
+void wire_conn_pause(struct wire_conn *c, int paused);
+/* Close now, without calling ops->closed. Pending output is dropped. */
+void wire_conn_close(struct wire_conn *c);
+/* Send what is pending, then close and call ops->closed(c, 0). */
+void wire_conn_shutdown(struct wire_conn *c);
+/* The peer's static public key (after ready; NULL in plain mode). */
+const uint8_t *wire_conn_remote_key(const struct wire_conn *c);
+int wire_conn_fd(const struct wire_conn *c);
+void wire_conn_set_arg(struct wire_conn *c, void *arg);
+/* Hand the connection to a new owner (e.g. from the hello record). */
+void wire_conn_set_ops(struct wire_conn *c, const struct wire_conn_ops *ops,
+		       void *arg);
+struct loop *wire_conn_loop(const struct wire_conn *c);
+
+#endif
