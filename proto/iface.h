@@ -1,0 +1,60 @@
+/*
+ * Interface and method ids: declared once, here. Ids are part of the wire
+ * protocol: never renumber, only add.
+ */
+#ifndef METAC_IFACE_H
+#define METAC_IFACE_H
+
+enum iface_id {
+	IFACE_NODE = 1,        /* unprivileged bootstrap of a peer */
+	IFACE_NODE_ADMIN = 2,  /* bootstrap of the local admin socket */
+	IFACE_HOLDER = 3,      /* keeps a binding alive while referenced */
+	IFACE_STREAM = 4,
+	IFACE_PERSISTABLE = 5,
+	IFACE_SERVICE_ADMIN = 6,
+	IFACE_FILESYSTEM = 7,
+	IFACE_FILE = 8,
+	IFACE_BLOCK_DEVICE = 9,
+	IFACE_L2_INTERFACE = 10,
+	IFACE_KERNEL_INTERFACE = 11,
+	IFACE_VM_LAUNCHER = 12,
+	IFACE_VM = 13,
+	IFACE_COMPUTE_LAUNCHER = 14,
+	IFACE_PROCESS = 15,
+	IFACE_PROCESS_ENVIRONMENT = 16,
+	IFACE_DESKTOP = 17,
+	IFACE_SOUND_DEVICE = 18,
+	IFACE_MIXER = 19,
+	IFACE_USB_DEVICE = 20,
+};
+
+/* Node: what any peer holding nothing can ask. */
+enum {
+	NODE_RESTORE = 1, /* (bytes secret) -> (cap) */
+	NODE_INFO = 2,    /* () -> (string id) */
+};
+
+/* NodeAdmin: the local administrator. */
+enum {
+	NODE_ADMIN_INFO = 1,        /* () -> (string id, string listen...) */
+	NODE_ADMIN_RESTORE = 2,     /* (string ref) -> (cap) */
+	NODE_ADMIN_REF_LIST = 3,    /* () -> (u64 n, n * ref record) */
+	NODE_ADMIN_REF_SHOW = 4,    /* (string ref) -> (ref record) */
+	NODE_ADMIN_REF_REVOKE = 5,  /* (string ref) -> () */
+	/* (string service, string description, bool persistent,
+	 *  bool read_only, i64 expiry) -> (string ref) */
+	NODE_ADMIN_EXPORT = 6,
+	/* (cap stream) -> (bytes token): a data connection on the admin
+	 * socket presenting the token is piped to the stream. */
+	NODE_ADMIN_ATTACH = 7,
+};
+
+/* Stream: bytes in both directions over a data connection of its own. */
+enum {
+	STREAM_CONNECT = 1, /* () -> (bytes token) for a data connection */
+	STREAM_BIND_TO = 2, /* (cap stream) -> (cap holder) */
+};
+
+const char *iface_name(unsigned id);
+
+#endif

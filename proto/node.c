@@ -1,0 +1,1084 @@
+/*
+ * The node: listener for peers, admin socket, Node and NodeAdmin
+ * bootstrap capabilities, sturdy ref restore (locally or through an
+ * outbound connection to the ref's node) and data-connection tokens.
+ */
+#include <errno.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/net.h"
+#include "lib/store.h"
+#include "proto/node.h"
+#include "wire/conn.h"
+
+#define MAX_SERVICES 32
+#define PEER_BACKLOG 128
+
+struct token {
+	uint8_t token[NODE_TOKEN_LEN];
+	struct cap *stream;
+	uint64_t expires;
+	struct token *next;
+};
+
+struct peer;
+
+struct node {
+	struct loop *loop;
+	struct node_keys keys;
+	char id[NODE_ID_LEN + 1];
+	sqlite3 *db;
+	char dir[4096];
+	struct net_addr listen_addr;
+	char advertise[256];
+	int listen_fd, admin_fd;
+	struct loop_watch *listen_w, *admin_w;
+	char admin_path[108];
+	const struct node_service *services[MAX_SERVICES];
+	int nservices;
+	struct token *tokens;
+	struct peer *peers;
+};
+
+/* An accepted connection until its hello record says what it is. */
+struct inconn {
+	struct node *node;
+	struct wire_conn *wc;
+	struct rpc_conn *rc;
+	int admin;
+	char addr[128];
+};
+
+/* The bootstrap object of one connection: Node or NodeAdmin. */
+struct session {
+	struct cap cap;
+	struct node *node;
+	int admin;
+	uint8_t peer_key[32];
+	char addr[128];
+};
+
+/* --- services and local restore ------------------------------------ */
+
+int node_register_service(struct node *n, const struct node_service *svc)
+{
+	if (n->nservices == MAX_SERVICES)
+		return -ENOSPC;
+	n->services[n->nservices++] = svc;
+	return 0;
+}
+
+static const struct node_service *find_service(struct node *n, const char *name)
+{
+	for (int i = 0; i < n->nservices; i++)
+		if (!strcmp(n->services[i]->name, name))
+			return n->services[i];
+	return NULL;
+}
+
+struct loop *node_loop(struct node *n) { return n->loop; }
+const struct node_keys *node_keys(struct node *n) { return &n->keys; }
+
+/* Restore a ref of this node from its secret; on success results hold
+ * the capability. */
+static int restore_local(struct node *n, const uint8_t *secret,
+			 struct msg *results, char *err, size_t errsz)
+{
+	struct ref_record rec;
+	struct cap *c = NULL;
+	int r = ref_store_find(n->db, secret, &rec);
+
+	if (r == -ENOENT) {
+		snprintf(err, errsz, "no such ref on this node (revoked, or it "
+			 "died with a daemon restart because it was not --persistent)");
+		return r;
+	}
+	if (r == -ETIMEDOUT) {
+		snprintf(err, errsz, "the ref has expired");
+		return -EKEYEXPIRED;
+	}
+	if (r < 0) {
+		snprintf(err, errsz, "database error");
+		return r;
+	}
+	const struct node_service *svc = find_service(n, rec.service);
+	if (!svc) {
+		snprintf(err, errsz, "the ref names service '%s', which this "
+			 "node does not run", rec.service);
+		return -ENOSYS;
+	}
+	if ((r = svc->restore(n, &rec, &c, err, errsz)) < 0)
+		return r;
+	r = msg_put_cap(results, c);
+	cap_unref(c);
+	return r;
+}
+
+/* --- tokens -------------------------------------------------------- */
+
+static void tokens_expire(struct node *n)
+{
+	uint64_t now = loop_now_ms(n->loop);
+	for (struct token **p = &n->tokens; *p;) {
+		struct token *t = *p;
+		if (t->expires <= now) {
+			*p = t->next;
+			cap_unref(t->stream);
+			free(t);
+		} else {
+			p = &t->next;
+		}
+	}
+}
+
+int node_token_new(struct node *n, struct cap *stream, uint8_t token[NODE_TOKEN_LEN])
+{
+	struct token *t = calloc(1, sizeof(*t));
+	if (!t)
+		return -ENOMEM;
+	tokens_expire(n);
+	randombytes_buf(t->token, NODE_TOKEN_LEN);
+	memcpy(token, t->token, NODE_TOKEN_LEN);
+	t->stream = cap_ref(stream);
+	t->expires = loop_now_ms(n->loop) + NODE_TOKEN_TTL_MS;
+	t->next = n->tokens;
+	n->tokens = t;
+	return 0;
+}
+
+/* Takes the stream a token was issued for (one use only). */
+static struct cap *token_take(struct node *n, const uint8_t *token)
+{
+	tokens_expire(n);
+	for (struct token **p = &n->tokens; *p; p = &(*p)->next) {
+		struct token *t = *p;
+		if (sodium_memcmp(t->token, token, NODE_TOKEN_LEN) == 0) {
+			struct cap *c = t->stream;
+			*p = t->next;
+			free(t);
+			return c;
+		}
+	}
+	return NULL;
+}
+
+/* --- outbound peers ------------------------------------------------ */
+
+struct waiter {
+	rpc_done_fn done;
+	void *arg;
+	struct waiter *next;
+};
+
+struct peer {
+	struct node *node;
+	char addr[300];
+	uint8_t pub[32];
+	struct wire_conn *wc;
+	struct rpc_conn *rc;
+	struct cap *boot;
+	struct waiter *waiters;
+	int failed;
+	struct peer *next;
+};
+
+static void peer_unlink(struct peer *p)
+{
+	for (struct peer **pp = &p->node->peers; *pp; pp = &(*pp)->next) {
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	}
+}
+
+static void peer_fail_waiters(struct peer *p, int err, const char *msg)
+{
+	struct waiter *w = p->waiters;
+	p->waiters = NULL;
+	while (w) {
+		struct waiter *next = w->next;
+		w->done(w->arg, err, msg, NULL);
+		free(w);
+		w = next;
+	}
+}
+
+static void peer_serve_waiters(struct peer *p)
+{
+	for (struct waiter *w = p->waiters; w; w = p->waiters) {
+		struct msg m;
+		p->waiters = w->next;
+		msg_init(&m);
+		msg_put_cap(&m, p->boot);
+		w->done(w->arg, 0, NULL, &m);
+		msg_free(&m);
+		free(w);
+	}
+}
+
+static void peer_boot_done(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct peer *p = arg;
+	struct msg_rd r;
+	struct cap *c;
+
+	if (err) {
+		peer_fail_waiters(p, err, errmsg);
+		return;
+	}
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &c) < 0) {
+		peer_fail_waiters(p, -EBADMSG, "peer sent no bootstrap capability");
+		return;
+	}
+	p->boot = cap_ref(c);
+	peer_serve_waiters(p);
+}
+
+static void peer_rpc_closed(struct rpc_conn *rc, int err, void *arg)
+{
+	struct peer *p = arg;
+	p->rc = NULL;
+}
+
+static const struct rpc_conn_ops peer_rpc_ops = { .closed = peer_rpc_closed };
+
+static void peer_ready(struct wire_conn *wc, void *arg)
+{
+	struct peer *p = arg;
+	uint8_t hello = HELLO_RPC;
+	wire_conn_send(wc, &hello, 1);
+	p->rc = rpc_conn_new(wc, NULL, &peer_rpc_ops, p);
+	if (!p->rc) {
+		wire_conn_close(wc);
+		p->wc = NULL;
+		peer_unlink(p);
+		peer_fail_waiters(p, -ENOMEM, "out of memory");
+		free(p);
+		return;
+	}
+	rpc_conn_bootstrap(p->rc, peer_boot_done, p);
+}
+
+static void peer_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
+{
+	struct peer *p = arg;
+	if (p->rc)
+		rpc_conn_record(p->rc, d, n);
+}
+
+static void peer_closed(struct wire_conn *wc, int err, void *arg)
+{
+	struct peer *p = arg;
+	char msg[512];
+
+	peer_unlink(p);
+	if (!p->rc) {
+		/* It never got past the handshake. */
+		if (err == -ECONNREFUSED || err == -EHOSTUNREACH ||
+		    err == -ENETUNREACH || err == -ETIMEDOUT)
+			snprintf(msg, sizeof(msg), "cannot reach node at %s: %s",
+				 p->addr, strerror(-err));
+		else
+			snprintf(msg, sizeof(msg), "handshake with %s failed: the "
+				 "node there does not hold the key named in the ref "
+				 "(a wrong ref, or a man in the middle), or it is not "
+				 "a metac node", p->addr);
+		peer_fail_waiters(p, err ? err : -ECONNRESET, msg);
+	} else {
+		rpc_conn_closed(p->rc, err);
+		snprintf(msg, sizeof(msg), "connection to %s lost", p->addr);
+		peer_fail_waiters(p, -ECONNRESET, msg);
+	}
+	cap_unref(p->boot);
+	free(p);
+}
+
+static const struct wire_conn_ops peer_ops = {
+	.ready = peer_ready,
+	.record = peer_record,
+	.closed = peer_closed,
+};
+
+/* Starts a connection to addr (pinned to pub); NULL with err on failure. */
+static struct wire_conn *dial(struct node *n, const char *addr, const uint8_t *pub,
+			      const struct wire_conn_ops *ops, void *arg,
+			      char *err, size_t errsz)
+{
+	struct net_addr na;
+	int r = net_addr_parse(addr, REF_DEFAULT_PORT, &na), fd;
+	if (r < 0) {
+		snprintf(err, errsz, "cannot resolve %s (numeric addresses and "
+			 "/etc/hosts names only)", addr);
+		return NULL;
+	}
+	if ((fd = net_connect(&na)) < 0) {
+		snprintf(err, errsz, "cannot connect to %s: %s", addr, strerror(-fd));
+		return NULL;
+	}
+	struct wire_conn *wc = wire_conn_new(n->loop, fd, WIRE_INITIATOR,
+					     n->keys.priv, pub, ops, arg);
+	if (!wc)
+		snprintf(err, errsz, "out of memory");
+	return wc;
+}
+
+/* Gets the bootstrap Node capability of the node at addr with key pub. */
+static void peer_bootstrap(struct node *n, const char *addr, const uint8_t *pub,
+			   rpc_done_fn done, void *arg)
+{
+	struct peer *p;
+	struct waiter *w = calloc(1, sizeof(*w));
+	char err[512];
+
+	if (!w) {
+		done(arg, -ENOMEM, "out of memory", NULL);
+		return;
+	}
+	w->done = done;
+	w->arg = arg;
+	for (p = n->peers; p; p = p->next)
+		if (!strcmp(p->addr, addr) && !memcmp(p->pub, pub, 32))
+			break;
+	if (!p) {
+		if (!(p = calloc(1, sizeof(*p)))) {
+			free(w);
+			done(arg, -ENOMEM, "out of memory", NULL);
+			return;
+		}
+		p->node = n;
+		snprintf(p->addr, sizeof(p->addr), "%s", addr);
+		memcpy(p->pub, pub, 32);
+		p->wc = dial(n, addr, pub, &peer_ops, p, err, sizeof(err));
+		if (!p->wc) {
+			free(p);
+			free(w);
+			done(arg, -EHOSTUNREACH, err, NULL);
+			return;
+		}
+		p->next = n->peers;
+		n->peers = p;
+	}
+	w->next = p->waiters;
+	p->waiters = w;
+	if (p->boot)
+		peer_serve_waiters(p);
+}
+
+/* --- restore ------------------------------------------------------- */
+
+struct restore_ctx {
+	struct node *node;
+	uint8_t secret[REF_SECRET_LEN];
+	rpc_done_fn done;
+	void *arg;
+};
+
+static void restore_remote_done(void *arg, int err, const char *errmsg,
+				struct msg *res)
+{
+	struct restore_ctx *ctx = arg;
+	ctx->done(ctx->arg, err, errmsg, res);
+	sodium_memzero(ctx, sizeof(*ctx));
+	free(ctx);
+}
+
+static void restore_boot_done(void *arg, int err, const char *errmsg,
+			      struct msg *res)
+{
+	struct restore_ctx *ctx = arg;
+	struct msg_rd r;
+	struct msg params;
+	struct cap *boot;
+
+	if (err) {
+		restore_remote_done(ctx, err, errmsg, NULL);
+		return;
+	}
+	msg_rd_init(&r, res);
+	msg_get_cap(&r, &boot); /* peer_boot_done always puts one */
+	msg_init(&params);
+	msg_put_bytes(&params, ctx->secret, REF_SECRET_LEN);
+	rpc_call(boot, IFACE_NODE, NODE_RESTORE, &params, restore_remote_done, ctx);
+}
+
+void node_restore(struct node *n, const char *s, rpc_done_fn done, void *arg)
+{
+	struct ref ref;
+	const char *why;
+	char err[512], addr[300];
+	struct msg res;
+	int r;
+
+	if (ref_parse(s, &ref, &why) < 0) {
+		snprintf(err, sizeof(err), "malformed ref: %s", why);
+		done(arg, -EINVAL, err, NULL);
+		return;
+	}
+	if (!memcmp(ref.pub, n->keys.pub, 32)) {
+		msg_init(&res);
+		r = restore_local(n, ref.secret, &res, err, sizeof(err));
+		done(arg, r, r ? err : NULL, &res);
+		msg_free(&res);
+	} else {
+		struct restore_ctx *ctx = calloc(1, sizeof(*ctx));
+		if (!ctx) {
+			done(arg, -ENOMEM, "out of memory", NULL);
+			return;
+		}
+		ctx->node = n;
+		memcpy(ctx->secret, ref.secret, REF_SECRET_LEN);
+		ctx->done = done;
+		ctx->arg = arg;
+		ref_address(&ref, addr, sizeof(addr));
+		peer_bootstrap(n, addr, ref.pub, restore_boot_done, ctx);
+	}
+	sodium_memzero(&ref, sizeof(ref));
+}
+
+/* --- streams ------------------------------------------------------- */
+
+struct attach_ctx {
+	struct node *node;
+	struct wire_conn *data; /* the connection to pipe */
+	char addr[300];         /* the stream's node */
+	uint8_t pub[32];
+	uint8_t token[NODE_TOKEN_LEN];
+};
+
+static void attach_remote_ready(struct wire_conn *wc, void *arg)
+{
+	struct attach_ctx *ctx = arg;
+	uint8_t hello[1 + NODE_TOKEN_LEN] = { HELLO_DATA };
+	memcpy(hello + 1, ctx->token, NODE_TOKEN_LEN);
+	wire_conn_send(wc, hello, sizeof(hello));
+	node_pipe(ctx->data, wc);
+	free(ctx);
+}
+
+static void attach_remote_closed(struct wire_conn *wc, int err, void *arg)
+{
+	struct attach_ctx *ctx = arg;
+	log_warn("stream: data connection to the stream's node failed: %s",
+		 strerror(-err));
+	wire_conn_close(ctx->data);
+	free(ctx);
+}
+
+static void attach_remote_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
+{
+}
+
+static const struct wire_conn_ops attach_remote_ops = {
+	.ready = attach_remote_ready,
+	.record = attach_remote_record,
+	.closed = attach_remote_closed,
+};
+
+static struct peer *peer_of_conn(struct node *n, struct rpc_conn *rc)
+{
+	for (struct peer *p = n->peers; p; p = p->next)
+		if (p->rc == rc)
+			return p;
+	return NULL;
+}
+
+static void attach_token_done(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct attach_ctx *ctx = arg;
+	struct msg_rd r;
+	const uint8_t *tok;
+	size_t n;
+	char why[512];
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_bytes(&r, &tok, &n) < 0 || n != NODE_TOKEN_LEN) {
+			err = -EBADMSG;
+			errmsg = "the peer's answer holds no token";
+		}
+	}
+	if (err) {
+		log_warn("stream: cannot connect to the remote stream: %s", errmsg);
+		goto fail;
+	}
+	memcpy(ctx->token, tok, NODE_TOKEN_LEN);
+	if (dial(ctx->node, ctx->addr, ctx->pub, &attach_remote_ops, ctx, why,
+		 sizeof(why)))
+		return;
+	log_warn("stream: %s", why);
+fail:
+	wire_conn_close(ctx->data);
+	free(ctx);
+}
+
+void node_stream_attach(struct node *n, struct cap *stream, struct wire_conn *data)
+{
+	struct rpc_conn *rc = cap_conn(stream);
+	struct attach_ctx *ctx;
+	struct peer *p;
+	struct msg params;
+
+	/* Local streams know what to do with the data themselves. */
+	if (stream->ops->attach) {
+		stream->ops->attach(stream, data);
+		return;
+	}
+	/* A remote stream: ask its node for a token, then open a data
+	 * connection of our own there and pipe the two. */
+	if (!rc || !(p = peer_of_conn(n, rc))) {
+		log_warn("stream: the object is not a stream of this node or of "
+			 "a node we are connected to");
+		wire_conn_close(data);
+		return;
+	}
+	if (!(ctx = calloc(1, sizeof(*ctx)))) {
+		wire_conn_close(data);
+		return;
+	}
+	ctx->node = n;
+	ctx->data = data;
+	snprintf(ctx->addr, sizeof(ctx->addr), "%s", p->addr);
+	memcpy(ctx->pub, p->pub, 32);
+	wire_conn_pause(data, 1);
+	msg_init(&params);
+	rpc_call(stream, IFACE_STREAM, STREAM_CONNECT, &params, attach_token_done, ctx);
+}
+
+/* --- Node and NodeAdmin -------------------------------------------- */
+
+static void answer_cap(struct rpc_call *call, int err, const char *errmsg,
+		       struct msg *res)
+{
+	struct msg_rd r;
+	struct cap *c;
+	if (err) {
+		rpc_return_error(call, err, "%s", errmsg);
+		return;
+	}
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &c) < 0) {
+		rpc_return_error(call, -EBADMSG, "restore returned no object");
+		return;
+	}
+	msg_put_cap(&call->results, c);
+	rpc_return(call);
+}
+
+static void restore_call_done(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	answer_cap(arg, err, errmsg, res);
+}
+
+static void node_call_restore(struct session *s, struct rpc_call *call)
+{
+	struct msg_rd r;
+	const uint8_t *secret;
+	size_t n;
+	char err[512], key[NODE_ID_LEN + 1];
+	struct msg res;
+	int e;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_bytes(&r, &secret, &n) < 0 || n != REF_SECRET_LEN) {
+		rpc_return_error(call, -EINVAL, "restore takes a %d-byte secret",
+				 REF_SECRET_LEN);
+		return;
+	}
+	node_id_format(s->peer_key, key);
+	msg_init(&res);
+	e = restore_local(s->node, secret, &res, err, sizeof(err));
+	log_info("peer %s at %s restores a ref: %s", key, s->addr,
+		 e ? err : "ok");
+	answer_cap(call, e, err, &res);
+	msg_free(&res);
+}
+
+static int put_record(struct msg *m, const struct ref_record *rec)
+{
+	int r;
+	if ((r = msg_put_i64(m, rec->id)) < 0 ||
+	    (r = msg_put_str(m, rec->service)) < 0 ||
+	    (r = msg_put_str(m, rec->description)) < 0 ||
+	    (r = msg_put_bool(m, rec->read_only)) < 0 ||
+	    (r = msg_put_bool(m, rec->persistent)) < 0 ||
+	    (r = msg_put_i64(m, rec->expiry)) < 0)
+		return r;
+	return msg_put_i64(m, rec->created);
+}
+
+static int list_one(const struct ref_record *rec, void *arg)
+{
+	return put_record(arg, rec);
+}
+
+/* A ref given to NodeAdmin: must name this node. */
+static int admin_own_ref(struct node *n, struct rpc_call *call, struct ref_record *rec)
+{
+	struct msg_rd r;
+	char s[REF_MAX_LEN];
+	struct ref ref;
+	const char *why;
+	int e;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_str(&r, s, sizeof(s)) < 0 || ref_parse(s, &ref, &why) < 0) {
+		rpc_return_error(call, -EINVAL, "malformed ref");
+		return -EINVAL;
+	}
+	if (memcmp(ref.pub, n->keys.pub, 32)) {
+		rpc_return_error(call, -EXDEV, "that ref belongs to another node "
+				 "(only its own node can show or revoke it)");
+		return -EXDEV;
+	}
+	e = ref_store_find(n->db, ref.secret, rec);
+	sodium_memzero(&ref, sizeof(ref));
+	if (e == -ENOENT)
+		rpc_return_error(call, e, "no such ref on this node (already revoked?)");
+	else if (e < 0 && e != -ETIMEDOUT)
+		rpc_return_error(call, e, "database error");
+	return e == -ETIMEDOUT ? 0 : e;
+}
+
+static void admin_export(struct session *s, struct rpc_call *call)
+{
+	struct node *n = s->node;
+	struct ref_record rec = { 0 };
+	struct msg_rd r;
+	struct ref ref = { 0 };
+	struct cap *probe = NULL;
+	char err[512], out[REF_MAX_LEN];
+	int e;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_str(&r, rec.service, sizeof(rec.service)) < 0 ||
+	    msg_get_str(&r, rec.description, sizeof(rec.description)) < 0 ||
+	    msg_get_bool(&r, &rec.persistent) < 0 ||
+	    msg_get_bool(&r, &rec.read_only) < 0 ||
+	    msg_get_i64(&r, &rec.expiry) < 0) {
+		rpc_return_error(call, -EINVAL, "malformed export request");
+		return;
+	}
+	const struct node_service *svc = find_service(n, rec.service);
+	if (!svc) {
+		rpc_return_error(call, -ENOSYS, "no service named '%s'", rec.service);
+		return;
+	}
+	/* Restoring once now checks the description, so that a bad one fails
+	 * at export time rather than at the far end. */
+	if ((e = svc->restore(n, &rec, &probe, err, sizeof(err))) < 0) {
+		rpc_return_error(call, e, "%s", err);
+		return;
+	}
+	cap_unref(probe);
+	if ((e = ref_store_add(n->db, &rec, ref.secret)) < 0) {
+		rpc_return_error(call, e, "cannot store the ref (database error)");
+		return;
+	}
+	snprintf(ref.host, sizeof(ref.host), "%s", n->advertise);
+	ref.port = net_addr_port(&n->listen_addr);
+	memcpy(ref.pub, n->keys.pub, 32);
+	ref_format(&ref, out, sizeof(out));
+	sodium_memzero(&ref, sizeof(ref));
+	log_info("exported %s %s as ref #%lld%s", rec.service, rec.description,
+		 (long long)rec.id, rec.persistent ? " (persistent)" : "");
+	msg_put_str(&call->results, out);
+	sodium_memzero(out, sizeof(out));
+	rpc_return(call);
+}
+
+static void admin_attach(struct session *s, struct rpc_call *call)
+{
+	struct msg_rd r;
+	struct cap *c;
+	uint8_t token[NODE_TOKEN_LEN];
+	int e;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_cap(&r, &c) < 0) {
+		rpc_return_error(call, -EINVAL, "attach takes a stream");
+		return;
+	}
+	if ((e = node_token_new(s->node, c, token)) < 0) {
+		rpc_return_error(call, e, "out of memory");
+		return;
+	}
+	msg_put_bytes(&call->results, token, sizeof(token));
+	rpc_return(call);
+}
+
+static void admin_call(struct session *s, struct rpc_call *call)
+{
+	struct node *n = s->node;
+	struct ref_record rec;
+	char ref[REF_MAX_LEN], listen[128];
+	struct msg_rd r;
+
+	switch (call->method) {
+	case NODE_ADMIN_INFO:
+		net_addr_format(&n->listen_addr, listen, sizeof(listen));
+		msg_put_str(&call->results, n->id);
+		msg_put_str(&call->results, listen);
+		msg_put_str(&call->results, n->advertise);
+		msg_put_str(&call->results, n->admin_path);
+		msg_put_str(&call->results, n->dir);
+		rpc_return(call);
+		return;
+	case NODE_ADMIN_RESTORE:
+		msg_rd_init(&r, &call->params);
+		if (msg_get_str(&r, ref, sizeof(ref)) < 0) {
+			rpc_return_error(call, -EINVAL, "restore takes a ref");
+			return;
+		}
+		node_restore(n, ref, restore_call_done, call);
+		sodium_memzero(ref, sizeof(ref));
+		return;
+	case NODE_ADMIN_REF_LIST:
+		ref_store_each(n->db, list_one, &call->results);
+		rpc_return(call);
+		return;
+	case NODE_ADMIN_REF_SHOW:
+		if (admin_own_ref(n, call, &rec) < 0)
+			return;
+		put_record(&call->results, &rec);
+		rpc_return(call);
+		return;
+	case NODE_ADMIN_REF_REVOKE:
+		if (admin_own_ref(n, call, &rec) < 0)
+			return;
+		if (ref_store_delete(n->db, rec.id) < 0) {
+			rpc_return_error(call, -EIO, "database error");
+			return;
+		}
+		log_info("revoked ref #%lld (%s %s)", (long long)rec.id,
+			 rec.service, rec.description);
+		rpc_return(call);
+		return;
+	case NODE_ADMIN_EXPORT:
+		admin_export(s, call);
+		return;
+	case NODE_ADMIN_ATTACH:
+		admin_attach(s, call);
+		return;
+	}
+	rpc_return_unknown(call, "NodeAdmin");
+}
+
+static void session_call(struct cap *c, struct rpc_call *call)
+{
+	struct session *s = (struct session *)c;
+
+	if (s->admin && call->iface == IFACE_NODE_ADMIN) {
+		admin_call(s, call);
+		return;
+	}
+	if (call->iface == IFACE_NODE && call->method == NODE_RESTORE) {
+		node_call_restore(s, call);
+		return;
+	}
+	if (call->iface == IFACE_NODE && call->method == NODE_INFO) {
+		msg_put_str(&call->results, s->node->id);
+		rpc_return(call);
+		return;
+	}
+	rpc_return_unknown(call, s->admin ? "NodeAdmin" : "Node");
+}
+
+static void session_free(struct cap *c)
+{
+	free(c);
+}
+
+static const struct cap_ops session_ops = {
+	.name = "node",
+	.call = session_call,
+	.free = session_free,
+};
+
+/* --- accepted connections ------------------------------------------ */
+
+static void in_rpc_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
+{
+	struct inconn *ic = arg;
+	rpc_conn_record(ic->rc, d, n);
+}
+
+static void in_closed(struct wire_conn *wc, int err, void *arg)
+{
+	struct inconn *ic = arg;
+	if (ic->rc)
+		rpc_conn_closed(ic->rc, err);
+	free(ic);
+}
+
+static const struct wire_conn_ops in_rpc_ops = {
+	.record = in_rpc_record,
+	.closed = in_closed,
+};
+
+static int start_rpc(struct inconn *ic)
+{
+	struct session *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -ENOMEM;
+	cap_init(&s->cap, &session_ops);
+	s->node = ic->node;
+	s->admin = ic->admin;
+	if (!ic->admin)
+		memcpy(s->peer_key, wire_conn_remote_key(ic->wc), 32);
+	snprintf(s->addr, sizeof(s->addr), "%s", ic->addr);
+	ic->rc = rpc_conn_new(ic->wc, &s->cap, NULL, ic);
+	cap_unref(&s->cap);
+	if (!ic->rc)
+		return -ENOMEM;
+	wire_conn_set_ops(ic->wc, &in_rpc_ops, ic);
+	return 0;
+}
+
+static void in_hello(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
+{
+	struct inconn *ic = arg;
+	struct cap *stream;
+
+	if (n == 1 && d[0] == HELLO_RPC) {
+		if (start_rpc(ic) == 0)
+			return;
+	} else if (n == 1 + NODE_TOKEN_LEN && d[0] == HELLO_DATA) {
+		struct node *node = ic->node;
+		stream = token_take(node, d + 1);
+		if (stream) {
+			free(ic);
+			node_stream_attach(node, stream, wc);
+			cap_unref(stream);
+			return;
+		}
+		log_info("connection from %s presented an unknown or expired "
+			 "stream token", ic->addr);
+	} else {
+		log_info("connection from %s: bad hello; closing", ic->addr);
+	}
+	wire_conn_close(wc);
+	free(ic);
+}
+
+static void in_hello_closed(struct wire_conn *wc, int err, void *arg)
+{
+	free(arg);
+}
+
+static const struct wire_conn_ops in_hello_ops = {
+	.record = in_hello,
+	.closed = in_hello_closed,
+};
+
+static int peer_is_admin(int fd)
+{
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		return 0;
+	/* root, or the user the daemon runs as */
+	return cred.uid == 0 || cred.uid == geteuid();
+}
+
+static void accept_one(struct node *n, int lfd, int admin)
+{
+	struct net_addr peer;
+	struct inconn *ic;
+	int fd = net_accept(lfd, &peer);
+
+	if (fd < 0) {
+		if (fd != -EAGAIN && fd != -ECONNABORTED)
+			log_warn("accept: %s", strerror(-fd));
+		return;
+	}
+	if (admin && !peer_is_admin(fd)) {
+		log_warn("admin socket: refusing a client that is neither root "
+			 "nor the daemon's user");
+		close(fd);
+		return;
+	}
+	if (!(ic = calloc(1, sizeof(*ic)))) {
+		close(fd);
+		return;
+	}
+	ic->node = n;
+	ic->admin = admin;
+	net_addr_format(&peer, ic->addr, sizeof(ic->addr));
+	if (admin)
+		snprintf(ic->addr, sizeof(ic->addr), "admin socket");
+	ic->wc = wire_conn_new(n->loop, fd, admin ? WIRE_PLAIN : WIRE_RESPONDER,
+			       n->keys.priv, NULL, &in_hello_ops, ic);
+	if (!ic->wc)
+		free(ic);
+}
+
+static void listen_io(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	accept_one(arg, fd, 0);
+}
+
+static void admin_io(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	accept_one(arg, fd, 1);
+}
+
+/* --- setup --------------------------------------------------------- */
+
+/* The host written into new refs: the listen address when it is a
+ * specific one, else the first global address of this machine. */
+static void pick_advertise(struct node *n)
+{
+	struct ifaddrs *ifa, *i;
+	char ip[INET6_ADDRSTRLEN], tmp[160];
+
+	net_addr_format(&n->listen_addr, tmp, sizeof(tmp));
+	if (strncmp(tmp, "[::]", 4) && strncmp(tmp, "0.0.0.0", 7)) {
+		*strrchr(tmp, ':') = 0;
+		snprintf(n->advertise, sizeof(n->advertise), "%s",
+			 tmp[0] == '[' ? tmp + 1 : tmp);
+		char *close = strchr(n->advertise, ']');
+		if (close)
+			*close = 0;
+		return;
+	}
+	snprintf(n->advertise, sizeof(n->advertise), "127.0.0.1");
+	if (getifaddrs(&ifa) < 0)
+		return;
+	for (i = ifa; i; i = i->ifa_next) {
+		if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET)
+			continue;
+		struct sockaddr_in *sin = (struct sockaddr_in *)i->ifa_addr;
+		if ((ntohl(sin->sin_addr.s_addr) >> 24) == 127)
+			continue;
+		inet_ntop(AF_INET, &sin->sin_addr, ip, sizeof(ip));
+		snprintf(n->advertise, sizeof(n->advertise), "%s", ip);
+		break;
+	}
+	freeifaddrs(ifa);
+}
+
+static int open_listeners(struct node *n, const struct node_config *cfg)
+{
+	struct net_addr admin;
+	char where[160];
+	int r;
+
+	if ((r = net_addr_parse(cfg->listen ? cfg->listen : "[::]:901",
+				REF_DEFAULT_PORT, &n->listen_addr)) < 0) {
+		log_error("bad --listen address '%s'", cfg->listen);
+		return r;
+	}
+	net_addr_format(&n->listen_addr, where, sizeof(where));
+	if ((n->listen_fd = net_listen(&n->listen_addr, PEER_BACKLOG)) < 0) {
+		log_error("cannot listen on %s: %s (another daemon there? use "
+			  "--listen)", where, strerror(-n->listen_fd));
+		return n->listen_fd;
+	}
+	snprintf(n->admin_path, sizeof(n->admin_path), "%s", cfg->admin_socket);
+	snprintf(where, sizeof(where), "unix:%s", cfg->admin_socket);
+	if ((r = net_addr_parse(where, 0, &admin)) < 0) {
+		log_error("admin socket path too long: %s", cfg->admin_socket);
+		return r;
+	}
+	net_addr_format(&n->listen_addr, where, sizeof(where));
+	/* Only the owner can connect at all; SO_PEERCRED checks again. */
+	mode_t old = umask(077);
+	n->admin_fd = net_listen(&admin, 16);
+	umask(old);
+	if (n->admin_fd < 0) {
+		log_error("cannot create admin socket %s: %s", cfg->admin_socket,
+			  strerror(-n->admin_fd));
+		return n->admin_fd;
+	}
+	n->listen_w = loop_watch_fd(n->loop, n->listen_fd, EPOLLIN, listen_io, n);
+	n->admin_w = loop_watch_fd(n->loop, n->admin_fd, EPOLLIN, admin_io, n);
+	if (!n->listen_w || !n->admin_w)
+		return -ENOMEM;
+	log_info("node %s listening on %s, admin socket %s", n->id, where,
+		 cfg->admin_socket);
+	return 0;
+}
+
+int node_new(struct loop *l, const struct node_config *cfg, struct node **out)
+{
+	char path[4200];
+	struct node *n = calloc(1, sizeof(*n));
+	int r;
+
+	if (!n)
+		return -ENOMEM;
+	n->loop = l;
+	n->listen_fd = n->admin_fd = -1;
+	snprintf(n->dir, sizeof(n->dir), "%s", cfg->dir);
+	if (mkdir(n->dir, 0700) < 0 && errno != EEXIST) {
+		r = -errno;
+		log_error("cannot create state directory %s: %m", n->dir);
+		goto fail;
+	}
+	if ((r = node_keys_load(n->dir, &n->keys)) < 0)
+		goto fail;
+	node_id_format(n->keys.pub, n->id);
+	snprintf(path, sizeof(path), "%s/node.db", n->dir);
+	if ((r = store_open(path, &node_db_schema, &n->db)) < 0)
+		goto fail;
+	if ((r = ref_store_drop_ephemeral(n->db)) < 0 ||
+	    (r = open_listeners(n, cfg)) < 0)
+		goto fail;
+	pick_advertise(n);
+	*out = n;
+	return 0;
+fail:
+	node_free(n);
+	return r;
+}
+
+void node_free(struct node *n)
+{
+	if (!n)
+		return;
+	while (n->peers) {
+		struct peer *p = n->peers;
+		n->peers = p->next;
+		if (p->rc)
+			rpc_conn_closed(p->rc, -ECONNRESET);
+		if (p->wc)
+			wire_conn_close(p->wc);
+		peer_fail_waiters(p, -ECONNRESET, "node shutting down");
+		cap_unref(p->boot);
+		free(p);
+	}
+	while (n->tokens) {
+		struct token *t = n->tokens;
+		n->tokens = t->next;
+		cap_unref(t->stream);
+		free(t);
+	}
+	if (n->listen_w)
+		loop_watch_del(n->listen_w);
+	if (n->admin_w)
+		loop_watch_del(n->admin_w);
+	if (n->listen_fd >= 0)
+		close(n->listen_fd);
+	if (n->admin_fd >= 0) {
+		close(n->admin_fd);
+		unlink(n->admin_path);
+	}
+	if (n->db)
+		store_close(n->db);
+	node_keys_wipe(&n->keys);
+	free(n);
+}

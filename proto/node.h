@@ -1,0 +1,70 @@
+/*
+ * The node: its keys and database, the peer listener, the admin socket,
+ * outbound connections to other nodes, sturdy ref restore and one-time
+ * tokens for data connections.
+ *
+ * Every connection's first record says what it is for:
+ *   u8 'R'                   capability RPC (Node, or NodeAdmin on the
+ *                            admin socket, as bootstrap)
+ *   u8 'D', 16-byte token    a data connection for the Stream the token
+ *                            was issued for
+ */
+#ifndef METAC_NODE_H
+#define METAC_NODE_H
+
+#include <stdint.h>
+
+#include "proto/keys.h"
+#include "proto/ref.h"
+#include "proto/rpc.h"
+
+struct loop;
+struct node;
+struct wire_conn;
+
+#define NODE_TOKEN_LEN 16
+#define NODE_TOKEN_TTL_MS 30000
+#define HELLO_RPC 'R'
+#define HELLO_DATA 'D'
+
+struct node_config {
+	const char *dir;
+	const char *listen;       /* ADDR:PORT, NULL for the default */
+	const char *admin_socket; /* NULL for DIR-independent default */
+};
+
+/* A service that sturdy refs can name. restore builds the capability a
+ * ref record describes; on failure it returns -errno and says why in err.
+ * It also validates a description at export time. */
+struct node_service {
+	const char *name;
+	int (*restore)(struct node *n, const struct ref_record *rec,
+		       struct cap **out, char *err, size_t errsz);
+};
+
+int node_new(struct loop *l, const struct node_config *cfg, struct node **out);
+void node_free(struct node *n);
+int node_register_service(struct node *n, const struct node_service *svc);
+struct loop *node_loop(struct node *n);
+const struct node_keys *node_keys(struct node *n);
+
+/* A one-time token: the first data connection presenting it is handed to
+ * stream's attach (see node_stream_attach). */
+int node_token_new(struct node *n, struct cap *stream, uint8_t token[NODE_TOKEN_LEN]);
+
+/* Pipes a data connection to a Stream capability, local or remote. */
+void node_stream_attach(struct node *n, struct cap *stream, struct wire_conn *data);
+
+/* Restores a ref: locally when it names this node, else over a
+ * connection to its node. done gets the capability in results (index 0). */
+void node_restore(struct node *n, const char *ref, rpc_done_fn done, void *arg);
+
+/* Pipes two open connections' records both ways until either closes. */
+void node_pipe(struct wire_conn *a, struct wire_conn *b);
+/* Pipes a connection to plain descriptors: bytes read from rfd are sent
+ * as records, records received are written to wfd (rfd == wfd for a
+ * socket). Takes ownership of the fds; done (may be NULL) runs at the end. */
+int node_pipe_fds(struct wire_conn *wc, int rfd, int wfd,
+		  void (*done)(void *arg, int err), void *arg);
+
+#endif

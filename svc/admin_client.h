@@ -1,0 +1,36 @@
+/* The applets' side of the admin socket: connect, get NodeAdmin, call. */
+#ifndef METAC_ADMIN_CLIENT_H
+#define METAC_ADMIN_CLIENT_H
+
+#include "proto/rpc.h"
+
+struct loop;
+
+#define ADMIN_SOCKET_DEFAULT "/run/metac/admin.sock"
+
+struct admin {
+	struct loop *loop;
+	struct wire_conn *wc;
+	struct rpc_conn *rc;
+	struct cap *node_admin;
+	const char *path;
+	int err;
+	char errmsg[RPC_MAX_ERRMSG];
+};
+
+/* The admin socket path: the option if given, $METAC_ADMIN_SOCKET, else
+ * the default. */
+const char *admin_socket_path(const char *opt);
+/* Connects and bootstraps; prints what to do on failure. */
+int admin_open(struct admin *a, const char *path);
+void admin_close(struct admin *a);
+/* A connected plain socket to the admin socket (for data connections). */
+int admin_dial(const char *path, int *fd);
+/* Calls NodeAdmin (target NULL) or target and waits for the answer.
+ * results (initialised by the caller) receive the results; on failure the
+ * error is printed, prefixed by what. */
+int admin_call(struct admin *a, struct cap *target, uint16_t iface,
+	       uint16_t method, struct msg *params, struct msg *results,
+	       const char *what);
+
+#endif

@@ -1,0 +1,10 @@
+/* Registers every service of this build with the node. */
+#include "svc/services.h"
+
+int services_register(struct node *n)
+{
+	int r;
+	if ((r = stream_service_register(n)) < 0)
+		return r;
+	return 0;
+}

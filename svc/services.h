@@ -1,0 +1,10 @@
+/* The services a daemon runs, registered with its node at start. */
+#ifndef METAC_SERVICES_H
+#define METAC_SERVICES_H
+
+struct node;
+
+int services_register(struct node *n);
+int stream_service_register(struct node *n);
+
+#endif

@@ -1,0 +1,109 @@
+# Shared helpers for integration tests: hosts as network namespaces joined
+# by veth pairs, daemons per host, and cleanup that runs however the test
+# ends. Source it, then call netns_pair / daemon_start; fail() ends a test.
+
+set -u
+: "${METAC:?METAC must point at the metac binary}"
+T=$(mktemp -d /tmp/metac-it.XXXXXX)
+NS_PREFIX="mt$$"
+_pids=()
+_netns=()
+
+cleanup() {
+	local p ns
+	for p in "${_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+	for p in "${_pids[@]}"; do
+		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+		kill -KILL "$p" 2>/dev/null
+	done
+	for ns in "${_netns[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	rm -rf "$T"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+fail() {
+	echo "FAIL: $*" >&2
+	for f in "$T"/*.log; do [ -f "$f" ] && { echo "--- $f"; tail -n 30 "$f"; } >&2; done
+	exit 1
+}
+
+skip() {
+	echo "$*"
+	exit 77
+}
+
+need_root() {
+	[ "$(id -u)" = 0 ] || skip "needs root for network namespaces"
+}
+
+# netns_pair A B: hosts $NS_PREFIX-A (10.77.0.1) and $NS_PREFIX-B
+# (10.77.0.2) joined by a veth pair; also fd77::1 and fd77::2.
+netns_pair() {
+	local a="$NS_PREFIX-$1" b="$NS_PREFIX-$2"
+	need_root
+	ip netns add "$a" && _netns+=("$a") || fail "cannot create netns $a"
+	ip netns add "$b" && _netns+=("$b") || fail "cannot create netns $b"
+	ip link add "v$$a" netns "$a" type veth peer name "v$$b" netns "$b" ||
+		fail "cannot create veth pair"
+	ip -n "$a" addr add 10.77.0.1/24 dev "v$$a"
+	ip -n "$b" addr add 10.77.0.2/24 dev "v$$b"
+	ip -n "$a" addr add fd77::1/64 dev "v$$a" nodad
+	ip -n "$b" addr add fd77::2/64 dev "v$$b" nodad
+	for ns in "$a" "$b"; do
+		ip -n "$ns" link set lo up
+	done
+	ip -n "$a" link set "v$$a" up
+	ip -n "$b" link set "v$$b" up
+}
+
+# in_host H CMD...: run CMD in host H's network namespace.
+in_host() {
+	local h="$NS_PREFIX-$1"
+	shift
+	ip netns exec "$h" "$@"
+}
+
+# daemon_start NAME HOST|- LISTEN: a daemon with state in $T/NAME and its
+# admin socket at $T/NAME.sock; HOST - runs it in this namespace.
+daemon_start() {
+	local name=$1 host=$2 listen=$3
+	if [ "$host" = - ]; then
+		"$METAC" daemon --dir "$T/$name" --listen "$listen" \
+			--admin-socket "$T/$name.sock" >"$T/$name.log" 2>&1 &
+	else
+		in_host "$host" "$METAC" daemon --dir "$T/$name" --listen "$listen" \
+			--admin-socket "$T/$name.sock" >"$T/$name.log" 2>&1 &
+	fi
+	_pids+=($!)
+	eval "PID_$name=$!"
+	# $T/NAME.m: metac as a client of this daemon (usable with timeout).
+	printf '#!/bin/sh\nMETAC_ADMIN_SOCKET="%s" exec "%s" "$@"\n' \
+		"$T/$name.sock" "$METAC" >"$T/$name.m"
+	chmod +x "$T/$name.m"
+	for _ in $(seq 100); do
+		[ -S "$T/$name.sock" ] && "$METAC" node --admin-socket "$T/$name.sock" \
+			>/dev/null 2>&1 && return 0
+		sleep 0.05
+	done
+	fail "daemon $name did not start"
+}
+
+# m NAME ARGS...: metac ARGS as a client of daemon NAME.
+m() {
+	local name=$1
+	shift
+	"$T/$name.m" "$@"
+}
+
+# expect_fail PATTERN CMD...: CMD must exit 1 with PATTERN on stderr,
+# within 20 s (no hang).
+expect_fail() {
+	local pat=$1 rc
+	shift
+	timeout 20 "$@" >"$T/out" 2>"$T/err"
+	rc=$?
+	[ $rc -eq 124 ] && fail "hung: $*"
+	[ $rc -eq 1 ] || fail "expected exit 1, got $rc: $* ($(cat "$T/err"))"
+	grep -q -- "$pat" "$T/err" || fail "expected '$pat' from: $* (got: $(cat "$T/err"))"
+}
