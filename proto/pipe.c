@@ -47,9 +47,15 @@ static void cpipe_writable(struct wire_conn *c, void *arg)
 static void cpipe_closed(struct wire_conn *c, int err, void *arg)
 {
 	struct cpipe *p = arg;
-	/* The other side gets what is already queued, then closes. */
-	wire_conn_set_ops(p->end[!cpipe_side(p, c)], NULL, NULL);
-	wire_conn_shutdown(p->end[!cpipe_side(p, c)]);
+	struct wire_conn *other = p->end[!cpipe_side(p, c)];
+	/* After an orderly end the other side gets what is queued, then
+	 * closes; after an error it is cut off too, so that the error is
+	 * seen at the far end rather than looking like an end of stream. */
+	wire_conn_set_ops(other, NULL, NULL);
+	if (err)
+		wire_conn_close(other);
+	else
+		wire_conn_shutdown(other);
 	free(p);
 }
 
@@ -258,7 +264,11 @@ static void fpipe_closed(struct wire_conn *c, int err, void *arg)
 {
 	struct fpipe *p = arg;
 	p->wc_gone = 1;
-	if (err && err != -ECONNRESET)
+	/* A stream that ends without its end-of-stream record was cut off
+	 * (a node died, a network broke): that is an error, not an end. */
+	if (!err && !p->tx_eof)
+		err = -ECONNRESET;
+	if (err)
 		fpipe_finish(p, err);
 	else
 		fpipe_update(p);

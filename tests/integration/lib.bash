@@ -72,8 +72,11 @@ daemon_start() {
 		"$METAC" daemon --dir "$T/$name" --listen "$listen" \
 			--admin-socket "$T/$name.sock" >"$T/$name.log" 2>&1 &
 	else
-		in_host "$host" "$METAC" daemon --dir "$T/$name" --listen "$listen" \
-			--admin-socket "$T/$name.sock" >"$T/$name.log" 2>&1 &
+		# Not through in_host: $! must be the daemon itself, not a
+		# subshell, so that tests can signal it and cleanup reaps it.
+		ip netns exec "$NS_PREFIX-$host" "$METAC" daemon --dir "$T/$name" \
+			--listen "$listen" --admin-socket "$T/$name.sock" \
+			>"$T/$name.log" 2>&1 &
 	fi
 	_pids+=($!)
 	eval "PID_$name=$!"
