@@ -25,6 +25,11 @@
 
 #define MAX_SERVICES 32
 #define PEER_BACKLOG 128
+/* Handshake flood limits: connections that have not yet said what they
+ * are for, and new peer connections accepted per second (a token bucket
+ * with a burst of one second's worth). */
+#define MAX_PENDING_PEERS 256
+#define ACCEPTS_PER_SECOND 500
 
 struct token {
 	uint8_t token[NODE_TOKEN_LEN];
@@ -50,11 +55,17 @@ struct node {
 	int nservices;
 	struct token *tokens;
 	struct peer *peers;
+	unsigned pending;      /* accepted, no hello yet */
+	struct inconn *pending_head, *pending_tail; /* oldest first */
+	double accept_tokens;
+	uint64_t accept_refill_ms, last_refusal_log_ms;
+	uint64_t refused;
 };
 
 /* An accepted connection until its hello record says what it is. */
 struct inconn {
 	struct node *node;
+	struct inconn *prev, *next; /* pending list, until the hello */
 	struct wire_conn *wc;
 	struct rpc_conn *rc;
 	int admin;
@@ -848,10 +859,28 @@ static int start_rpc(struct inconn *ic)
 	return 0;
 }
 
+static void pending_unlink(struct inconn *ic)
+{
+	struct node *n = ic->node;
+	if (ic->prev)
+		ic->prev->next = ic->next;
+	else
+		n->pending_head = ic->next;
+	if (ic->next)
+		ic->next->prev = ic->prev;
+	else
+		n->pending_tail = ic->prev;
+	ic->prev = ic->next = NULL;
+	n->pending--;
+}
+
 static void in_hello(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
 {
 	struct inconn *ic = arg;
 	struct cap *stream;
+
+	if (!ic->admin)
+		pending_unlink(ic);
 
 	if (n == 1 && d[0] == HELLO_RPC) {
 		if (start_rpc(ic) == 0)
@@ -876,7 +905,47 @@ static void in_hello(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
 
 static void in_hello_closed(struct wire_conn *wc, int err, void *arg)
 {
-	free(arg);
+	struct inconn *ic = arg;
+	if (!ic->admin)
+		pending_unlink(ic);
+	free(ic);
+}
+
+/* Counts a connection dropped for the flood limits; logs now and then. */
+static void flood_note(struct node *n, uint64_t now)
+{
+	n->refused++;
+	if (now - n->last_refusal_log_ms >= 10000 || !n->last_refusal_log_ms) {
+		n->last_refusal_log_ms = now;
+		log_warn("handshake flood: dropping peer connections that do not "
+			 "finish their handshake (%u pending, %llu dropped so far)",
+			 n->pending, (unsigned long long)n->refused);
+	}
+}
+
+/* May another peer connection start a handshake now? At the cap, the
+ * oldest pending one makes room: a flood of stalled handshakes cannot
+ * lock out peers that complete theirs. */
+static int admit_peer(struct node *n)
+{
+	uint64_t now = loop_now_ms(n->loop);
+	n->accept_tokens += (now - n->accept_refill_ms) * ACCEPTS_PER_SECOND / 1000.0;
+	n->accept_refill_ms = now;
+	if (n->accept_tokens > ACCEPTS_PER_SECOND)
+		n->accept_tokens = ACCEPTS_PER_SECOND;
+	if (n->accept_tokens >= 1) {
+		n->accept_tokens -= 1;
+		if (n->pending >= MAX_PENDING_PEERS) {
+			struct inconn *old = n->pending_head;
+			pending_unlink(old);
+			wire_conn_close(old->wc);
+			free(old);
+			flood_note(n, now);
+		}
+		return 1;
+	}
+	flood_note(n, now);
+	return 0;
 }
 
 static const struct wire_conn_ops in_hello_ops = {
@@ -905,6 +974,10 @@ static void accept_one(struct node *n, int lfd, int admin)
 			log_warn("accept: %s", strerror(-fd));
 		return;
 	}
+	if (!admin && !admit_peer(n)) {
+		close(fd);
+		return;
+	}
 	if (admin && !peer_is_admin(fd)) {
 		log_warn("admin socket: refusing a client that is neither root "
 			 "nor the daemon's user");
@@ -924,6 +997,15 @@ static void accept_one(struct node *n, int lfd, int admin)
 			       n->keys.priv, NULL, &in_hello_ops, ic);
 	if (!ic->wc)
 		free(ic);
+	else if (!admin) {
+		ic->prev = n->pending_tail;
+		if (n->pending_tail)
+			n->pending_tail->next = ic;
+		else
+			n->pending_head = ic;
+		n->pending_tail = ic;
+		n->pending++;
+	}
 }
 
 static void listen_io(struct loop *l, int fd, uint32_t ev, void *arg)
@@ -1023,6 +1105,8 @@ int node_new(struct loop *l, const struct node_config *cfg, struct node **out)
 		return -ENOMEM;
 	n->loop = l;
 	n->listen_fd = n->admin_fd = -1;
+	n->accept_tokens = ACCEPTS_PER_SECOND;
+	n->accept_refill_ms = loop_now_ms(l);
 	snprintf(n->dir, sizeof(n->dir), "%s", cfg->dir);
 	if (mkdir(n->dir, 0700) < 0 && errno != EEXIST) {
 		r = -errno;

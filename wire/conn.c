@@ -391,7 +391,12 @@ static void conn_process(struct wire_conn *c)
 		const char *what = r == -EMSGSIZE ? "oversized frame" :
 				   c->state == ST_HANDSHAKE ? "handshake failed" :
 				   "frame failed to authenticate";
-		log_info("wire: closing connection: %s", what);
+		/* Failed handshakes are what a flood is made of: not one log
+		 * line each. */
+		if (c->state == ST_HANDSHAKE)
+			log_debug("wire: closing connection: %s", what);
+		else
+			log_info("wire: closing connection: %s", what);
 		conn_fail(c, r);
 	}
 }
@@ -402,11 +407,14 @@ static void conn_read(struct wire_conn *c)
 	 * bounded whatever the peer sends. */
 	if (buf_avail(&c->in) > WIRE_MAX_RECORD + NOISE_TAG_LEN + HDR)
 		return;
-	if (buf_reserve(&c->in, READ_CHUNK) < 0) {
+	/* Until the handshake is done a peer has proven nothing: it gets a
+	 * buffer for one handshake message, not a bulk read chunk. */
+	size_t chunk = c->state == ST_OPEN ? READ_CHUNK : HS_MAX + 2;
+	if (buf_reserve(&c->in, chunk) < 0) {
 		conn_fail(c, -ENOMEM);
 		return;
 	}
-	ssize_t n = read(c->fd, buf_tail(&c->in), READ_CHUNK);
+	ssize_t n = read(c->fd, buf_tail(&c->in), chunk);
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EINTR)
 			conn_fail(c, -errno);
