@@ -83,12 +83,14 @@ check: deps
 	$(Q)METAC=$(CURDIR)/$(O)/metac UNIT_DIR=$(CURDIR)/$(O)/tests ./tests/run.sh
 
 # libFuzzer targets: clang, always sanitized, linked against the sources directly.
+# Not svc/: the applets there need metac.c's applet table (and main).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. \
                -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
-build/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+FUZZ_LIB_SRC := $(filter-out svc/%,$(LIB_SRC))
+build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
 	@mkdir -p $(@D)
 	@echo "  FUZZ    $@"
-	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRC) $(LIBS)
+	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRC) $(LIBS)
 
 fuzz-build: $(FUZZ_BIN)
 
