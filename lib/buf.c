@@ -11,6 +11,8 @@
  * allocate even through a logic error elsewhere. */
 #define BUF_MAX ((size_t)1 << 30)
 
+uint8_t buf_no_data[1];
+
 void buf_init(struct buf *b)
 {
 	memset(b, 0, sizeof(*b));

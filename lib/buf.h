@@ -23,8 +23,17 @@ void buf_free(struct buf *b);          /* wipes nothing; see buf_wipe */
 void buf_wipe(struct buf *b);          /* zero the storage, then free */
 int buf_reserve(struct buf *b, size_t n); /* room for n more bytes */
 static inline size_t buf_avail(const struct buf *b) { return b->len - b->off; }
-static inline uint8_t *buf_head(const struct buf *b) { return b->data + b->off; }
-static inline uint8_t *buf_tail(const struct buf *b) { return b->data + b->len; }
+/* An empty buffer has no storage; its head and tail point here rather
+ * than at NULL + 0, which is undefined behaviour. */
+extern uint8_t buf_no_data[1];
+static inline uint8_t *buf_head(const struct buf *b)
+{
+	return b->data ? b->data + b->off : buf_no_data;
+}
+static inline uint8_t *buf_tail(const struct buf *b)
+{
+	return b->data ? b->data + b->len : buf_no_data;
+}
 void buf_consume(struct buf *b, size_t n); /* drop n read bytes */
 void buf_reset(struct buf *b);
 /* Claim n bytes at the tail (after buf_reserve); returns their start. */
@@ -47,7 +56,7 @@ struct rd {
 
 static inline void rd_init(struct rd *r, const void *p, size_t len)
 {
-	r->p = p;
+	r->p = p ? p : buf_no_data;
 	r->len = len;
 	r->off = 0;
 }

@@ -187,10 +187,36 @@ static int export_cap(struct rpc_conn *rc, struct cap *c, uint32_t *id)
 
 static const struct cap_ops import_ops;
 
-/* Caps table and data of m, appended to b. */
-static int put_payload(struct rpc_conn *rc, struct buf *b, const struct msg *m)
+static void unexport(struct rpc_conn *rc, uint32_t id)
+{
+	if (--rc->exports[id].refs == 0) {
+		struct cap *c = rc->exports[id].cap;
+		rc->exports[id].cap = NULL;
+		rc->exports_used--;
+		cap_unref(c);
+	}
+}
+
+/* Exports counted for a message; undone if the message is not sent, so
+ * that no wire reference is counted that the peer never got. */
+struct payload_exports {
+	uint32_t ids[MSG_MAX_CAPS];
+	size_t n;
+};
+
+static void payload_undo(struct rpc_conn *rc, struct payload_exports *px)
+{
+	while (px->n)
+		unexport(rc, px->ids[--px->n]);
+}
+
+/* Caps table and data of m, appended to b. On failure nothing stays
+ * exported. */
+static int put_payload(struct rpc_conn *rc, struct buf *b, const struct msg *m,
+		       struct payload_exports *px)
 {
 	int r = buf_put_u8(b, (uint8_t)m->ncaps);
+	px->n = 0;
 	for (size_t i = 0; r == 0 && i < m->ncaps; i++) {
 		struct cap *c = m->caps[i];
 		uint32_t id;
@@ -199,12 +225,18 @@ static int put_payload(struct rpc_conn *rc, struct buf *b, const struct msg *m)
 				r = buf_put_u32(b, ((struct import *)c)->id);
 			continue;
 		}
-		if ((r = export_cap(rc, c, &id)) == 0 &&
-		    (r = buf_put_u8(b, CD_SENDER)) == 0)
+		if ((r = export_cap(rc, c, &id)) < 0)
+			break;
+		px->ids[px->n++] = id;
+		if ((r = buf_put_u8(b, CD_SENDER)) == 0)
 			r = buf_put_u32(b, id);
 	}
 	if (r == 0)
 		r = buf_put(b, buf_head(&m->data), buf_avail(&m->data));
+	if (r == 0 && buf_avail(b) > WIRE_MAX_RECORD)
+		r = -EMSGSIZE;
+	if (r < 0)
+		payload_undo(rc, px);
 	return r;
 }
 
@@ -276,19 +308,25 @@ static void import_call(struct cap *c, struct rpc_call *call)
 	}
 	buf_init(&b);
 	if ((r = alloc_question(rc, call->done, call->arg, &qid)) == 0) {
+		struct payload_exports px = { .n = 0 };
 		if ((r = buf_put_u8(&b, M_CALL)) == 0 &&
 		    (r = buf_put_u32(&b, qid)) == 0 &&
 		    (r = buf_put_u32(&b, im->id)) == 0 &&
 		    (r = buf_put_u16(&b, call->iface)) == 0 &&
 		    (r = buf_put_u16(&b, call->method)) == 0 &&
-		    (r = put_payload(rc, &b, &call->params)) == 0)
-			r = send_record(rc, &b);
+		    (r = put_payload(rc, &b, &call->params, &px)) == 0 &&
+		    (r = send_record(rc, &b)) < 0)
+			payload_undo(rc, &px);
 		if (r < 0)
 			rc->questions[qid].used = 0;
 	}
 	buf_free(&b);
 	if (r < 0) {
-		rpc_return_error(call, r, "cannot send call: %s", strerror(-r));
+		if (r == -EMSGSIZE)
+			rpc_return_error(call, r, "the call's parameters exceed "
+					 "%d bytes", WIRE_MAX_RECORD);
+		else
+			rpc_return_error(call, r, "cannot send call: %s", strerror(-r));
 		return;
 	}
 	/* The answer arrives as a RETURN; the question now owns done. */
@@ -379,30 +417,48 @@ static void answer_unlink(struct answer *a)
 		wire_conn_pause(rc->wc, 0);
 }
 
+/* A RETURN record: err, message, and (when err is 0) the results. */
+static int put_return(struct rpc_conn *rc, struct buf *b, uint32_t qid, int err,
+		      const char *errmsg, const struct msg *res,
+		      struct payload_exports *px)
+{
+	static const struct msg empty;
+	size_t elen = errmsg ? strnlen(errmsg, RPC_MAX_ERRMSG) : 0;
+	int r;
+
+	buf_reset(b);
+	px->n = 0;
+	if ((r = buf_put_u8(b, M_RETURN)) < 0 || (r = buf_put_u32(b, qid)) < 0 ||
+	    (r = buf_put_u32(b, (uint32_t)err)) < 0 ||
+	    (r = buf_put_u16(b, (uint16_t)elen)) < 0 ||
+	    (r = buf_put(b, errmsg, elen)) < 0)
+		return r;
+	return put_payload(rc, b, err || !res ? &empty : res, px);
+}
+
 static void answer_done(void *arg, int err, const char *errmsg, struct msg *res)
 {
 	struct answer *a = arg;
 	struct rpc_conn *rc = a->conn;
+	struct payload_exports px;
 	struct buf b;
 	int r;
 
 	if (rc && !rc->dead) {
-		size_t elen = errmsg ? strnlen(errmsg, RPC_MAX_ERRMSG) : 0;
 		buf_init(&b);
-		if ((r = buf_put_u8(&b, M_RETURN)) == 0 &&
-		    (r = buf_put_u32(&b, a->qid)) == 0 &&
-		    (r = buf_put_u32(&b, (uint32_t)err)) == 0 &&
-		    (r = buf_put_u16(&b, (uint16_t)elen)) == 0 &&
-		    (r = buf_put(&b, errmsg, elen)) == 0) {
-			static const struct msg empty;
-			r = put_payload(rc, &b, err || !res ? &empty : res);
+		r = put_return(rc, &b, a->qid, err, errmsg, res, &px);
+		if (r < 0 && !err) {
+			/* The results cannot be sent (too large, too many
+			 * capabilities exported): the caller gets an error
+			 * rather than waiting forever. */
+			log_warn("rpc: cannot send a result: %s", strerror(-r));
+			r = put_return(rc, &b, a->qid, r, r == -EMSGSIZE ?
+				       "the result is too large to send" :
+				       "the result cannot be sent (too many "
+				       "objects exported to this peer?)", NULL, &px);
 		}
-		if (r == 0)
-			r = send_record(rc, &b);
-		if (r == -EMSGSIZE) {
-			log_warn("rpc: a result is too large to send");
-			rpc_conn_abort(rc, "result too large");
-		}
+		if (r == 0 && send_record(rc, &b) < 0)
+			payload_undo(rc, &px);
 		buf_free(&b);
 	}
 	answer_unlink(a);
@@ -524,13 +580,8 @@ static int recv_release(struct rpc_conn *rc, struct rd *r)
 	if (id >= rc->nexports || !rc->exports[id].cap ||
 	    count > rc->exports[id].refs || count == 0)
 		return -EBADMSG;
-	rc->exports[id].refs -= count;
-	if (rc->exports[id].refs == 0) {
-		struct cap *c = rc->exports[id].cap;
-		rc->exports[id].cap = NULL;
-		rc->exports_used--;
-		cap_unref(c);
-	}
+	rc->exports[id].refs -= count - 1;
+	unexport(rc, id);
 	return 0;
 }
 
@@ -564,8 +615,8 @@ void rpc_conn_record(struct rpc_conn *rc, const uint8_t *p, size_t n)
 		log_warn("rpc: bad message from peer (%s); closing", strerror(-e));
 		rpc_conn_abort(rc, "malformed message");
 	} else if (e == -ECONNABORTED && !rc->dead) {
-		wire_conn_close(rc->wc);
-		rpc_conn_closed(rc, -ECONNABORTED);
+		/* The owner's closed callback tears rc down. */
+		wire_conn_abort(rc->wc, -ECONNABORTED);
 	}
 }
 

@@ -40,6 +40,7 @@ struct wire_conn {
 	struct noise_cipher tx, rx;
 	uint32_t tx_count, rx_count;
 	uint8_t remote[NOISE_KEY_LEN];
+	int fail_err; /* for a failure reported from the next round */
 	unsigned paused : 1, flush_queued : 1, want_writable : 1,
 		in_dispatch : 1, closing_cb : 1;
 };
@@ -96,9 +97,38 @@ static void conn_fail(struct wire_conn *c, int err)
 		c->ops->closed(c, err, c->arg);
 }
 
+static void closed_later_cb(struct loop *l, void *arg)
+{
+	struct wire_conn *c = arg;
+	if (c->ops->closed)
+		c->ops->closed(c, c->fail_err, c->arg);
+}
+
+/*
+ * A failure found inside a caller's own call (a send that overflows, an
+ * abort): the owner hears of it from the next dispatch round, never while
+ * the caller is still on the stack with pointers into what the owner's
+ * closed callback frees. The notice is queued before the free, and
+ * deferred calls run in order.
+ */
+static void conn_fail_later(struct wire_conn *c, int err)
+{
+	if (c->state == ST_DEAD)
+		return;
+	c->fail_err = err;
+	if (loop_defer(c->loop, closed_later_cb, c) < 0)
+		log_error("wire: cannot defer a close notice; the owner misses it");
+	conn_destroy(c);
+}
+
 void wire_conn_close(struct wire_conn *c)
 {
 	conn_destroy(c);
+}
+
+void wire_conn_abort(struct wire_conn *c, int err)
+{
+	conn_fail_later(c, err);
 }
 
 static void flush_now(struct wire_conn *c)
@@ -145,7 +175,7 @@ static void queue_flush(struct wire_conn *c)
 	if (loop_defer(c->loop, flush_cb, c) == 0)
 		c->flush_queued = 1;
 	else
-		flush_now(c);
+		set_events(c); /* written when the socket says it is writable */
 }
 
 static int check_out_limit(struct wire_conn *c)
@@ -155,7 +185,7 @@ static int check_out_limit(struct wire_conn *c)
 		c->want_writable = 1;
 	if (pending > WIRE_OUT_LIMIT) {
 		log_warn("wire: peer is not reading (%zu bytes pending); closing", pending);
-		conn_fail(c, -ENOBUFS);
+		conn_fail_later(c, -ENOBUFS);
 		return -ENOBUFS;
 	}
 	return 0;

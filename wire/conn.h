@@ -69,6 +69,10 @@ size_t wire_conn_pending(const struct wire_conn *c);
 void wire_conn_pause(struct wire_conn *c, int paused);
 /* Close now, without calling ops->closed. Pending output is dropped. */
 void wire_conn_close(struct wire_conn *c);
+/* Close now, dropping pending output, and tell the owner: ops->closed(c,
+ * err) runs at the next dispatch round, not from inside this call. Send
+ * functions that fail the connection (output limit) behave the same. */
+void wire_conn_abort(struct wire_conn *c, int err);
 /* Send what is pending, then close and call ops->closed(c, 0). */
 void wire_conn_shutdown(struct wire_conn *c);
 /* The peer's static public key (after ready; NULL in plain mode). */

@@ -17,7 +17,7 @@ TEST(put_and_read_back)
 	CHECK_INT(buf_put_u32_be(&b, 0xdeadbeef), 0);
 	CHECK_INT(buf_put_u64(&b, 0x0102030405060708ull), 0);
 	CHECK_INT(buf_avail(&b), 15);
-	CHECK(buf_head(&b)[1] == 0x34 && buf_head(&b)[3] == 0xde);
+	CHECK(b.data[b.off + 1] == 0x34 && b.data[b.off + 3] == 0xde);
 	rd_init(&r, buf_head(&b), buf_avail(&b));
 	CHECK_INT(rd_u8(&r, &u8), 0);
 	CHECK_INT(rd_u16(&r, &u16), 0);
