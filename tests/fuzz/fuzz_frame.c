@@ -8,6 +8,11 @@
  * (send, or reserve/commit), and its first byte may pause ('P'), shut down
  * ('S') or close ('C') the connection from inside the record callback.
  *
+ * Handshake framing: the same raw input to a fresh WIRE_RESPONDER, so the
+ * u16-framed message 1 is parsed from the bytes; a seed holding a genuine
+ * message 1 for the fixed responder key gets it to the open state, where
+ * the rest of the input is read as frames.
+ *
  * Encrypted mode: a real Noise IK handshake between an initiator and a
  * responder with fixed static keys, relayed by hand through the middle
  * (initiator <-> a[0] | a[1] harness b[0] | b[1] <-> responder). Then the
@@ -174,7 +179,8 @@ static void loop_finish(struct loop *l)
 	loop_free(l);
 }
 
-static void fuzz_plain(const uint8_t *data, size_t size)
+/* The input raw into a fresh connection of the given mode. */
+static void fuzz_raw(enum wire_mode mode, const uint8_t *data, size_t size)
 {
 	struct loop *l = loop_new();
 	struct end e = { .echo = 1 };
@@ -185,7 +191,7 @@ static void fuzz_plain(const uint8_t *data, size_t size)
 		abort();
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0)
 		abort();
-	e.wc = wire_conn_new(l, sv[0], WIRE_PLAIN, NULL, NULL, &ops, &e);
+	e.wc = wire_conn_new(l, sv[0], mode, resp_priv, NULL, &ops, &e);
 	if (!e.wc)
 		abort();
 	for (int round = 0; round < MAX_ROUNDS && e.wc && idle < IDLE_ROUNDS; round++) {
@@ -282,7 +288,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-	fuzz_plain(data, size);
+	fuzz_raw(WIRE_PLAIN, data, size);
+	fuzz_raw(WIRE_RESPONDER, data, size);
 	fuzz_encrypted(data, size);
 	return 0;
 }

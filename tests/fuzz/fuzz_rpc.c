@@ -187,8 +187,9 @@ static void obj_call(struct cap *c, struct rpc_call *call)
 
 	switch (call->method) {
 	case M_ECHO:
-		buf_put(&call->results.data, buf_head(&call->params.data),
-			buf_avail(&call->params.data));
+		if (buf_avail(&call->params.data))
+			buf_put(&call->results.data, buf_head(&call->params.data),
+				buf_avail(&call->params.data));
 		for (size_t i = 0; i < call->params.ncaps; i++)
 			call->results.caps[i] = cap_ref(call->params.caps[i]);
 		call->results.ncaps = call->params.ncaps;
