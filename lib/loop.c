@@ -50,6 +50,7 @@ struct loop_obj {
 struct loop_watch {
 	struct loop_obj o;
 	loop_fd_fn fn;
+	bool off; /* out of the epoll set: no events wanted */
 };
 
 struct loop_timer {
@@ -445,8 +446,18 @@ int loop_watch_set(struct loop_watch *w, uint32_t events)
 
 	if (w->o.dead)
 		return -EINVAL;
-	if (epoll_ctl(w->o.l->epfd, EPOLL_CTL_MOD, w->o.fd, &ev) < 0)
+	/* epoll reports hangups and errors whatever the mask: a watch that
+	 * wants nothing leaves the set, or a hung-up fd would spin. */
+	if (!events) {
+		if (!w->off && epoll_ctl(w->o.l->epfd, EPOLL_CTL_DEL, w->o.fd, NULL) < 0)
+			return -errno;
+		w->off = true;
+		return 0;
+	}
+	if (epoll_ctl(w->o.l->epfd, w->off ? EPOLL_CTL_ADD : EPOLL_CTL_MOD,
+		      w->o.fd, &ev) < 0)
 		return -errno;
+	w->off = false;
 	return 0;
 }
 

@@ -36,7 +36,8 @@ void loop_stop(struct loop *l);
 uint64_t loop_now_ms(struct loop *l);
 
 /* events: EPOLLIN, EPOLLOUT, ... (level-triggered). The fd stays owned by
- * the caller; remove the watch before closing it. */
+ * the caller; remove the watch before closing it. loop_watch_set(w, 0)
+ * silences a watch completely, hangups included, until events are set. */
 struct loop_watch *loop_watch_fd(struct loop *l, int fd, uint32_t events,
 				 loop_fd_fn fn, void *arg);
 int loop_watch_set(struct loop_watch *w, uint32_t events);

@@ -42,7 +42,7 @@ struct wire_conn {
 	uint8_t remote[NOISE_KEY_LEN];
 	int fail_err; /* for a failure reported from the next round */
 	unsigned paused : 1, flush_queued : 1, want_writable : 1,
-		in_dispatch : 1, closing_cb : 1;
+		in_dispatch : 1, closing_cb : 1, rd_eof : 1;
 };
 
 static void conn_io(struct loop *l, int fd, uint32_t ev, void *arg);
@@ -53,7 +53,8 @@ static void set_events(struct wire_conn *c)
 	uint32_t ev = 0;
 	if (c->state == ST_CONNECTING || buf_avail(&c->out))
 		ev |= EPOLLOUT;
-	if (c->state != ST_CONNECTING && c->state != ST_SHUTDOWN && !c->paused)
+	if (c->state != ST_CONNECTING && c->state != ST_SHUTDOWN && !c->paused &&
+	    !c->rd_eof)
 		ev |= EPOLLIN;
 	if (ev != c->events) {
 		loop_watch_set(c->watch, ev);
@@ -273,7 +274,7 @@ void wire_conn_pause(struct wire_conn *c, int paused)
 	set_events(c);
 	/* Records already buffered are delivered without waiting for the
 	 * socket to become readable again. */
-	if (!paused && buf_avail(&c->in) && !c->in_dispatch)
+	if (!paused && (buf_avail(&c->in) || c->rd_eof) && !c->in_dispatch)
 		loop_defer(c->loop, resume_cb, c);
 }
 
@@ -402,6 +403,23 @@ static int frame_recv(struct wire_conn *c)
 	return 0;
 }
 
+/*
+ * The peer sent its last byte. Complete records still buffered (the owner
+ * paused us) are delivered first; then the connection ends, cleanly if
+ * nothing is left over, as a reset if a frame was cut off or the
+ * handshake never finished.
+ */
+static void input_ended(struct wire_conn *c)
+{
+	if (c->state == ST_DEAD || c->state == ST_SHUTDOWN)
+		return;
+	if (c->state == ST_OPEN && c->paused && buf_avail(&c->in)) {
+		set_events(c);
+		return;
+	}
+	conn_fail(c, buf_avail(&c->in) || c->state != ST_OPEN ? -ECONNRESET : 0);
+}
+
 static void conn_process(struct wire_conn *c)
 {
 	int r = 0;
@@ -417,6 +435,8 @@ static void conn_process(struct wire_conn *c)
 			break;
 	}
 	c->in_dispatch = 0;
+	if (r == 0 && c->rd_eof)
+		input_ended(c);
 	if (r < 0) {
 		const char *what = r == -EMSGSIZE ? "oversized frame" :
 				   c->state == ST_HANDSHAKE ? "handshake failed" :
@@ -451,7 +471,10 @@ static void conn_read(struct wire_conn *c)
 		return;
 	}
 	if (n == 0) {
-		conn_fail(c, buf_avail(&c->in) || c->state != ST_OPEN ? -ECONNRESET : 0);
+		/* Records may still be buffered from before a pause. */
+		c->rd_eof = 1;
+		set_events(c);
+		conn_process(c);
 		return;
 	}
 	buf_extend(&c->in, n);
@@ -488,7 +511,16 @@ static void conn_io(struct loop *l, int fd, uint32_t ev, void *arg)
 		conn_start(c);
 		return;
 	}
-	if (ev & (EPOLLIN | EPOLLHUP | EPOLLERR))
+	/* A connection shutting down reads nothing more, whatever the
+	 * event: only its flush decides how it ends (done, or an error if
+	 * the peer went before taking what was queued). */
+	if (c->state == ST_SHUTDOWN) {
+		flush_now(c);
+		return;
+	}
+	/* A paused connection reads nothing, not even on a hangup: records
+	 * already buffered must reach the owner before the end does. */
+	if ((ev & (EPOLLIN | EPOLLHUP | EPOLLERR)) && !c->paused && !c->rd_eof)
 		conn_read(c);
 	if (c->state != ST_DEAD && (ev & EPOLLOUT))
 		flush_now(c);

@@ -267,3 +267,40 @@ TEST(rekey_keeps_both_sides_in_step)
 	CHECK(!p.i.closed && !p.r.closed);
 	pair_close(&p);
 }
+
+/* A peer that sends its last records and goes while the receiver is
+ * paused (a pipe waiting for its other side to drain): the records are
+ * all delivered on resume, then the end, cleanly. Meanwhile the hung-up
+ * socket does not wake the loop. */
+TEST(end_while_paused_delivers_everything_first)
+{
+	struct loop *l = loop_new();
+	struct end a = { 0 }, b = { 0 };
+	int sv[2], woke = 0;
+
+	CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	a.wc = wire_conn_new(l, sv[0], WIRE_PLAIN, NULL, NULL, &ops, &a);
+	b.wc = wire_conn_new(l, sv[1], WIRE_PLAIN, NULL, NULL, &ops, &b);
+	for (int k = 0; k < 5; k++)
+		loop_run_once(l, 0);
+	wire_conn_pause(b.wc, 1);
+	CHECK_INT(wire_conn_send(a.wc, "one", 3), 0);
+	CHECK_INT(wire_conn_send(a.wc, "two", 3), 0);
+	CHECK_INT(wire_conn_send(a.wc, "", 0), 0);
+	wire_conn_shutdown(a.wc);
+	for (int k = 0; k < 5; k++)
+		loop_run_once(l, 0);
+	CHECK(a.closed && !a.err);
+	for (int k = 0; k < 20; k++)
+		woke += loop_run_once(l, 0) > 0;
+	CHECK_INT(woke, 0);
+	CHECK(!b.closed && b.records == 0);
+	wire_conn_pause(b.wc, 0);
+	for (int k = 0; k < 5; k++)
+		loop_run_once(l, 0);
+	CHECK_INT(b.records, 3);
+	CHECK_INT(b.bytes, 6);
+	CHECK(b.closed);
+	CHECK_INT(b.err, 0);
+	loop_free(l);
+}
