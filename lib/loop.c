@@ -50,7 +50,8 @@ struct loop_obj {
 struct loop_watch {
 	struct loop_obj o;
 	loop_fd_fn fn;
-	bool off; /* out of the epoll set: no events wanted */
+	uint32_t events; /* as last set: unchanged sets cost no system call */
+	bool off;        /* out of the epoll set: no events wanted */
 };
 
 struct loop_timer {
@@ -431,6 +432,7 @@ struct loop_watch *loop_watch_fd(struct loop *l, int fd, uint32_t events,
 	if (!w)
 		return NULL;
 	w->fn = fn;
+	w->events = events;
 	err = loop_obj_add(l, &w->o, LOOP_KIND_FD, fd, events, arg);
 	if (err) {
 		free(w);
@@ -446,18 +448,22 @@ int loop_watch_set(struct loop_watch *w, uint32_t events)
 
 	if (w->o.dead)
 		return -EINVAL;
+	if (events == w->events && (events || w->off))
+		return 0;
 	/* epoll reports hangups and errors whatever the mask: a watch that
 	 * wants nothing leaves the set, or a hung-up fd would spin. */
 	if (!events) {
 		if (!w->off && epoll_ctl(w->o.l->epfd, EPOLL_CTL_DEL, w->o.fd, NULL) < 0)
 			return -errno;
 		w->off = true;
+		w->events = 0;
 		return 0;
 	}
 	if (epoll_ctl(w->o.l->epfd, w->off ? EPOLL_CTL_ADD : EPOLL_CTL_MOD,
 		      w->o.fd, &ev) < 0)
 		return -errno;
 	w->off = false;
+	w->events = events;
 	return 0;
 }
 

@@ -101,6 +101,10 @@ struct fpipe {
 	int wc_gone;
 	/* Regular files cannot be polled; they are always ready. */
 	int r_queued;
+	/* Received records are written once per dispatch round. */
+	int w_queued;
+	int ended;    /* fpipe_finish ran: fds closed */
+	int finished; /* done reported: freed once no deferred call is due */
 	int err;
 	void (*done)(void *arg, int err);
 	void *arg;
@@ -110,12 +114,19 @@ static void fpipe_drop(struct wire_conn *c, uint8_t *d, size_t n, void *arg)
 {
 }
 
+static void fpipe_release(struct fpipe *p)
+{
+	p->finished = 1;
+	if (!p->r_queued && !p->w_queued)
+		free(p);
+}
+
 static void fpipe_drained(struct wire_conn *c, int err, void *arg)
 {
 	struct fpipe *p = arg;
 	if (p->done)
 		p->done(p->arg, p->err ? p->err : err);
-	free(p);
+	fpipe_release(p);
 }
 
 /* While what was queued is sent before the connection closes. */
@@ -128,6 +139,7 @@ static const struct wire_conn_ops fpipe_drain_ops = {
  * closed, so that "done" means the bytes have left. */
 static void fpipe_finish(struct fpipe *p, int err)
 {
+	p->ended = 1;
 	if (p->rw)
 		loop_watch_del(p->rw);
 	if (p->ww)
@@ -156,6 +168,11 @@ static void fpipe_file_read(struct loop *l, void *arg)
 {
 	struct fpipe *p = arg;
 	p->r_queued = 0;
+	if (p->ended) {
+		if (p->finished)
+			fpipe_release(p);
+		return;
+	}
 	fpipe_rfd_io(l, p->rfd, EPOLLIN, p);
 }
 
@@ -199,6 +216,18 @@ static void fpipe_flush(struct fpipe *p)
 		buf_consume(&p->out, n);
 	}
 	fpipe_update(p);
+}
+
+static void fpipe_flush_cb(struct loop *l, void *arg)
+{
+	struct fpipe *p = arg;
+	p->w_queued = 0;
+	if (p->ended) {
+		if (p->finished)
+			fpipe_release(p);
+		return;
+	}
+	fpipe_flush(p);
 }
 
 static void fpipe_wfd_io(struct loop *l, int fd, uint32_t ev, void *arg)
@@ -252,7 +281,13 @@ static void fpipe_record(struct wire_conn *c, uint8_t *d, size_t n, void *arg)
 		fpipe_finish(p, -EPROTO);
 		return;
 	}
-	fpipe_flush(p);
+	/* Records that arrive together leave in one write. */
+	if (p->w_queued)
+		return;
+	if (loop_defer(p->loop, fpipe_flush_cb, p) == 0)
+		p->w_queued = 1;
+	else
+		fpipe_flush(p);
 }
 
 static void fpipe_writable(struct wire_conn *c, void *arg)
