@@ -23,7 +23,8 @@ static const struct applet applets[] = {
 	  "       metac ref revoke REF\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
-	  "       metac stream connect REF   (pipes stdin and stdout)\n" },
+	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"
+	  "       metac stream bind REF1 REF2   (pipes two streams until SIGINT/SIGTERM)\n" },
 };
 
 #define N_APPLETS (sizeof(applets) / sizeof(applets[0]))

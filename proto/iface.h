@@ -44,15 +44,22 @@ enum {
 	/* (string service, string description, bool persistent,
 	 *  bool read_only, i64 expiry) -> (string ref) */
 	NODE_ADMIN_EXPORT = 6,
-	/* (cap stream) -> (bytes token): a data connection on the admin
-	 * socket presenting the token is piped to the stream. */
+	/* (cap stream, bool direct) -> (bytes token, bytes key, string
+	 * addr): where to open a data connection for the stream and the
+	 * token it presents. An empty key means the admin socket (always,
+	 * unless direct was asked for a remote stream). */
 	NODE_ADMIN_ATTACH = 7,
 };
 
 /* Stream: bytes in both directions over a data connection of its own. */
 enum {
-	STREAM_CONNECT = 1, /* () -> (bytes token) for a data connection */
-	STREAM_BIND_TO = 2, /* (cap stream) -> (cap holder) */
+	/* () -> (bytes token, bytes key, string addr): a one-time token for
+	 * a data connection to the node with that key, found at addr (a
+	 * hint: a node that reached the stream's node already knows better). */
+	STREAM_CONNECT = 1,
+	/* (cap stream) -> (cap holder): pipes the two streams until the
+	 * holder is dropped. */
+	STREAM_BIND_TO = 2,
 };
 
 const char *iface_name(unsigned id);

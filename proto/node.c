@@ -4,6 +4,7 @@
  * outbound connection to the ref's node) and data-connection tokens.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <ifaddrs.h>
 #include <netinet/in.h>
 #include <arpa/inet.h>
@@ -48,6 +49,7 @@ struct node {
 	char dir[4096];
 	struct net_addr listen_addr;
 	char advertise[256];
+	char contact[300]; /* advertise:port, as peers would dial it */
 	int listen_fd, admin_fd;
 	struct loop_watch *listen_w, *admin_w;
 	char admin_path[108];
@@ -460,44 +462,7 @@ void node_restore(struct node *n, const char *s, rpc_done_fn done, void *arg)
 	sodium_memzero(&ref, sizeof(ref));
 }
 
-/* --- streams ------------------------------------------------------- */
-
-struct attach_ctx {
-	struct node *node;
-	struct wire_conn *data; /* the connection to pipe */
-	char addr[300];         /* the stream's node */
-	uint8_t pub[32];
-	uint8_t token[NODE_TOKEN_LEN];
-};
-
-static void attach_remote_ready(struct wire_conn *wc, void *arg)
-{
-	struct attach_ctx *ctx = arg;
-	uint8_t hello[1 + NODE_TOKEN_LEN] = { HELLO_DATA };
-	memcpy(hello + 1, ctx->token, NODE_TOKEN_LEN);
-	wire_conn_send(wc, hello, sizeof(hello));
-	node_pipe(ctx->data, wc);
-	free(ctx);
-}
-
-static void attach_remote_closed(struct wire_conn *wc, int err, void *arg)
-{
-	struct attach_ctx *ctx = arg;
-	log_warn("stream: data connection to the stream's node failed: %s",
-		 strerror(-err));
-	wire_conn_close(ctx->data);
-	free(ctx);
-}
-
-static void attach_remote_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
-{
-}
-
-static const struct wire_conn_ops attach_remote_ops = {
-	.ready = attach_remote_ready,
-	.record = attach_remote_record,
-	.closed = attach_remote_closed,
-};
+/* --- streams ------------------------------------------------------ */
 
 static struct peer *peer_of_conn(struct node *n, struct rpc_conn *rc)
 {
@@ -507,66 +472,374 @@ static struct peer *peer_of_conn(struct node *n, struct rpc_conn *rc)
 	return NULL;
 }
 
-static void attach_token_done(void *arg, int err, const char *errmsg, struct msg *res)
+void node_stream_connect(struct node *n, struct cap *stream, struct rpc_call *call)
 {
-	struct attach_ctx *ctx = arg;
-	struct msg_rd r;
-	const uint8_t *tok;
-	size_t n;
-	char why[512];
+	uint8_t token[NODE_TOKEN_LEN];
+	int e;
 
-	if (!err) {
-		msg_rd_init(&r, res);
-		if (msg_get_bytes(&r, &tok, &n) < 0 || n != NODE_TOKEN_LEN) {
-			err = -EBADMSG;
-			errmsg = "the peer's answer holds no token";
-		}
+	if ((e = node_token_new(n, stream, token)) < 0) {
+		rpc_return_error(call, e, "out of memory");
+		return;
 	}
+	msg_put_bytes(&call->results, token, sizeof(token));
+	msg_put_bytes(&call->results, n->keys.pub, sizeof(n->keys.pub));
+	msg_put_str(&call->results, n->contact);
+	sodium_memzero(token, sizeof(token));
+	rpc_return(call);
+}
+
+/*
+ * Where a data connection for a remote stream goes: its node issues a
+ * token and says who and where it is. A node we reached ourselves is
+ * dialed where we reached it (its own idea of its address may not hold
+ * from here); any other (a stream handed on by a third node) at the
+ * address it gives, pinned to the key it gives.
+ */
+struct stream_dest {
+	uint8_t token[NODE_TOKEN_LEN];
+	uint8_t pub[32];
+	char addr[300];
+};
+
+typedef void (*locate_fn)(void *arg, int err, const char *why,
+			  const struct stream_dest *d);
+
+struct locate_ctx {
+	locate_fn cb;
+	void *arg;
+	int via_peer;
+	uint8_t via_pub[32];
+	char via_addr[300];
+};
+
+static void locate_done(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct locate_ctx *ctx = arg;
+	struct stream_dest d;
+	struct msg_rd r;
+	const uint8_t *tok, *pub;
+	size_t ntok, npub;
+	char why[RPC_MAX_ERRMSG + 64];
+
+	memset(&d, 0, sizeof(d));
 	if (err) {
-		log_warn("stream: cannot connect to the remote stream: %s", errmsg);
+		snprintf(why, sizeof(why), "the stream refuses a connection: %s", errmsg);
 		goto fail;
 	}
-	memcpy(ctx->token, tok, NODE_TOKEN_LEN);
-	if (dial(ctx->node, ctx->addr, ctx->pub, &attach_remote_ops, ctx, why,
-		 sizeof(why)))
-		return;
-	log_warn("stream: %s", why);
+	msg_rd_init(&r, res);
+	if (msg_get_bytes(&r, &tok, &ntok) < 0 || ntok != NODE_TOKEN_LEN ||
+	    msg_get_bytes(&r, &pub, &npub) < 0 || npub != 32 ||
+	    msg_get_str(&r, d.addr, sizeof(d.addr)) < 0) {
+		err = -EBADMSG;
+		snprintf(why, sizeof(why), "the stream's answer is malformed");
+		goto fail;
+	}
+	memcpy(d.token, tok, NODE_TOKEN_LEN);
+	memcpy(d.pub, pub, 32);
+	if (ctx->via_peer && !memcmp(d.pub, ctx->via_pub, 32))
+		snprintf(d.addr, sizeof(d.addr), "%s", ctx->via_addr);
+	if (!d.addr[0]) {
+		err = -EHOSTUNREACH;
+		snprintf(why, sizeof(why), "the stream's node does not say where it is");
+		goto fail;
+	}
+	ctx->cb(ctx->arg, 0, NULL, &d);
+	sodium_memzero(&d, sizeof(d));
+	free(ctx);
+	return;
 fail:
-	wire_conn_close(ctx->data);
+	ctx->cb(ctx->arg, err, why, NULL);
+	free(ctx);
+}
+
+static void stream_locate(struct node *n, struct cap *stream, locate_fn cb, void *arg)
+{
+	struct locate_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct rpc_conn *rc = cap_conn(stream);
+	struct peer *p = rc ? peer_of_conn(n, rc) : NULL;
+	struct msg params;
+
+	if (!ctx) {
+		cb(arg, -ENOMEM, "out of memory", NULL);
+		return;
+	}
+	ctx->cb = cb;
+	ctx->arg = arg;
+	if (p) {
+		ctx->via_peer = 1;
+		memcpy(ctx->via_pub, p->pub, 32);
+		snprintf(ctx->via_addr, sizeof(ctx->via_addr), "%s", p->addr);
+	}
+	msg_init(&params);
+	rpc_call(stream, IFACE_STREAM, STREAM_CONNECT, &params, locate_done, ctx);
+}
+
+/* Opening a data connection: to a stream of this node, the near end of a
+ * socket pair whose far end the stream takes; to a remote one, a
+ * connection of our own to its node, presenting a token. */
+struct open_ctx {
+	struct node *node;
+	node_open_fn cb;
+	void *arg;
+	uint8_t token[NODE_TOKEN_LEN];
+	char addr[300];
+};
+
+static void open_finish(struct open_ctx *ctx, struct wire_conn *wc, int err,
+			const char *why)
+{
+	if (wc)
+		wire_conn_set_ops(wc, NULL, NULL);
+	ctx->cb(ctx->arg, wc, err, why);
+	sodium_memzero(ctx->token, sizeof(ctx->token));
+	free(ctx);
+}
+
+static void open_remote_ready(struct wire_conn *wc, void *arg)
+{
+	struct open_ctx *ctx = arg;
+	uint8_t hello[1 + NODE_TOKEN_LEN] = { HELLO_DATA };
+	int e;
+
+	memcpy(hello + 1, ctx->token, NODE_TOKEN_LEN);
+	e = wire_conn_send(wc, hello, sizeof(hello));
+	sodium_memzero(hello, sizeof(hello));
+	if (e < 0) {
+		wire_conn_close(wc);
+		open_finish(ctx, NULL, e, "cannot send the token");
+		return;
+	}
+	open_finish(ctx, wc, 0, NULL);
+}
+
+static void open_remote_closed(struct wire_conn *wc, int err, void *arg)
+{
+	struct open_ctx *ctx = arg;
+	char why[400];
+	snprintf(why, sizeof(why), "data connection to %s failed: %s", ctx->addr,
+		 strerror(err ? -err : ECONNRESET));
+	open_finish(ctx, NULL, err ? err : -ECONNRESET, why);
+}
+
+static void drop_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
+{
+}
+
+static const struct wire_conn_ops open_remote_ops = {
+	.ready = open_remote_ready,
+	.record = drop_record,
+	.closed = open_remote_closed,
+};
+
+static void open_located(void *arg, int err, const char *why,
+			 const struct stream_dest *d)
+{
+	struct open_ctx *ctx = arg;
+	char msg[512];
+
+	if (err) {
+		open_finish(ctx, NULL, err, why);
+		return;
+	}
+	memcpy(ctx->token, d->token, NODE_TOKEN_LEN);
+	snprintf(ctx->addr, sizeof(ctx->addr), "%s", d->addr);
+	if (!dial(ctx->node, d->addr, d->pub, &open_remote_ops, ctx, msg, sizeof(msg)))
+		open_finish(ctx, NULL, -EHOSTUNREACH, msg);
+}
+
+static void open_local_ready(struct wire_conn *wc, void *arg)
+{
+	open_finish(arg, wc, 0, NULL);
+}
+
+static void open_local_closed(struct wire_conn *wc, int err, void *arg)
+{
+	open_finish(arg, NULL, err ? err : -ECONNRESET, "the local stream went away");
+}
+
+static const struct wire_conn_ops open_local_ops = {
+	.ready = open_local_ready,
+	.record = drop_record,
+	.closed = open_local_closed,
+};
+
+/* The stream's end until its attach takes it over. */
+static const struct wire_conn_ops open_far_ops = {
+	.record = drop_record,
+};
+
+void node_stream_open(struct node *n, struct cap *stream, node_open_fn cb, void *arg)
+{
+	struct open_ctx *ctx = calloc(1, sizeof(*ctx));
+	struct wire_conn *near, *far;
+	int sv[2];
+
+	if (!ctx) {
+		cb(arg, NULL, -ENOMEM, "out of memory");
+		return;
+	}
+	ctx->node = n;
+	ctx->cb = cb;
+	ctx->arg = arg;
+	if (!stream->ops->attach) {
+		stream_locate(n, stream, open_located, ctx);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) < 0) {
+		free(ctx);
+		cb(arg, NULL, -errno, "cannot create a socket pair");
+		return;
+	}
+	far = wire_conn_new(n->loop, sv[1], WIRE_PLAIN, NULL, NULL, &open_far_ops, NULL);
+	near = wire_conn_new(n->loop, sv[0], WIRE_PLAIN, NULL, NULL, &open_local_ops, ctx);
+	if (!far || !near) {
+		if (far)
+			wire_conn_close(far);
+		if (near)
+			wire_conn_close(near);
+		free(ctx);
+		cb(arg, NULL, -ENOMEM, "out of memory");
+		return;
+	}
+	/* near's ready (or failure) answers; far is the stream's from now. */
+	stream->ops->attach(stream, far);
+}
+
+/* A data connection that arrived for a stream: piped to it, locally or
+ * through a connection to the stream's node. */
+struct attach_ctx {
+	struct wire_conn *data; /* NULL once it went */
+};
+
+static void attach_wait_closed(struct wire_conn *wc, int err, void *arg)
+{
+	((struct attach_ctx *)arg)->data = NULL;
+}
+
+static const struct wire_conn_ops attach_wait_ops = {
+	.record = drop_record,
+	.closed = attach_wait_closed,
+};
+
+static void attach_opened(void *arg, struct wire_conn *wc, int err, const char *why)
+{
+	struct attach_ctx *ctx = arg;
+
+	if (!ctx->data) {
+		if (wc)
+			wire_conn_close(wc);
+	} else if (!wc) {
+		log_warn("stream: %s", why);
+		wire_conn_close(ctx->data);
+	} else {
+		node_pipe(ctx->data, wc);
+	}
 	free(ctx);
 }
 
 void node_stream_attach(struct node *n, struct cap *stream, struct wire_conn *data)
 {
-	struct rpc_conn *rc = cap_conn(stream);
 	struct attach_ctx *ctx;
-	struct peer *p;
-	struct msg params;
 
-	/* Local streams know what to do with the data themselves. */
 	if (stream->ops->attach) {
 		stream->ops->attach(stream, data);
-		return;
-	}
-	/* A remote stream: ask its node for a token, then open a data
-	 * connection of our own there and pipe the two. */
-	if (!rc || !(p = peer_of_conn(n, rc))) {
-		log_warn("stream: the object is not a stream of this node or of "
-			 "a node we are connected to");
-		wire_conn_close(data);
 		return;
 	}
 	if (!(ctx = calloc(1, sizeof(*ctx)))) {
 		wire_conn_close(data);
 		return;
 	}
-	ctx->node = n;
 	ctx->data = data;
-	snprintf(ctx->addr, sizeof(ctx->addr), "%s", p->addr);
-	memcpy(ctx->pub, p->pub, 32);
 	wire_conn_pause(data, 1);
-	msg_init(&params);
-	rpc_call(stream, IFACE_STREAM, STREAM_CONNECT, &params, attach_token_done, ctx);
+	wire_conn_set_ops(data, &attach_wait_ops, ctx);
+	node_stream_open(n, stream, attach_opened, ctx);
+}
+
+/*
+ * bindTo: the holder keeps a duplicate of the binding's connection
+ * descriptor. Dropping the holder shuts that socket down, which ends the
+ * pipes on both sides however many hops they span; a binding that ended
+ * on its own leaves a holder that cuts nothing.
+ */
+struct holder {
+	struct cap cap;
+	int fd;
+};
+
+static void holder_call(struct cap *c, struct rpc_call *call)
+{
+	rpc_return_unknown(call, "holder");
+}
+
+static void holder_free(struct cap *c)
+{
+	struct holder *h = (struct holder *)c;
+	shutdown(h->fd, SHUT_RDWR);
+	close(h->fd);
+	log_debug("stream: binding released");
+	free(h);
+}
+
+static const struct cap_ops holder_ops = {
+	.name = "holder",
+	.call = holder_call,
+	.free = holder_free,
+};
+
+struct bind_ctx {
+	struct node *node;
+	struct cap *stream;
+	struct rpc_call *call;
+};
+
+static void bind_opened(void *arg, struct wire_conn *wc, int err, const char *why)
+{
+	struct bind_ctx *ctx = arg;
+	struct holder *h;
+
+	if (!wc) {
+		rpc_return_error(ctx->call, err, "cannot reach the other stream: %s", why);
+		goto out;
+	}
+	if (!(h = calloc(1, sizeof(*h))) || (h->fd = fcntl(wire_conn_fd(wc), F_DUPFD_CLOEXEC, 0)) < 0) {
+		free(h);
+		wire_conn_close(wc);
+		rpc_return_error(ctx->call, -ENOMEM, "out of memory");
+		goto out;
+	}
+	cap_init(&h->cap, &holder_ops);
+	node_stream_attach(ctx->node, ctx->stream, wc);
+	msg_put_cap(&ctx->call->results, &h->cap);
+	cap_unref(&h->cap);
+	rpc_return(ctx->call);
+out:
+	cap_unref(ctx->stream);
+	free(ctx);
+}
+
+void node_stream_bind(struct node *n, struct cap *stream, struct rpc_call *call)
+{
+	struct bind_ctx *ctx;
+	struct msg_rd r;
+	struct cap *other;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_cap(&r, &other) < 0) {
+		rpc_return_error(call, -EINVAL, "bindTo takes a stream");
+		return;
+	}
+	if (other == stream) {
+		rpc_return_error(call, -EINVAL, "a stream cannot be bound to itself");
+		return;
+	}
+	if (!(ctx = calloc(1, sizeof(*ctx)))) {
+		rpc_return_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	ctx->node = n;
+	ctx->stream = cap_ref(stream);
+	ctx->call = call;
+	node_stream_open(n, other, bind_opened, ctx);
 }
 
 /* --- Node and NodeAdmin -------------------------------------------- */
@@ -711,16 +984,39 @@ static void admin_export(struct session *s, struct rpc_call *call)
 	rpc_return(call);
 }
 
+static void admin_attach_located(void *arg, int err, const char *why,
+				 const struct stream_dest *d)
+{
+	struct rpc_call *call = arg;
+	if (err) {
+		rpc_return_error(call, err, "%s", why);
+		return;
+	}
+	msg_put_bytes(&call->results, d->token, sizeof(d->token));
+	msg_put_bytes(&call->results, d->pub, sizeof(d->pub));
+	msg_put_str(&call->results, d->addr);
+	rpc_return(call);
+}
+
+/* A local program wants a data connection for a stream: through the
+ * admin socket, this daemon relaying; or, if it asks to be direct and
+ * the stream is remote, straight to the stream's node, so that its bytes
+ * take no detour (when it can reach that node itself: it may live in
+ * another network namespace than this daemon). */
 static void admin_attach(struct session *s, struct rpc_call *call)
 {
 	struct msg_rd r;
 	struct cap *c;
 	uint8_t token[NODE_TOKEN_LEN];
-	int e;
+	int direct = 0, e;
 
 	msg_rd_init(&r, &call->params);
-	if (msg_get_cap(&r, &c) < 0) {
-		rpc_return_error(call, -EINVAL, "attach takes a stream");
+	if (msg_get_cap(&r, &c) < 0 || msg_get_bool(&r, &direct) < 0) {
+		rpc_return_error(call, -EINVAL, "attach takes a stream and a flag");
+		return;
+	}
+	if (direct && !c->ops->attach && cap_conn(c)) {
+		stream_locate(s->node, c, admin_attach_located, call);
 		return;
 	}
 	if ((e = node_token_new(s->node, c, token)) < 0) {
@@ -728,6 +1024,9 @@ static void admin_attach(struct session *s, struct rpc_call *call)
 		return;
 	}
 	msg_put_bytes(&call->results, token, sizeof(token));
+	msg_put_bytes(&call->results, NULL, 0);
+	msg_put_str(&call->results, "");
+	sodium_memzero(token, sizeof(token));
 	rpc_return(call);
 }
 
@@ -1123,6 +1422,9 @@ int node_new(struct loop *l, const struct node_config *cfg, struct node **out)
 	    (r = open_listeners(n, cfg)) < 0)
 		goto fail;
 	pick_advertise(n);
+	snprintf(n->contact, sizeof(n->contact),
+		 strchr(n->advertise, ':') ? "[%s]:%d" : "%s:%d", n->advertise,
+		 net_addr_port(&n->listen_addr));
 	*out = n;
 	return 0;
 fail:

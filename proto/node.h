@@ -55,6 +55,17 @@ int node_token_new(struct node *n, struct cap *stream, uint8_t token[NODE_TOKEN_
 /* Pipes a data connection to a Stream capability, local or remote. */
 void node_stream_attach(struct node *n, struct cap *stream, struct wire_conn *data);
 
+/* Opens a data connection for a stream, local or remote; cb gets it
+ * ready for records (its ops to be set by cb), or NULL, -errno and why. */
+typedef void (*node_open_fn)(void *arg, struct wire_conn *wc, int err,
+			     const char *why);
+void node_stream_open(struct node *n, struct cap *stream, node_open_fn cb, void *arg);
+
+/* Stream methods any stream of this node answers the same way:
+ * STREAM_CONNECT (a token and where to present it) and STREAM_BIND_TO. */
+void node_stream_connect(struct node *n, struct cap *stream, struct rpc_call *call);
+void node_stream_bind(struct node *n, struct cap *stream, struct rpc_call *call);
+
 /* Restores a ref: locally when it names this node, else over a
  * connection to its node. done gets the capability in results (index 0). */
 void node_restore(struct node *n, const char *ref, rpc_done_fn done, void *arg);

@@ -4,14 +4,18 @@
  * lets any local program be shared (like a port forward), and it is how
  * tests push bytes between nodes.
  *   metac stream export [--persistent] unix:PATH|ADDR:PORT  -> ref
- *   metac stream connect REF                               stdin/stdout
+ *   metac stream connect [--direct] REF                    stdin/stdout
+ *   metac stream bind REF1 REF2     pipes two streams until interrupted
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sodium.h>
 
 #include "lib/cli.h"
 #include "lib/log.h"
@@ -22,6 +26,7 @@
 #include "svc/applets.h"
 #include "svc/services.h"
 #include "wire/conn.h"
+#include "wire/noise.h"
 
 struct sock_stream {
 	struct cap cap;
@@ -33,16 +38,13 @@ struct sock_stream {
 static void sock_stream_call(struct cap *c, struct rpc_call *call)
 {
 	struct sock_stream *s = (struct sock_stream *)c;
-	uint8_t token[NODE_TOKEN_LEN];
-	int e;
 
 	if (call->iface == IFACE_STREAM && call->method == STREAM_CONNECT) {
-		if ((e = node_token_new(s->node, c, token)) < 0) {
-			rpc_return_error(call, e, "out of memory");
-			return;
-		}
-		msg_put_bytes(&call->results, token, sizeof(token));
-		rpc_return(call);
+		node_stream_connect(s->node, c, call);
+		return;
+	}
+	if (call->iface == IFACE_STREAM && call->method == STREAM_BIND_TO) {
+		node_stream_bind(s->node, c, call);
 		return;
 	}
 	rpc_return_unknown(call, "stream");
@@ -198,28 +200,96 @@ static const struct wire_conn_ops data_ops = {
 	.closed = data_closed,
 };
 
-/* Restores the ref through the local daemon, asks it for a token, and
- * pipes stdin/stdout over a data connection on the admin socket. */
+/* Restores a ref through the local daemon; *out holds a reference. */
+static int restore(struct admin *a, const char *ref, struct cap **out)
+{
+	struct msg params, res;
+	struct msg_rd rd;
+	struct cap *c;
+	int r = -1;
+
+	msg_init(&params);
+	msg_init(&res);
+	msg_put_str(&params, ref);
+	if (admin_call(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_RESTORE, &params,
+		       &res, "cannot restore the ref") == 0) {
+		msg_rd_init(&rd, &res);
+		if (msg_get_cap(&rd, &c) == 0) {
+			*out = cap_ref(c);
+			r = 0;
+		}
+	}
+	msg_free(&res);
+	return r;
+}
+
+/* Opens the data connection the daemon's attach answer describes: the
+ * admin socket for a stream of the local node, else straight to the
+ * stream's node under a throwaway key (the token is what authorizes). */
+static struct wire_conn *data_dial(struct admin *a, struct msg *res,
+				   struct connect_state *st)
+{
+	struct msg_rd rd;
+	const uint8_t *tok, *pub;
+	size_t ntok, npub;
+	char addr[300];
+	uint8_t priv[32], mypub[32];
+	struct net_addr na;
+	struct wire_conn *wc;
+	int fd;
+
+	msg_rd_init(&rd, res);
+	if (msg_get_bytes(&rd, &tok, &ntok) < 0 || ntok != NODE_TOKEN_LEN ||
+	    msg_get_bytes(&rd, &pub, &npub) < 0 || (npub != 0 && npub != 32) ||
+	    msg_get_str(&rd, addr, sizeof(addr)) < 0) {
+		fprintf(stderr, "metac: the daemon's attach answer is malformed\n");
+		return NULL;
+	}
+	memcpy(st->token, tok, NODE_TOKEN_LEN);
+	if (!npub) {
+		if (admin_dial(a->path, &fd) < 0)
+			return NULL;
+		return wire_conn_new(a->loop, fd, WIRE_PLAIN, NULL, NULL, &data_ops, st);
+	}
+	if (net_addr_parse(addr, REF_DEFAULT_PORT, &na) < 0) {
+		fprintf(stderr, "metac: cannot resolve the stream's node %s\n", addr);
+		return NULL;
+	}
+	if ((fd = net_connect(&na)) < 0) {
+		fprintf(stderr, "metac: cannot reach the stream's node at %s: %s\n",
+			addr, strerror(-fd));
+		return NULL;
+	}
+	noise_keypair_generate(priv, mypub);
+	wc = wire_conn_new(a->loop, fd, WIRE_INITIATOR, priv, pub, &data_ops, st);
+	sodium_memzero(priv, sizeof(priv));
+	return wc;
+}
+
+/* Restores the ref through the local daemon, asks it where to open a
+ * data connection, and pipes stdin/stdout over it. By default the data
+ * goes through the daemon, which needs nothing of this process but the
+ * admin socket; --direct connects to a remote stream's node itself. */
 static int stream_connect(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "admin-socket", required_argument, NULL, 'a' },
+		{ "direct", no_argument, NULL, 'd' },
 		{ 0 }
 	};
 	const char *sock = NULL;
 	struct connect_state st = { 0 };
 	struct admin a;
 	struct msg params, res;
-	struct msg_rd rd;
 	struct cap *stream = NULL;
-	const uint8_t *tok;
-	size_t n;
-	int c, fd, r = EXIT_FAIL;
+	int c, direct = 0, r = EXIT_FAIL;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "a:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "a:d", opts, NULL)) != -1) {
 		if (c == 'a')
 			sock = optarg;
+		else if (c == 'd')
+			direct = 1;
 		else
 			return cli_usage_error(self, "unknown option");
 	}
@@ -227,29 +297,16 @@ static int stream_connect(const struct applet *self, int argc, char **argv)
 		return cli_usage_error(self, "stream connect takes one ref");
 	if (admin_open(&a, admin_socket_path(sock)) < 0)
 		goto out;
+	if (restore(&a, argv[optind], &stream) < 0)
+		goto out;
 	msg_init(&params);
 	msg_init(&res);
-	msg_put_str(&params, argv[optind]);
-	if (admin_call(&a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_RESTORE, &params,
-		       &res, "cannot restore the ref") < 0)
-		goto out_msg;
-	msg_rd_init(&rd, &res);
-	if (msg_get_cap(&rd, &stream) < 0)
-		goto out_msg;
-	stream = cap_ref(stream);
-	msg_free(&res);
-	msg_init(&params);
 	msg_put_cap(&params, stream);
+	msg_put_bool(&params, direct);
 	if (admin_call(&a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_ATTACH, &params,
 		       &res, "cannot attach to the stream") < 0)
 		goto out_msg;
-	msg_rd_init(&rd, &res);
-	if (msg_get_bytes(&rd, &tok, &n) < 0 || n != NODE_TOKEN_LEN)
-		goto out_msg;
-	memcpy(st.token, tok, NODE_TOKEN_LEN);
-	if (admin_dial(a.path, &fd) < 0)
-		goto out_msg;
-	if (!wire_conn_new(a.loop, fd, WIRE_PLAIN, NULL, NULL, &data_ops, &st))
+	if (!data_dial(&a, &res, &st))
 		goto out_msg;
 	while (!st.done)
 		if (loop_run_once(a.loop, -1) < 0)
@@ -260,9 +317,76 @@ static int stream_connect(const struct applet *self, int argc, char **argv)
 	else
 		r = EXIT_OK;
 out_msg:
+	sodium_memzero(st.token, sizeof(st.token));
 	msg_free(&res);
-	cap_unref(stream);
 out:
+	cap_unref(stream);
+	admin_close(&a);
+	return r;
+}
+
+static int stop_requested;
+
+static void on_stop(struct loop *l, int signo, void *arg)
+{
+	stop_requested = signo;
+}
+
+/* Binds two streams (on any nodes) and keeps the binding until SIGINT or
+ * SIGTERM: the holder lives in the daemon's session of this process. */
+static int stream_bind(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	struct admin a;
+	struct msg params, res;
+	struct cap *s1 = NULL, *s2 = NULL;
+	struct loop_signal *si = NULL, *st = NULL;
+	int c, r = EXIT_FAIL;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "a:", opts, NULL)) != -1) {
+		if (c == 'a')
+			sock = optarg;
+		else
+			return cli_usage_error(self, "unknown option");
+	}
+	if (optind != argc - 2)
+		return cli_usage_error(self, "stream bind takes two refs");
+	if (admin_open(&a, admin_socket_path(sock)) < 0)
+		goto out;
+	msg_init(&res);
+	if (restore(&a, argv[optind], &s1) < 0 || restore(&a, argv[optind + 1], &s2) < 0)
+		goto out_msg;
+	si = loop_signal_new(a.loop, SIGINT, on_stop, NULL);
+	st = loop_signal_new(a.loop, SIGTERM, on_stop, NULL);
+	if (!si || !st) {
+		fprintf(stderr, "metac: cannot handle signals\n");
+		goto out_msg;
+	}
+	msg_init(&params);
+	msg_put_cap(&params, s2);
+	if (admin_call(&a, s1, IFACE_STREAM, STREAM_BIND_TO, &params, &res,
+		       "cannot bind the streams") < 0)
+		goto out_msg;
+	fprintf(stderr, "metac stream: bound; SIGINT or SIGTERM releases the binding\n");
+	while (!stop_requested && !a.err)
+		if (loop_run_once(a.loop, -1) < 0)
+			break;
+	if (a.err)
+		fprintf(stderr, "metac stream: %s; the binding is gone\n", a.errmsg);
+	else
+		r = EXIT_OK;
+out_msg:
+	msg_free(&res); /* holds the holder: dropping it releases the binding */
+	loop_signal_del(si);
+	loop_signal_del(st);
+out:
+	cap_unref(s1);
+	cap_unref(s2);
 	admin_close(&a);
 	return r;
 }
@@ -276,5 +400,7 @@ int stream_main(int argc, char **argv)
 		return stream_export(self, argc - 1, argv + 1);
 	if (!strcmp(argv[1], "connect"))
 		return stream_connect(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "bind"))
+		return stream_bind(self, argc - 1, argv + 1);
 	return cli_usage_error(self, "unknown command '%s'", argv[1]);
 }

@@ -83,6 +83,9 @@ static void conn_destroy(struct wire_conn *c)
 	loop_watch_del(c->watch);
 	if (c->hs_timer)
 		loop_timer_del(c->hs_timer);
+	/* Shut down, not only closed: a holder may keep a duplicate of the
+	 * descriptor, and the peer must still see the end. */
+	shutdown(c->fd, SHUT_RDWR);
 	close(c->fd);
 	c->fd = -1;
 	if (loop_defer(c->loop, conn_free_cb, c) < 0)

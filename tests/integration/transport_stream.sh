@@ -26,6 +26,11 @@ timeout 60 "$T/B.m" stream connect "$REF" <"$T/in" >"$T/back" || fail "stream co
 cmp -s "$T/in" "$T/back" || fail "echoed bytes differ"
 echo small | timeout 20 "$T/B.m" stream connect "$REF" | grep -qx small ||
 	fail "small echo failed"
+# --direct: the client, on host B, connects to A itself with the token B's
+# daemon got for it.
+timeout 60 ip netns exec "$NS_PREFIX-b" "$T/B.m" stream connect --direct "$REF" \
+	<"$T/in" >"$T/back" || fail "stream connect --direct failed"
+cmp -s "$T/in" "$T/back" || fail "echoed bytes differ (--direct)"
 grep -q "peer .* at 10.77.0.2:.* restores a ref: ok" "$T/A.log" ||
 	fail "restoring peer was not logged"
 
