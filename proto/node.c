@@ -472,7 +472,10 @@ static struct peer *peer_of_conn(struct node *n, struct rpc_conn *rc)
 	return NULL;
 }
 
-void node_stream_connect(struct node *n, struct cap *stream, struct rpc_call *call)
+/* Answers (token, key, addr) for a data connection to this node: over
+ * the network (its key and address), or over the admin socket (neither). */
+static void answer_token(struct node *n, struct cap *stream, struct rpc_call *call,
+			 int network)
 {
 	uint8_t token[NODE_TOKEN_LEN];
 	int e;
@@ -482,10 +485,15 @@ void node_stream_connect(struct node *n, struct cap *stream, struct rpc_call *ca
 		return;
 	}
 	msg_put_bytes(&call->results, token, sizeof(token));
-	msg_put_bytes(&call->results, n->keys.pub, sizeof(n->keys.pub));
-	msg_put_str(&call->results, n->contact);
+	msg_put_bytes(&call->results, n->keys.pub, network ? sizeof(n->keys.pub) : 0);
+	msg_put_str(&call->results, network ? n->contact : "");
 	sodium_memzero(token, sizeof(token));
 	rpc_return(call);
+}
+
+void node_stream_connect(struct node *n, struct cap *stream, struct rpc_call *call)
+{
+	answer_token(n, stream, call, 1);
 }
 
 /*
@@ -1007,27 +1015,17 @@ static void admin_attach(struct session *s, struct rpc_call *call)
 {
 	struct msg_rd r;
 	struct cap *c;
-	uint8_t token[NODE_TOKEN_LEN];
-	int direct = 0, e;
+	int direct = 0;
 
 	msg_rd_init(&r, &call->params);
 	if (msg_get_cap(&r, &c) < 0 || msg_get_bool(&r, &direct) < 0) {
 		rpc_return_error(call, -EINVAL, "attach takes a stream and a flag");
 		return;
 	}
-	if (direct && !c->ops->attach && cap_conn(c)) {
+	if (direct && !c->ops->attach && cap_conn(c))
 		stream_locate(s->node, c, admin_attach_located, call);
-		return;
-	}
-	if ((e = node_token_new(s->node, c, token)) < 0) {
-		rpc_return_error(call, e, "out of memory");
-		return;
-	}
-	msg_put_bytes(&call->results, token, sizeof(token));
-	msg_put_bytes(&call->results, NULL, 0);
-	msg_put_str(&call->results, "");
-	sodium_memzero(token, sizeof(token));
-	rpc_return(call);
+	else
+		answer_token(s->node, c, call, 0);
 }
 
 static void admin_call(struct session *s, struct rpc_call *call)
