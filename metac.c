@@ -21,6 +21,9 @@ static const struct applet applets[] = {
 	  "metac ref list [--json]\n"
 	  "       metac ref show [--json] REF\n"
 	  "       metac ref revoke REF\n" },
+	{ "fs", fs_main, "share folders",
+	  "metac fs serve9p --listen ADDR:PORT|unix:PATH [--read-only]\n"
+	  "                 [--map=mounter|passthrough] [--insecure] local:PATH\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

@@ -1,0 +1,49 @@
+/*
+ * A 9P2000.L file server for one exported directory, over any connected
+ * stream descriptor. Each session reads requests in a thread of its own
+ * and runs them on a few worker threads, so many requests are in flight
+ * at once and no event loop ever waits for a disk.
+ *
+ * Nothing a client names leaves the export: every file is reached one
+ * name at a time from the export's root with no symlink followed, ".."
+ * stops at the root, and symlinks are served as symlinks. Device nodes
+ * can be listed but neither created nor opened.
+ */
+#ifndef METAC_FS9P_SERVER_H
+#define METAC_FS9P_SERVER_H
+
+#include <stdint.h>
+
+enum p9_idmap {
+	/* Files appear owned by the attaching user (n_uname); ownership
+	 * cannot be changed. The default: the share is the mounter's. */
+	P9_MAP_MOUNTER,
+	/* Numeric ids are shown and set as they are on the server. */
+	P9_MAP_PASSTHROUGH,
+};
+
+struct p9_export {
+	int rootfd; /* O_PATH directory descriptor of the export root */
+	int read_only;
+	enum p9_idmap map;
+};
+
+/* Per-session limits. */
+#define P9_SRV_WORKERS 4
+#define P9_SRV_MAX_INFLIGHT 32
+#define P9_SRV_MAX_FIDS 16384
+#define P9_SRV_MAX_XATTR (64u << 10)
+
+/* Opens dir as an export root (a directory, not a symlink). Returns an
+ * O_PATH descriptor or -errno. */
+int p9_export_open(const char *dir);
+
+/* Serves one session on fd until the client goes or breaks the protocol;
+ * closes fd. Runs in the calling thread (plus its workers). */
+int p9_serve(const struct p9_export *ex, int fd);
+
+/* The same in a detached thread; ex must outlive it. Takes fd, closes it
+ * on failure too. Returns 0 or -errno. */
+int p9_serve_async(const struct p9_export *ex, int fd);
+
+#endif
