@@ -88,6 +88,7 @@ struct session {
 	uint8_t busy[65536 / 8];    /* tags in flight */
 	struct flushwait *flushes;
 	int quit, broken;
+	struct buf *sync_out;       /* p9_session_feed: replies go here */
 	pthread_t workers[P9_SRV_WORKERS];
 	int nworkers;
 };
@@ -141,6 +142,10 @@ static int read_all(int fd, uint8_t *p, size_t n)
 
 static void send_buf(struct session *s, struct buf *b)
 {
+	if (s->sync_out) {
+		buf_put(s->sync_out, buf_head(b), buf_avail(b));
+		return;
+	}
 	pthread_mutex_lock(&s->wlock);
 	if (!s->broken && write_all(s->fd, buf_head(b), buf_avail(b)) < 0)
 		s->broken = 1;
@@ -1785,16 +1790,11 @@ static int read_request(struct session *s, struct req **out)
 	return 0;
 }
 
-int p9_serve(const struct p9_export *ex, int fd)
+static struct session *session_new(const struct p9_export *ex, int fd)
 {
 	struct session *s = calloc(1, sizeof(*s));
-	struct req *q;
-	int e = 0;
-
-	if (!s) {
-		close(fd);
-		return -ENOMEM;
-	}
+	if (!s)
+		return NULL;
 	s->ex = ex;
 	s->fd = fd;
 	s->msize = PRE_VERSION_MSIZE;
@@ -1802,6 +1802,34 @@ int p9_serve(const struct p9_export *ex, int fd)
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_cond_init(&s->work, NULL);
 	pthread_cond_init(&s->idle, NULL);
+	return s;
+}
+
+static void session_free(struct session *s)
+{
+	while (s->flushes) {
+		struct flushwait *fw = s->flushes;
+		s->flushes = fw->next;
+		free(fw);
+	}
+	fids_clear(s);
+	pthread_mutex_destroy(&s->lock);
+	pthread_mutex_destroy(&s->wlock);
+	pthread_cond_destroy(&s->work);
+	pthread_cond_destroy(&s->idle);
+	free(s);
+}
+
+int p9_serve(const struct p9_export *ex, int fd)
+{
+	struct session *s = session_new(ex, fd);
+	struct req *q;
+	int e = 0;
+
+	if (!s) {
+		close(fd);
+		return -ENOMEM;
+	}
 	for (int i = 0; i < P9_SRV_WORKERS; i++) {
 		if (pthread_create(&s->workers[i], NULL, worker, s) != 0)
 			break;
@@ -1861,19 +1889,51 @@ done:
 	pthread_mutex_unlock(&s->lock);
 	for (int i = 0; i < s->nworkers; i++)
 		pthread_join(s->workers[i], NULL);
-	while (s->flushes) {
-		struct flushwait *fw = s->flushes;
-		s->flushes = fw->next;
-		free(fw);
-	}
-	fids_clear(s);
 	close(fd);
-	pthread_mutex_destroy(&s->lock);
-	pthread_mutex_destroy(&s->wlock);
-	pthread_cond_destroy(&s->work);
-	pthread_cond_destroy(&s->idle);
-	free(s);
+	session_free(s);
 	return e;
+}
+
+/* --- without threads, for tests and fuzzing ------------------------ */
+
+struct p9_session *p9_session_new(const struct p9_export *ex)
+{
+	return (struct p9_session *)session_new(ex, -1);
+}
+
+int p9_session_feed(struct p9_session *ps, const uint8_t *msg, size_t len,
+		    struct buf *out)
+{
+	struct session *s = (struct session *)ps;
+	struct req *q;
+	int e = 0;
+
+	if (len < P9_HDR || get_le32(msg) != len || len > s->msize)
+		return -EMSGSIZE;
+	if (!(q = malloc(sizeof(*q) + len)))
+		return -ENOMEM;
+	memcpy(q->data, msg, len);
+	q->len = len;
+	q->type = msg[4];
+	q->tag = (uint16_t)(msg[5] | msg[6] << 8);
+	s->sync_out = out;
+	if (q->type == P9_TVERSION)
+		e = do_version(s, q);
+	else if (s->msize == PRE_VERSION_MSIZE)
+		e = -EPROTO;
+	else if (q->type == P9_TFLUSH)
+		e = do_flush(s, q);
+	else
+		handle(s, q, out);
+	s->sync_out = NULL;
+	free(q);
+	return e;
+}
+
+void p9_session_free(struct p9_session *ps)
+{
+	if (ps)
+		session_free((struct session *)ps);
 }
 
 struct async {

@@ -12,6 +12,7 @@
 #ifndef METAC_FS9P_SERVER_H
 #define METAC_FS9P_SERVER_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 enum p9_idmap {
@@ -45,5 +46,15 @@ int p9_serve(const struct p9_export *ex, int fd);
 /* The same in a detached thread; ex must outlive it. Takes fd, closes it
  * on failure too. Returns 0 or -errno. */
 int p9_serve_async(const struct p9_export *ex, int fd);
+
+/* A session without threads, for tests and fuzzing: each whole message
+ * fed is handled at once and its reply appended to out. A negative
+ * return means a real session would have closed. */
+struct buf;
+struct p9_session;
+struct p9_session *p9_session_new(const struct p9_export *ex);
+int p9_session_feed(struct p9_session *s, const uint8_t *msg, size_t len,
+		    struct buf *out);
+void p9_session_free(struct p9_session *s);
 
 #endif
