@@ -1936,22 +1936,18 @@ void p9_session_free(struct p9_session *ps)
 		session_free((struct session *)ps);
 }
 
-struct async {
-	const struct p9_export *ex;
-	int fd;
-};
-
 static void *serve_thread(void *arg)
 {
-	struct async a = *(struct async *)arg;
+	struct async { struct p9_export *ex; int fd; } a = *(struct async *)arg;
 	free(arg);
 	p9_serve(a.ex, a.fd);
+	p9_export_unref(a.ex);
 	return NULL;
 }
 
-int p9_serve_async(const struct p9_export *ex, int fd)
+int p9_serve_async(struct p9_export *ex, int fd)
 {
-	struct async *a = malloc(sizeof(*a));
+	struct async { struct p9_export *ex; int fd; } *a = malloc(sizeof(*a));
 	pthread_attr_t attr;
 	pthread_t t;
 	int e;
@@ -1960,6 +1956,7 @@ int p9_serve_async(const struct p9_export *ex, int fd)
 		close(fd);
 		return -ENOMEM;
 	}
+	p9_export_ref(ex);
 	a->ex = ex;
 	a->fd = fd;
 	pthread_attr_init(&attr);
@@ -1969,9 +1966,42 @@ int p9_serve_async(const struct p9_export *ex, int fd)
 	if (e) {
 		free(a);
 		close(fd);
+		p9_export_unref(ex);
 		return -e;
 	}
 	return 0;
+}
+
+struct p9_export *p9_export_new(const char *dir, int read_only, enum p9_idmap map,
+				int *err)
+{
+	struct p9_export *ex = calloc(1, sizeof(*ex));
+	if (!ex) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	if ((ex->rootfd = p9_export_open(dir)) < 0) {
+		*err = ex->rootfd;
+		free(ex);
+		return NULL;
+	}
+	ex->read_only = read_only;
+	ex->map = map;
+	ex->refs = 1;
+	return ex;
+}
+
+void p9_export_ref(struct p9_export *ex)
+{
+	__atomic_add_fetch(&ex->refs, 1, __ATOMIC_RELAXED);
+}
+
+void p9_export_unref(struct p9_export *ex)
+{
+	if (ex && __atomic_sub_fetch(&ex->refs, 1, __ATOMIC_ACQ_REL) == 0) {
+		close(ex->rootfd);
+		free(ex);
+	}
 }
 
 int p9_export_open(const char *dir)

@@ -27,6 +27,7 @@ struct p9_export {
 	int rootfd; /* O_PATH directory descriptor of the export root */
 	int read_only;
 	enum p9_idmap map;
+	int refs;   /* sessions and owners; see p9_export_new */
 };
 
 /* Per-session limits. */
@@ -39,13 +40,20 @@ struct p9_export {
  * O_PATH descriptor or -errno. */
 int p9_export_open(const char *dir);
 
+/* A shared export of dir: freed (its root closed) when the last of its
+ * owner and its sessions lets go. NULL with *err on failure. */
+struct p9_export *p9_export_new(const char *dir, int read_only, enum p9_idmap map,
+				int *err);
+void p9_export_ref(struct p9_export *ex);
+void p9_export_unref(struct p9_export *ex);
+
 /* Serves one session on fd until the client goes or breaks the protocol;
  * closes fd. Runs in the calling thread (plus its workers). */
 int p9_serve(const struct p9_export *ex, int fd);
 
-/* The same in a detached thread; ex must outlive it. Takes fd, closes it
- * on failure too. Returns 0 or -errno. */
-int p9_serve_async(const struct p9_export *ex, int fd);
+/* The same in a detached thread, which holds a reference to ex (from
+ * p9_export_new). Takes fd, closes it on failure too. 0 or -errno. */
+int p9_serve_async(struct p9_export *ex, int fd);
 
 /* A session without threads, for tests and fuzzing: each whole message
  * fed is handled at once and its reply appended to out. A negative

@@ -62,6 +62,13 @@ enum {
 	STREAM_BIND_TO = 2,
 };
 
+/* Filesystem: a directory tree. */
+enum {
+	/* () -> (cap stream): each data connection to the stream is a
+	 * 9P2000.L session on the tree. */
+	FILESYSTEM_V9FS_STREAM = 1,
+};
+
 const char *iface_name(unsigned id);
 
 #endif

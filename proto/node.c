@@ -496,6 +496,17 @@ void node_stream_connect(struct node *n, struct cap *stream, struct rpc_call *ca
 	answer_token(n, stream, call, 1);
 }
 
+void node_stream_call(struct node *n, struct cap *stream, struct rpc_call *call,
+		      const char *objname)
+{
+	if (call->iface == IFACE_STREAM && call->method == STREAM_CONNECT)
+		node_stream_connect(n, stream, call);
+	else if (call->iface == IFACE_STREAM && call->method == STREAM_BIND_TO)
+		node_stream_bind(n, stream, call);
+	else
+		rpc_return_unknown(call, objname);
+}
+
 /*
  * Where a data connection for a remote stream goes: its node issues a
  * token and says who and where it is. A node we reached ourselves is

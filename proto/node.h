@@ -65,6 +65,10 @@ void node_stream_open(struct node *n, struct cap *stream, node_open_fn cb, void 
  * STREAM_CONNECT (a token and where to present it) and STREAM_BIND_TO. */
 void node_stream_connect(struct node *n, struct cap *stream, struct rpc_call *call);
 void node_stream_bind(struct node *n, struct cap *stream, struct rpc_call *call);
+/* Answers a call on a stream of this node: the two methods above, else
+ * "no such method" naming objname. */
+void node_stream_call(struct node *n, struct cap *stream, struct rpc_call *call,
+		      const char *objname);
 
 /* Restores a ref: locally when it names this node, else over a
  * connection to its node. done gets the capability in results (index 0). */

@@ -6,11 +6,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "lib/loop.h"
 #include "lib/net.h"
 #include "proto/node.h"
 #include "svc/admin_client.h"
 #include "wire/conn.h"
+#include "wire/noise.h"
 
 const char *admin_socket_path(const char *opt)
 {
@@ -178,4 +181,202 @@ int admin_call(struct admin *a, struct cap *target, uint16_t iface,
 	if (e < 0 && what)
 		fprintf(stderr, "metac: %s: %s\n", what, a->errmsg);
 	return e;
+}
+
+int admin_export(struct admin *a, const char *service, const char *description,
+		 int persistent, int read_only, char *ref, size_t refsz)
+{
+	struct msg params, res;
+	struct msg_rd rd;
+	char what[64];
+	int r = -1;
+
+	msg_init(&params);
+	msg_init(&res);
+	msg_put_str(&params, service);
+	msg_put_str(&params, description);
+	msg_put_bool(&params, persistent);
+	msg_put_bool(&params, read_only);
+	msg_put_i64(&params, 0);
+	snprintf(what, sizeof(what), "cannot export the %s", service);
+	if (admin_call(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_EXPORT, &params, &res,
+		       what) == 0) {
+		msg_rd_init(&rd, &res);
+		r = msg_get_str(&rd, ref, refsz) == 0 ? 0 : -1;
+	}
+	msg_free(&res);
+	return r;
+}
+
+int admin_restore(struct admin *a, const char *ref, struct cap **out)
+{
+	struct msg params;
+	msg_init(&params);
+	msg_put_str(&params, ref);
+	return admin_call_cap(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_RESTORE, &params,
+			      out, "cannot restore the ref");
+}
+
+int admin_call_cap(struct admin *a, struct cap *target, uint16_t iface,
+		   uint16_t method, struct msg *params, struct cap **out,
+		   const char *what)
+{
+	struct msg res;
+	struct msg_rd rd;
+	struct cap *c;
+	int r = -1;
+
+	msg_init(&res);
+	if (admin_call(a, target, iface, method, params, &res, what) == 0) {
+		msg_rd_init(&rd, &res);
+		if (msg_get_cap(&rd, &c) == 0) {
+			*out = cap_ref(c);
+			r = 0;
+		} else {
+			fprintf(stderr, "metac: %s: the answer holds no object\n", what);
+		}
+	}
+	msg_free(&res);
+	return r;
+}
+
+/* --- data connections ---------------------------------------------- */
+
+struct dpipe {
+	struct admin *a;
+	int rfd, wfd;
+	uint8_t token[NODE_TOKEN_LEN];
+	void (*done)(void *arg, int err);
+	void *arg;
+};
+
+static void dpipe_end(struct dpipe *p, int err)
+{
+	if (p->rfd >= 0)
+		close(p->rfd);
+	if (p->wfd >= 0 && p->wfd != p->rfd)
+		close(p->wfd);
+	sodium_memzero(p->token, sizeof(p->token));
+	if (p->done)
+		p->done(p->arg, err);
+	free(p);
+}
+
+static void dpipe_finished(void *arg, int err)
+{
+	struct dpipe *p = arg;
+	/* node_pipe_fds owned and closed the descriptors. */
+	p->rfd = p->wfd = -1;
+	dpipe_end(p, err);
+}
+
+static void dpipe_ready(struct wire_conn *wc, void *arg)
+{
+	struct dpipe *p = arg;
+	uint8_t hello[1 + NODE_TOKEN_LEN] = { HELLO_DATA };
+	int e;
+
+	memcpy(hello + 1, p->token, NODE_TOKEN_LEN);
+	e = wire_conn_send(wc, hello, sizeof(hello));
+	sodium_memzero(hello, sizeof(hello));
+	if (e == 0)
+		e = node_pipe_fds(wc, p->rfd, p->wfd, dpipe_finished, p);
+	if (e < 0) {
+		wire_conn_close(wc);
+		dpipe_end(p, e);
+	}
+}
+
+static void dpipe_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
+{
+}
+
+static void dpipe_closed(struct wire_conn *wc, int err, void *arg)
+{
+	dpipe_end(arg, err ? err : -ECONNRESET);
+}
+
+static const struct wire_conn_ops dpipe_ops = {
+	.ready = dpipe_ready,
+	.record = dpipe_record,
+	.closed = dpipe_closed,
+};
+
+/* Dials what an ATTACH answer describes: the admin socket for a stream
+ * piped by the daemon, else the stream's node itself under a throwaway
+ * key (the token is what authorizes). */
+static struct wire_conn *dpipe_dial(struct dpipe *p, struct msg *res)
+{
+	struct msg_rd rd;
+	const uint8_t *tok, *pub;
+	size_t ntok, npub;
+	char addr[300];
+	uint8_t priv[32], mypub[32];
+	struct net_addr na;
+	struct wire_conn *wc;
+	int fd;
+
+	msg_rd_init(&rd, res);
+	if (msg_get_bytes(&rd, &tok, &ntok) < 0 || ntok != NODE_TOKEN_LEN ||
+	    msg_get_bytes(&rd, &pub, &npub) < 0 || (npub != 0 && npub != 32) ||
+	    msg_get_str(&rd, addr, sizeof(addr)) < 0) {
+		fprintf(stderr, "metac: the daemon's attach answer is malformed\n");
+		return NULL;
+	}
+	memcpy(p->token, tok, NODE_TOKEN_LEN);
+	if (!npub) {
+		if (admin_dial(p->a->path, &fd) < 0)
+			return NULL;
+		return wire_conn_new(p->a->loop, fd, WIRE_PLAIN, NULL, NULL, &dpipe_ops, p);
+	}
+	if (net_addr_parse(addr, REF_DEFAULT_PORT, &na) < 0) {
+		fprintf(stderr, "metac: cannot resolve the stream's node %s\n", addr);
+		return NULL;
+	}
+	if ((fd = net_connect(&na)) < 0) {
+		fprintf(stderr, "metac: cannot reach the stream's node at %s: %s\n",
+			addr, strerror(-fd));
+		return NULL;
+	}
+	noise_keypair_generate(priv, mypub);
+	wc = wire_conn_new(p->a->loop, fd, WIRE_INITIATOR, priv, pub, &dpipe_ops, p);
+	sodium_memzero(priv, sizeof(priv));
+	return wc;
+}
+
+static void attach_answered(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct dpipe *p = arg;
+	if (err) {
+		fprintf(stderr, "metac: cannot attach to the stream: %s\n", errmsg);
+		dpipe_end(p, err);
+		return;
+	}
+	if (!dpipe_dial(p, res))
+		dpipe_end(p, -EHOSTUNREACH);
+}
+
+void admin_stream_pipe(struct admin *a, struct cap *stream, int direct, int rfd,
+		       int wfd, void (*done)(void *arg, int err), void *arg)
+{
+	struct dpipe *p = calloc(1, sizeof(*p));
+	struct msg params;
+
+	if (!p) {
+		close(rfd);
+		if (wfd != rfd)
+			close(wfd);
+		done(arg, -ENOMEM);
+		return;
+	}
+	p->a = a;
+	p->rfd = rfd;
+	p->wfd = wfd;
+	p->done = done;
+	p->arg = arg;
+	msg_init(&params);
+	msg_put_cap(&params, stream);
+	msg_put_bool(&params, direct);
+	rpc_call(a->node_admin, IFACE_NODE_ADMIN, NODE_ADMIN_ATTACH, &params,
+		 attach_answered, p);
 }

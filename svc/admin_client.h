@@ -33,4 +33,25 @@ int admin_call(struct admin *a, struct cap *target, uint16_t iface,
 	       uint16_t method, struct msg *params, struct msg *results,
 	       const char *what);
 
+/* As admin_call, for a call whose answer is one capability: *out gets a
+ * reference. */
+int admin_call_cap(struct admin *a, struct cap *target, uint16_t iface,
+		   uint16_t method, struct msg *params, struct cap **out,
+		   const char *what);
+/* Restores a ref through the daemon. */
+int admin_restore(struct admin *a, const char *ref, struct cap **out);
+/* Exports through NodeAdmin; the new ref is written to ref. */
+int admin_export(struct admin *a, const char *service, const char *description,
+		 int persistent, int read_only, char *ref, size_t refsz);
+
+/*
+ * Pipes rfd/wfd (taken over) through a data connection of stream: the
+ * daemon says where to open it (through itself, or with direct, straight
+ * to a remote stream's node). done(arg, err) runs once the stream ended
+ * and its bytes left, or it failed (the reason printed). Asynchronous:
+ * the caller runs a->loop.
+ */
+void admin_stream_pipe(struct admin *a, struct cap *stream, int direct, int rfd,
+		       int wfd, void (*done)(void *arg, int err), void *arg);
+
 #endif

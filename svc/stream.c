@@ -37,17 +37,7 @@ struct sock_stream {
 
 static void sock_stream_call(struct cap *c, struct rpc_call *call)
 {
-	struct sock_stream *s = (struct sock_stream *)c;
-
-	if (call->iface == IFACE_STREAM && call->method == STREAM_CONNECT) {
-		node_stream_connect(s->node, c, call);
-		return;
-	}
-	if (call->iface == IFACE_STREAM && call->method == STREAM_BIND_TO) {
-		node_stream_bind(s->node, c, call);
-		return;
-	}
-	rpc_return_unknown(call, "stream");
+	node_stream_call(((struct sock_stream *)c)->node, c, call, "stream");
 }
 
 static void sock_stream_attach(struct cap *c, struct wire_conn *data)
@@ -122,8 +112,6 @@ static int stream_export(const struct applet *self, int argc, char **argv)
 	const char *sock = NULL;
 	int c, persistent = 0, r = EXIT_FAIL;
 	struct admin a;
-	struct msg params, res;
-	struct msg_rd rd;
 	char ref[REF_MAX_LEN];
 
 	optind = 1;
@@ -136,31 +124,16 @@ static int stream_export(const struct applet *self, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error(self, "stream export takes one address");
-	if (admin_open(&a, admin_socket_path(sock)) < 0)
-		goto out;
-	msg_init(&params);
-	msg_init(&res);
-	msg_put_str(&params, "stream");
-	msg_put_str(&params, argv[optind]);
-	msg_put_bool(&params, persistent);
-	msg_put_bool(&params, 0);
-	msg_put_i64(&params, 0);
-	if (admin_call(&a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_EXPORT, &params,
-		       &res, "cannot export the stream") == 0) {
-		msg_rd_init(&rd, &res);
-		if (msg_get_str(&rd, ref, sizeof(ref)) == 0) {
-			printf("%s\n", ref);
-			r = EXIT_OK;
-		}
+	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
+	    admin_export(&a, "stream", argv[optind], persistent, 0, ref, sizeof(ref)) == 0) {
+		printf("%s\n", ref);
+		r = EXIT_OK;
 	}
-	msg_free(&res);
-out:
 	admin_close(&a);
 	return r;
 }
 
 struct connect_state {
-	uint8_t token[NODE_TOKEN_LEN];
 	int done, err;
 };
 
@@ -171,105 +144,10 @@ static void connect_done(void *arg, int err)
 	st->err = err;
 }
 
-static void data_ready(struct wire_conn *wc, void *arg)
-{
-	struct connect_state *st = arg;
-	uint8_t hello[1 + NODE_TOKEN_LEN] = { HELLO_DATA };
-	int e;
-
-	memcpy(hello + 1, st->token, NODE_TOKEN_LEN);
-	wire_conn_send(wc, hello, sizeof(hello));
-	if ((e = node_pipe_fds(wc, STDIN_FILENO, STDOUT_FILENO, connect_done, st)) < 0) {
-		wire_conn_close(wc);
-		connect_done(st, e);
-	}
-}
-
-static void data_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
-{
-}
-
-static void data_closed(struct wire_conn *wc, int err, void *arg)
-{
-	connect_done(arg, err ? err : -ECONNRESET);
-}
-
-static const struct wire_conn_ops data_ops = {
-	.ready = data_ready,
-	.record = data_record,
-	.closed = data_closed,
-};
-
-/* Restores a ref through the local daemon; *out holds a reference. */
-static int restore(struct admin *a, const char *ref, struct cap **out)
-{
-	struct msg params, res;
-	struct msg_rd rd;
-	struct cap *c;
-	int r = -1;
-
-	msg_init(&params);
-	msg_init(&res);
-	msg_put_str(&params, ref);
-	if (admin_call(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_RESTORE, &params,
-		       &res, "cannot restore the ref") == 0) {
-		msg_rd_init(&rd, &res);
-		if (msg_get_cap(&rd, &c) == 0) {
-			*out = cap_ref(c);
-			r = 0;
-		}
-	}
-	msg_free(&res);
-	return r;
-}
-
-/* Opens the data connection the daemon's attach answer describes: the
- * admin socket for a stream of the local node, else straight to the
- * stream's node under a throwaway key (the token is what authorizes). */
-static struct wire_conn *data_dial(struct admin *a, struct msg *res,
-				   struct connect_state *st)
-{
-	struct msg_rd rd;
-	const uint8_t *tok, *pub;
-	size_t ntok, npub;
-	char addr[300];
-	uint8_t priv[32], mypub[32];
-	struct net_addr na;
-	struct wire_conn *wc;
-	int fd;
-
-	msg_rd_init(&rd, res);
-	if (msg_get_bytes(&rd, &tok, &ntok) < 0 || ntok != NODE_TOKEN_LEN ||
-	    msg_get_bytes(&rd, &pub, &npub) < 0 || (npub != 0 && npub != 32) ||
-	    msg_get_str(&rd, addr, sizeof(addr)) < 0) {
-		fprintf(stderr, "metac: the daemon's attach answer is malformed\n");
-		return NULL;
-	}
-	memcpy(st->token, tok, NODE_TOKEN_LEN);
-	if (!npub) {
-		if (admin_dial(a->path, &fd) < 0)
-			return NULL;
-		return wire_conn_new(a->loop, fd, WIRE_PLAIN, NULL, NULL, &data_ops, st);
-	}
-	if (net_addr_parse(addr, REF_DEFAULT_PORT, &na) < 0) {
-		fprintf(stderr, "metac: cannot resolve the stream's node %s\n", addr);
-		return NULL;
-	}
-	if ((fd = net_connect(&na)) < 0) {
-		fprintf(stderr, "metac: cannot reach the stream's node at %s: %s\n",
-			addr, strerror(-fd));
-		return NULL;
-	}
-	noise_keypair_generate(priv, mypub);
-	wc = wire_conn_new(a->loop, fd, WIRE_INITIATOR, priv, pub, &data_ops, st);
-	sodium_memzero(priv, sizeof(priv));
-	return wc;
-}
-
-/* Restores the ref through the local daemon, asks it where to open a
- * data connection, and pipes stdin/stdout over it. By default the data
- * goes through the daemon, which needs nothing of this process but the
- * admin socket; --direct connects to a remote stream's node itself. */
+/* Restores the ref through the local daemon and pipes stdin/stdout over
+ * a data connection of the stream. By default the data goes through the
+ * daemon, which needs nothing of this process but the admin socket;
+ * --direct connects to a remote stream's node itself. */
 static int stream_connect(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -280,7 +158,6 @@ static int stream_connect(const struct applet *self, int argc, char **argv)
 	const char *sock = NULL;
 	struct connect_state st = { 0 };
 	struct admin a;
-	struct msg params, res;
 	struct cap *stream = NULL;
 	int c, direct = 0, r = EXIT_FAIL;
 
@@ -295,30 +172,21 @@ static int stream_connect(const struct applet *self, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error(self, "stream connect takes one ref");
-	if (admin_open(&a, admin_socket_path(sock)) < 0)
+	if (admin_open(&a, admin_socket_path(sock)) < 0 ||
+	    admin_restore(&a, argv[optind], &stream) < 0)
 		goto out;
-	if (restore(&a, argv[optind], &stream) < 0)
-		goto out;
-	msg_init(&params);
-	msg_init(&res);
-	msg_put_cap(&params, stream);
-	msg_put_bool(&params, direct);
-	if (admin_call(&a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_ATTACH, &params,
-		       &res, "cannot attach to the stream") < 0)
-		goto out_msg;
-	if (!data_dial(&a, &res, &st))
-		goto out_msg;
-	while (!st.done)
+	admin_stream_pipe(&a, stream, direct, STDIN_FILENO, STDOUT_FILENO,
+			  connect_done, &st);
+	while (!st.done && !a.err)
 		if (loop_run_once(a.loop, -1) < 0)
 			break;
-	if (st.err)
+	if (!st.done)
+		fprintf(stderr, "metac stream: %s\n", a.errmsg);
+	else if (st.err)
 		fprintf(stderr, "metac stream: the stream ended with an error: %s\n",
 			strerror(-st.err));
 	else
 		r = EXIT_OK;
-out_msg:
-	sodium_memzero(st.token, sizeof(st.token));
-	msg_free(&res);
 out:
 	cap_unref(stream);
 	admin_close(&a);
@@ -359,7 +227,8 @@ static int stream_bind(const struct applet *self, int argc, char **argv)
 	if (admin_open(&a, admin_socket_path(sock)) < 0)
 		goto out;
 	msg_init(&res);
-	if (restore(&a, argv[optind], &s1) < 0 || restore(&a, argv[optind + 1], &s2) < 0)
+	if (admin_restore(&a, argv[optind], &s1) < 0 ||
+	    admin_restore(&a, argv[optind + 1], &s2) < 0)
 		goto out_msg;
 	si = loop_signal_new(a.loop, SIGINT, on_stop, NULL);
 	st = loop_signal_new(a.loop, SIGTERM, on_stop, NULL);
