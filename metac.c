@@ -22,8 +22,9 @@ static const struct applet applets[] = {
 	  "       metac ref show [--json] REF\n"
 	  "       metac ref revoke REF\n" },
 	{ "fs", fs_main, "share folders",
-	  "metac fs serve9p --listen ADDR:PORT|unix:PATH [--read-only]\n"
-	  "                 [--map=mounter|passthrough] [--insecure] local:PATH\n" },
+	  "metac fs export [--persistent] [--read-only] local:PATH\n"
+	  "       metac fs serve9p --listen ADDR:PORT|unix:PATH [--read-only]\n"
+	  "                 [--map=mounter|passthrough] [--insecure] local:PATH|REF\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

@@ -4,7 +4,8 @@
 int services_register(struct node *n)
 {
 	int r;
-	if ((r = stream_service_register(n)) < 0)
+	if ((r = stream_service_register(n)) < 0 ||
+	    (r = fs_service_register(n)) < 0)
 		return r;
 	return 0;
 }
