@@ -8,8 +8,8 @@
 CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
-           -D_GNU_SOURCE -I. -MMD -MP
-LIBS    := -lsodium -lsqlite3 -lpthread -lm
+           -D_GNU_SOURCE -I. -I/usr/include/fuse3 -MMD -MP
+LIBS    := -lsodium -lsqlite3 -lfuse3 -lpthread -lm
 
 ifeq ($(SANITIZE),1)
 O       := build/san

@@ -23,6 +23,8 @@ static const struct applet applets[] = {
 	  "       metac ref revoke REF\n" },
 	{ "fs", fs_main, "share folders",
 	  "metac fs export [--persistent] [--read-only] local:PATH\n"
+	  "       metac fs bind|mount [--persistent] MOUNTPOINT local:PATH|REF\n"
+	  "       metac fs unbind MOUNTPOINT\n"
 	  "       metac fs serve9p --listen ADDR:PORT|unix:PATH [--read-only]\n"
 	  "                 [--map=mounter|passthrough] [--insecure] local:PATH|REF\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",

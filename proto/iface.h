@@ -49,6 +49,8 @@ enum {
 	 * token it presents. An empty key means the admin socket (always,
 	 * unless direct was asked for a remote stream). */
 	NODE_ADMIN_ATTACH = 7,
+	/* (string service) -> (cap): the service's administration object. */
+	NODE_ADMIN_SERVICE = 8,
 };
 
 /* Stream: bytes in both directions over a data connection of its own. */
@@ -67,6 +69,16 @@ enum {
 	/* () -> (cap stream): each data connection to the stream is a
 	 * 9P2000.L session on the tree. */
 	FILESYSTEM_V9FS_STREAM = 1,
+};
+
+/* ServiceAdmin of the fs service: folders mounted here. */
+enum {
+	/* (string mountpoint, string source, bool persistent, u32 uid,
+	 *  u32 gid) -> (): source is local:PATH or a ref */
+	FS_ADMIN_BIND = 1,
+	FS_ADMIN_UNBIND = 2, /* (string mountpoint) -> () */
+	/* () -> (u64 n, n * (string mountpoint, string kind, bool persistent)) */
+	FS_ADMIN_LIST = 3,
 };
 
 const char *iface_name(unsigned id);

@@ -102,6 +102,7 @@ static const struct node_service *find_service(struct node *n, const char *name)
 }
 
 struct loop *node_loop(struct node *n) { return n->loop; }
+struct sqlite3 *node_db(struct node *n) { return n->db; }
 const struct node_keys *node_keys(struct node *n) { return &n->keys; }
 
 /* Restore a ref of this node from its secret; on success results hold
@@ -1092,6 +1093,24 @@ static void admin_call(struct session *s, struct rpc_call *call)
 	case NODE_ADMIN_ATTACH:
 		admin_attach(s, call);
 		return;
+	case NODE_ADMIN_SERVICE: {
+		char name[32];
+		const struct node_service *svc;
+		struct cap *c;
+		msg_rd_init(&r, &call->params);
+		if (msg_get_str(&r, name, sizeof(name)) < 0 || !(svc = find_service(n, name))) {
+			rpc_return_error(call, -ENOENT, "no such service");
+			return;
+		}
+		if (!svc->admin || !(c = svc->admin(n))) {
+			rpc_return_error(call, -ENOSYS, "the %s service has no administration", name);
+			return;
+		}
+		msg_put_cap(&call->results, c);
+		cap_unref(c);
+		rpc_return(call);
+		return;
+	}
 	}
 	rpc_return_unknown(call, "NodeAdmin");
 }
@@ -1445,6 +1464,9 @@ void node_free(struct node *n)
 {
 	if (!n)
 		return;
+	for (int i = n->nservices - 1; i >= 0; i--)
+		if (n->services[i]->stop)
+			n->services[i]->stop(n);
 	while (n->peers) {
 		struct peer *p = n->peers;
 		n->peers = p->next;

@@ -40,12 +40,20 @@ struct node_service {
 	const char *name;
 	int (*restore)(struct node *n, const struct ref_record *rec,
 		       struct cap **out, char *err, size_t errsz);
+	/* The service's own administration object, handed to local
+	 * administrators (NODE_ADMIN_SERVICE); NULL if it has none. Returns
+	 * a new reference. */
+	struct cap *(*admin)(struct node *n);
+	/* The node is shutting down (NULL: nothing to do). */
+	void (*stop)(struct node *n);
 };
 
 int node_new(struct loop *l, const struct node_config *cfg, struct node **out);
 void node_free(struct node *n);
 int node_register_service(struct node *n, const struct node_service *svc);
 struct loop *node_loop(struct node *n);
+struct sqlite3;
+struct sqlite3 *node_db(struct node *n);
 const struct node_keys *node_keys(struct node *n);
 
 /* A one-time token: the first data connection presenting it is handed to

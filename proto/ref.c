@@ -24,6 +24,16 @@ static const char *const migrations[] = {
 	" persistent INTEGER NOT NULL DEFAULT 0,"
 	" expiry INTEGER NOT NULL DEFAULT 0,"
 	" created INTEGER NOT NULL)",
+	/* What services bound here (a mounted folder, ...) and asked to
+	 * keep across restarts. source is what to restore: a ref, so the
+	 * file is 0600 like the rest. */
+	"CREATE TABLE binds ("
+	" service TEXT NOT NULL,"
+	" target TEXT NOT NULL,"
+	" source TEXT NOT NULL,"
+	" uid INTEGER NOT NULL,"
+	" gid INTEGER NOT NULL,"
+	" PRIMARY KEY (service, target))",
 };
 
 const struct store_schema node_db_schema = {

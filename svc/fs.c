@@ -11,6 +11,11 @@
  * loopback and unix sockets unless --insecure.
  */
 #include <errno.h>
+#include <sqlite3.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
@@ -37,6 +42,15 @@
 #include "wire/conn.h"
 
 #define SERVE9P_MAX_SESSIONS 64
+
+/* Whether path is the root of a mount. */
+static int is_mountpoint(const char *path)
+{
+	struct statx sx;
+	return statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) == 0 &&
+	       (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
+	       (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
+}
 
 /* "local:PATH" -> PATH; NULL for anything else. */
 static const char *local_path(const char *arg)
@@ -171,14 +185,528 @@ static int fs_restore(struct node *n, const struct ref_record *rec, struct cap *
 	return 0;
 }
 
+/* --- binds: folders mounted on this node ---------------------------- */
+
+/*
+ * A remote folder is mounted by a bridge process (`metac fs _bridge`,
+ * FUSE): the daemon opens the data connection, pipes it to a socket pair
+ * and hands the other end to the bridge, which reports "ok" or why not on
+ * a status pipe. A crash of the bridge costs that mount, not the node.
+ * local:PATH is a plain bind mount.
+ */
+enum bind_state { B_STARTING, B_MOUNTED, B_GONE };
+
+struct fs_bind {
+	struct fs_bind *next;
+	struct node *node;
+	char mountpoint[PATH_MAX];
+	char *source; /* local:PATH or a ref: never logged */
+	int persistent, local;
+	uint32_t uid, gid;
+	enum bind_state state;
+	struct rpc_call *call; /* the administrator waiting for the outcome */
+	struct cap *fs, *stream;
+	pid_t pid;
+	struct loop_child *child;
+	int status_fd;
+	struct loop_watch *status_w;
+	char status[256];
+	size_t slen;
+};
+
+static struct fs_bind *binds;
+
+static struct fs_bind *bind_find(const char *mp)
+{
+	for (struct fs_bind *b = binds; b; b = b->next)
+		if (!strcmp(b->mountpoint, mp))
+			return b;
+	return NULL;
+}
+
+static void bind_unlink(struct fs_bind *b)
+{
+	for (struct fs_bind **p = &binds; *p; p = &(*p)->next) {
+		if (*p == b) {
+			*p = b->next;
+			return;
+		}
+	}
+}
+
+static void bind_release(struct fs_bind *b)
+{
+	if (b->status_w)
+		loop_watch_del(b->status_w);
+	b->status_w = NULL;
+	if (b->status_fd >= 0)
+		close(b->status_fd);
+	b->status_fd = -1;
+	cap_unref(b->stream);
+	cap_unref(b->fs);
+	b->stream = b->fs = NULL;
+}
+
+/* Frees b unless its bridge still runs (its exit frees it then). */
+static void bind_free(struct fs_bind *b)
+{
+	bind_release(b);
+	if (b->child)
+		return;
+	free(b->source);
+	free(b);
+}
+
+static void bind_answer(struct fs_bind *b, int err, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static void bind_answer(struct fs_bind *b, int err, const char *fmt, ...)
+{
+	char msg[RPC_MAX_ERRMSG];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	if (err)
+		log_warn("fs: cannot mount %s: %s", b->mountpoint, msg);
+	if (!b->call)
+		return;
+	if (err)
+		rpc_return_error(b->call, err, "%s", msg);
+	else
+		rpc_return(b->call);
+	b->call = NULL;
+}
+
+static void bind_fail(struct fs_bind *b, int err, const char *why)
+{
+	bind_answer(b, err, "%s", why);
+	b->state = B_GONE;
+	bind_unlink(b);
+	if (b->pid > 0)
+		kill(b->pid, SIGTERM);
+	bind_free(b);
+}
+
+static int bind_store(struct fs_bind *b)
+{
+	sqlite3_stmt *st;
+	int ok;
+	if (sqlite3_prepare_v2(node_db(b->node), "INSERT OR REPLACE INTO binds"
+			       " (service, target, source, uid, gid) VALUES ('fs', ?, ?, ?, ?)",
+			       -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(st, 1, b->mountpoint, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, b->source, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, b->uid);
+	sqlite3_bind_int64(st, 4, b->gid);
+	ok = sqlite3_step(st) == SQLITE_DONE;
+	sqlite3_finalize(st);
+	return ok ? 0 : -EIO;
+}
+
+static void bind_forget(struct node *n, const char *mp)
+{
+	sqlite3_stmt *st;
+	if (sqlite3_prepare_v2(node_db(n), "DELETE FROM binds WHERE service = 'fs'"
+			       " AND target = ?", -1, &st, NULL) != SQLITE_OK)
+		return;
+	sqlite3_bind_text(st, 1, mp, -1, SQLITE_STATIC);
+	sqlite3_step(st);
+	sqlite3_finalize(st);
+}
+
+static void bind_mounted(struct fs_bind *b)
+{
+	b->state = B_MOUNTED;
+	if (b->persistent && bind_store(b) < 0)
+		log_warn("fs: cannot record the mount at %s for restarts", b->mountpoint);
+	log_info("fs: mounted a %s folder on %s%s", b->local ? "local" : "remote",
+		 b->mountpoint, b->persistent ? " (persistent)" : "");
+	bind_answer(b, 0, "ok");
+}
+
+static void bridge_exited(struct loop *l, pid_t pid, int status, void *arg)
+{
+	struct fs_bind *b = arg;
+	b->child = NULL;
+	b->pid = 0;
+	if (b->state == B_STARTING) {
+		bind_fail(b, -EIO, b->slen ? b->status : "the mount helper exited");
+		return;
+	}
+	if (b->state == B_MOUNTED) {
+		/* Not asked to go: say so, and leave no dead mount behind. */
+		log_warn("fs: the mount helper of %s exited (status %d); unmounting",
+			 b->mountpoint, status);
+		umount2(b->mountpoint, MNT_DETACH);
+		b->state = B_GONE;
+		bind_unlink(b);
+	}
+	bind_free(b);
+}
+
+static void bridge_status(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct fs_bind *b = arg;
+	ssize_t n = read(fd, b->status + b->slen, sizeof(b->status) - 1 - b->slen);
+	char *nl;
+
+	if (n <= 0) {
+		/* Closed: the bridge's exit tells the rest. */
+		loop_watch_del(b->status_w);
+		b->status_w = NULL;
+		return;
+	}
+	b->slen += (size_t)n;
+	b->status[b->slen] = 0;
+	if (!(nl = strchr(b->status, '\n'))) {
+		if (b->slen == sizeof(b->status) - 1)
+			b->slen = 0; /* a line too long: not ours */
+		return;
+	}
+	*nl = 0;
+	if (b->state != B_STARTING)
+		return;
+	if (!strcmp(b->status, "ok"))
+		bind_mounted(b);
+	else
+		bind_fail(b, -EIO, b->status);
+}
+
+static void pipe_ended(void *arg, int err)
+{
+	/* The 9p connection ended; the bridge sees its end close, fails
+	 * what is in flight and unmounts or keeps failing with EIO until
+	 * unbound. */
+	if (err)
+		log_info("fs: the 9p connection of a mount ended: %s", strerror(-err));
+}
+
+static int spawn_bridge(struct fs_bind *b, int fd9p, int status_w)
+{
+	char exe[PATH_MAX], uid[16], gid[16];
+	char *argv[] = { exe, "fs", "_bridge", "--fd", "3", "--status-fd", "4",
+			 "--uid", uid, "--gid", gid, b->mountpoint, NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none;
+	ssize_t n;
+	int e;
+
+	if ((n = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) < 0)
+		return -errno;
+	exe[n] = 0;
+	snprintf(uid, sizeof(uid), "%u", b->uid);
+	snprintf(gid, sizeof(gid), "%u", b->gid);
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, fd9p, 3);
+	posix_spawn_file_actions_adddup2(&fa, status_w, 4);
+	posix_spawnattr_init(&attr);
+	/* The daemon blocks the signals its loop handles: the bridge must
+	 * not inherit that. */
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	e = posix_spawn(&b->pid, exe, &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	return -e;
+}
+
+static void bind_opened(void *arg, struct wire_conn *wc, int err, const char *why)
+{
+	struct fs_bind *b = arg;
+	int sv[2] = { -1, -1 }, st[2] = { -1, -1 }, e;
+
+	if (!wc) {
+		bind_fail(b, err, why);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
+	    pipe2(st, O_CLOEXEC) < 0) {
+		e = -errno;
+		wire_conn_close(wc);
+		goto fail;
+	}
+	net_set_nonblock(sv[0]);
+	if ((e = node_pipe_fds(wc, sv[0], sv[0], pipe_ended, b)) < 0) {
+		close(sv[0]);
+		wire_conn_close(wc);
+		goto fail;
+	}
+	sv[0] = -1; /* the pipe's now */
+	if ((e = spawn_bridge(b, sv[1], st[1])) < 0)
+		goto fail;
+	close(sv[1]);
+	close(st[1]);
+	b->status_fd = st[0];
+	b->status_w = loop_watch_fd(node_loop(b->node), st[0], EPOLLIN, bridge_status, b);
+	b->child = loop_child_watch(node_loop(b->node), b->pid, bridge_exited, b);
+	if (!b->status_w || !b->child) {
+		kill(b->pid, SIGKILL);
+		bind_fail(b, -ENOMEM, "out of memory");
+	}
+	return;
+fail:
+	for (int i = 0; i < 2; i++) {
+		if (sv[i] >= 0)
+			close(sv[i]);
+		if (st[i] >= 0)
+			close(st[i]);
+	}
+	bind_fail(b, e, "cannot start the mount helper");
+}
+
+static void bind_streamed(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct fs_bind *b = arg;
+	struct msg_rd r;
+	struct cap *c;
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &c) < 0)
+			err = -EPROTO, errmsg = "the filesystem gave no stream";
+	}
+	if (err) {
+		bind_fail(b, err, errmsg);
+		return;
+	}
+	b->stream = cap_ref(c);
+	node_stream_open(b->node, b->stream, bind_opened, b);
+}
+
+static void bind_restored(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct fs_bind *b = arg;
+	struct msg_rd r;
+	struct msg params;
+	struct cap *c;
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &c) < 0)
+			err = -EPROTO, errmsg = "the ref restored to nothing";
+	}
+	if (err) {
+		bind_fail(b, err, errmsg);
+		return;
+	}
+	b->fs = cap_ref(c);
+	msg_init(&params);
+	rpc_call(b->fs, IFACE_FILESYSTEM, FILESYSTEM_V9FS_STREAM, &params, bind_streamed, b);
+}
+
+/* Starts mounting source on mountpoint; call (may be NULL) hears how it
+ * went. */
+static void bind_start(struct node *n, const char *mountpoint, const char *source,
+		       int persistent, uint32_t uid, uint32_t gid, struct rpc_call *call)
+{
+	struct fs_bind *b = calloc(1, sizeof(*b));
+	struct stat st;
+	const char *dir;
+
+	if (!b || !(b->source = strdup(source))) {
+		free(b);
+		if (call)
+			rpc_return_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	b->node = n;
+	b->status_fd = -1;
+	b->persistent = persistent;
+	b->uid = uid;
+	b->gid = gid;
+	b->call = call;
+	snprintf(b->mountpoint, sizeof(b->mountpoint), "%s", mountpoint);
+	if (mountpoint[0] != '/' || stat(mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		bind_answer(b, -ENOTDIR, "%s is not an existing directory (by absolute path)",
+			    mountpoint);
+		bind_free(b);
+		return;
+	}
+	if (bind_find(mountpoint)) {
+		bind_answer(b, -EBUSY, "something is already bound on %s", mountpoint);
+		bind_free(b);
+		return;
+	}
+	b->next = binds;
+	binds = b;
+	if ((dir = local_path(source))) {
+		b->local = 1;
+		if (mount(dir, mountpoint, NULL, MS_BIND | MS_REC, NULL) < 0) {
+			int e = -errno;
+			char why[PATH_MAX + 64];
+			snprintf(why, sizeof(why), "bind mount of %s: %s", dir, strerror(-e));
+			bind_fail(b, e, why);
+			return;
+		}
+		bind_mounted(b);
+		return;
+	}
+	node_restore(n, source, bind_restored, b);
+}
+
+static int unbind(struct node *n, const char *mp, char *why, size_t whysz)
+{
+	struct fs_bind *b = bind_find(mp);
+	if (!b || b->state != B_MOUNTED) {
+		snprintf(why, whysz, b ? "%s is still being mounted" : "nothing is bound on %s", mp);
+		return b ? -EBUSY : -ENOENT;
+	}
+	/* Lazy: whoever still uses it keeps it until done; the bridge exits
+	 * when the kernel lets go of the mount. */
+	if (umount2(mp, MNT_DETACH) < 0 && errno != EINVAL) {
+		snprintf(why, whysz, "cannot unmount %s: %s", mp, strerror(errno));
+		return -errno;
+	}
+	bind_forget(n, mp);
+	b->state = B_GONE;
+	bind_unlink(b);
+	log_info("fs: unmounted %s", mp);
+	bind_free(b);
+	return 0;
+}
+
+/* The fs service's administration object. */
+static void fs_admin_call(struct cap *c, struct rpc_call *call);
+static void fs_admin_free(struct cap *c) { free(c); }
+
+struct fs_admin {
+	struct cap cap;
+	struct node *node;
+};
+
+static const struct cap_ops fs_admin_ops = {
+	.name = "fs admin",
+	.call = fs_admin_call,
+	.free = fs_admin_free,
+};
+
+static void fs_admin_call(struct cap *c, struct rpc_call *call)
+{
+	struct node *n = ((struct fs_admin *)c)->node;
+	char mp[PATH_MAX], source[REF_MAX_LEN + PATH_MAX], why[PATH_MAX + 64];
+	int persistent;
+	uint64_t uid, gid;
+	struct msg_rd r;
+	int e;
+
+	msg_rd_init(&r, &call->params);
+	if (call->iface != IFACE_SERVICE_ADMIN) {
+		rpc_return_unknown(call, "fs admin");
+		return;
+	}
+	switch (call->method) {
+	case FS_ADMIN_BIND:
+		if (msg_get_str(&r, mp, sizeof(mp)) < 0 ||
+		    msg_get_str(&r, source, sizeof(source)) < 0 ||
+		    msg_get_bool(&r, &persistent) < 0 || msg_get_u64(&r, &uid) < 0 ||
+		    msg_get_u64(&r, &gid) < 0 || uid > UINT32_MAX || gid > UINT32_MAX) {
+			rpc_return_error(call, -EINVAL, "malformed bind request");
+			return;
+		}
+		bind_start(n, mp, source, persistent, (uint32_t)uid, (uint32_t)gid, call);
+		return;
+	case FS_ADMIN_UNBIND:
+		if (msg_get_str(&r, mp, sizeof(mp)) < 0) {
+			rpc_return_error(call, -EINVAL, "malformed unbind request");
+			return;
+		}
+		if ((e = unbind(n, mp, why, sizeof(why))) < 0)
+			rpc_return_error(call, e, "%s", why);
+		else
+			rpc_return(call);
+		return;
+	case FS_ADMIN_LIST: {
+		uint64_t count = 0;
+		for (struct fs_bind *b = binds; b; b = b->next)
+			count += b->state == B_MOUNTED;
+		msg_put_u64(&call->results, count);
+		for (struct fs_bind *b = binds; b; b = b->next) {
+			if (b->state != B_MOUNTED)
+				continue;
+			msg_put_str(&call->results, b->mountpoint);
+			msg_put_str(&call->results, b->local ? "local" : "remote");
+			msg_put_bool(&call->results, b->persistent);
+		}
+		rpc_return(call);
+		return;
+	}
+	}
+	rpc_return_unknown(call, "fs admin");
+}
+
+static struct cap *fs_admin_new(struct node *n)
+{
+	struct fs_admin *a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	cap_init(&a->cap, &fs_admin_ops);
+	a->node = n;
+	return &a->cap;
+}
+
+/* Mounts recorded as persistent come back once the node runs. */
+static void binds_restore(struct loop *l, void *arg)
+{
+	struct node *n = arg;
+	sqlite3_stmt *st;
+
+	if (sqlite3_prepare_v2(node_db(n), "SELECT target, source, uid, gid FROM binds"
+			       " WHERE service = 'fs'", -1, &st, NULL) != SQLITE_OK)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *mp = (const char *)sqlite3_column_text(st, 0);
+		const char *src = (const char *)sqlite3_column_text(st, 1);
+		if (!mp || !src)
+			continue;
+		/* A bind mount outlives the daemon: it is still there. */
+		if (local_path(src) && is_mountpoint(mp))
+			continue;
+		bind_start(n, mp, src, 1, (uint32_t)sqlite3_column_int64(st, 2),
+			   (uint32_t)sqlite3_column_int64(st, 3), NULL);
+	}
+	sqlite3_finalize(st);
+}
+
+/* Mounts made here die with the daemon, but for persistent bind mounts
+ * (the kernel keeps those, and a restart finds them). */
+static void fs_stop(struct node *n)
+{
+	while (binds) {
+		struct fs_bind *b = binds;
+		binds = b->next;
+		if (b->state == B_MOUNTED && !(b->local && b->persistent))
+			umount2(b->mountpoint, MNT_DETACH);
+		if (b->pid > 0)
+			kill(b->pid, SIGTERM);
+		b->call = NULL;
+		bind_release(b);
+		if (b->child) {
+			loop_child_del(b->child);
+			b->child = NULL;
+		}
+		free(b->source);
+		free(b);
+	}
+}
+
 static const struct node_service fs_service = {
 	.name = "fs",
 	.restore = fs_restore,
+	.admin = fs_admin_new,
+	.stop = fs_stop,
 };
 
 int fs_service_register(struct node *n)
 {
-	return node_register_service(n, &fs_service);
+	int e = node_register_service(n, &fs_service);
+	if (e == 0)
+		loop_defer(node_loop(n), binds_restore, n);
+	return e;
 }
 
 /* --- applet -------------------------------------------------------- */
@@ -424,6 +952,117 @@ static int fs_export(const struct applet *self, int argc, char **argv)
 	return r;
 }
 
+/* The fs service's administration object, from the daemon. */
+static int fs_admin_open(struct admin *a, const char *sock, struct cap **out)
+{
+	struct msg params;
+	if (admin_open(a, admin_socket_path(sock)) < 0)
+		return -1;
+	msg_init(&params);
+	msg_put_str(&params, "fs");
+	return admin_call_cap(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &params, out,
+			      "the daemon has no fs service");
+}
+
+static int fs_bind(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "persistent", no_argument, NULL, 'p' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL, *src;
+	char mp[PATH_MAX], abs[PATH_MAX + 6];
+	int c, persistent = 0, r = EXIT_FAIL;
+	struct admin a;
+	struct cap *fsa = NULL;
+	struct msg params, res;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p': persistent = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 2)
+		return cli_usage_error(self, "bind takes a mountpoint and local:PATH or a REF");
+	src = argv[optind + 1];
+	if (strncmp(src, "ref://", 6) && !local_path(src))
+		return cli_usage_error(self, "the source is local:PATH or a REF");
+	/* The daemon has its own working directory. */
+	if (!realpath(argv[optind], mp)) {
+		fprintf(stderr, "metac fs: %s: %m\n", argv[optind]);
+		return EXIT_FAIL;
+	}
+	if (local_path(src)) {
+		char dir[PATH_MAX];
+		if (!realpath(local_path(src), dir)) {
+			fprintf(stderr, "metac fs: %s: %m\n", local_path(src));
+			return EXIT_FAIL;
+		}
+		snprintf(abs, sizeof(abs), "local:%s", dir);
+		src = abs;
+	}
+	if (fs_admin_open(&a, sock, &fsa) == 0) {
+		msg_init(&params);
+		msg_init(&res);
+		msg_put_str(&params, mp);
+		msg_put_str(&params, src);
+		msg_put_bool(&params, persistent);
+		/* Files will appear as the caller's. */
+		msg_put_u64(&params, getuid());
+		msg_put_u64(&params, getgid());
+		if (admin_call(&a, fsa, IFACE_SERVICE_ADMIN, FS_ADMIN_BIND, &params, &res,
+			       "cannot bind") == 0)
+			r = EXIT_OK;
+		msg_free(&res);
+	}
+	cap_unref(fsa);
+	admin_close(&a);
+	return r;
+}
+
+static int fs_unbind(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	char mp[PATH_MAX];
+	int c, r = EXIT_FAIL;
+	struct admin a;
+	struct cap *fsa = NULL;
+	struct msg params, res;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "a:", opts, NULL)) != -1) {
+		if (c == 'a')
+			sock = optarg;
+		else
+			return cli_usage_error(self, "unknown option");
+	}
+	if (optind != argc - 1)
+		return cli_usage_error(self, "unbind takes a mountpoint");
+	/* A dead mount cannot be resolved: then take the path as given. */
+	if (!realpath(argv[optind], mp))
+		snprintf(mp, sizeof(mp), "%s", argv[optind]);
+	if (fs_admin_open(&a, sock, &fsa) == 0) {
+		msg_init(&params);
+		msg_init(&res);
+		msg_put_str(&params, mp);
+		if (admin_call(&a, fsa, IFACE_SERVICE_ADMIN, FS_ADMIN_UNBIND, &params, &res,
+			       "cannot unbind") == 0)
+			r = EXIT_OK;
+		msg_free(&res);
+	}
+	cap_unref(fsa);
+	admin_close(&a);
+	return r;
+}
+
 int fs_main(int argc, char **argv)
 {
 	const struct applet *self = applet_find("fs");
@@ -433,5 +1072,9 @@ int fs_main(int argc, char **argv)
 		return serve9p(self, argc - 1, argv + 1);
 	if (!strcmp(argv[1], "export"))
 		return fs_export(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "bind") || !strcmp(argv[1], "mount"))
+		return fs_bind(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "unbind"))
+		return fs_unbind(self, argc - 1, argv + 1);
 	return cli_usage_error(self, "unknown command '%s'", argv[1]);
 }
