@@ -52,9 +52,10 @@ int ref_parse(const char *s, struct ref *r, const char **why)
 	uint8_t token[TOKEN_BYTES];
 	const char *host, *end, *slash, *tok;
 	size_t n, hlen;
-	char *pend;
 
 	memset(r, 0, sizeof(*r));
+	if (strnlen(s, REF_MAX_LEN) >= REF_MAX_LEN)
+		return fail(why, "it is longer than any ref");
 	if (strncmp(s, "ref://", 6))
 		return fail(why, "it does not start with ref://");
 	host = s + 6;
@@ -80,8 +81,12 @@ int ref_parse(const char *s, struct ref *r, const char **why)
 	memcpy(r->host, host, hlen);
 	r->port = REF_DEFAULT_PORT;
 	if (*end == ':') {
-		long p = strtol(end + 1, &pend, 10);
-		if (pend != slash || p < 1 || p > 65535 || end + 1 == slash)
+		/* Digits only: strtol would also take a sign or spaces. */
+		long p = 0;
+		const char *d;
+		for (d = end + 1; d < slash && *d >= '0' && *d <= '9' && p <= 65535; d++)
+			p = p * 10 + (*d - '0');
+		if (d != slash || p < 1 || p > 65535)
 			return fail(why, "the port is not a number from 1 to 65535");
 		r->port = (int)p;
 	} else if (end != slash) {
