@@ -77,6 +77,7 @@ struct session {
 	const struct p9_export *ex;
 	int fd;
 	uint32_t msize;
+	int versioned;              /* a Tversion for 9P2000.L was answered */
 	pthread_mutex_t lock;       /* fids, queue, inflight, flushes */
 	pthread_cond_t work;        /* queue has work, or quit */
 	pthread_cond_t idle;        /* a request finished */
@@ -317,15 +318,27 @@ static struct fid *fid_remove(struct session *s, uint32_t id)
 	return f;
 }
 
+/* Drops every fid. The table is emptied under the lock, the references
+ * let go outside it (fid_put takes the lock itself). */
 static void fids_clear(struct session *s)
 {
+	struct fid *all = NULL;
+
+	pthread_mutex_lock(&s->lock);
 	for (int i = 0; i < FID_BUCKETS; i++) {
 		while (s->fids[i]) {
 			struct fid *f = s->fids[i];
 			s->fids[i] = f->next;
-			s->nfids--;
-			fid_put(s, f);
+			f->next = all;
+			all = f;
 		}
+	}
+	s->nfids = 0;
+	pthread_mutex_unlock(&s->lock);
+	while (all) {
+		struct fid *f = all;
+		all = f->next;
+		fid_put(s, f);
 	}
 }
 
@@ -694,7 +707,14 @@ static int op_lcreate(struct ctx *c)
 		e = -ENAMETOOLONG;
 		goto out;
 	}
-	/* O_NONBLOCK: an existing FIFO of that name must not hang us. */
+	/* An existing device or FIFO of that name is not opened at all (a
+	 * FIFO would give ENXIO or hang, a device could act on the open);
+	 * O_NONBLOCK and the check after the open cover a swap in between. */
+	if (fstatat(f->pfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISREG(st.st_mode) &&
+	    !(flags & P9_DOTL_EXCL)) {
+		e = S_ISDIR(st.st_mode) ? -EISDIR : S_ISLNK(st.st_mode) ? -ELOOP : -EPERM;
+		goto out;
+	}
 	fd = openat(f->pfd, name, (open_flags(flags) & ~O_DIRECTORY) | O_CREAT |
 		    O_NOFOLLOW | O_NONBLOCK, mode & 07777);
 	if (fd < 0) {
@@ -1717,12 +1737,11 @@ static int do_version(struct session *s, struct req *q)
 	/* A new version aborts everything: wait for what runs, then start
 	 * over with no fids. */
 	wait_idle(s);
-	pthread_mutex_lock(&s->lock);
 	fids_clear(s);
-	pthread_mutex_unlock(&s->lock);
 	ok = vn >= 8 && !memcmp(v, P9_VERSION, 8) && msize >= P9_MIN_MSIZE;
 	if (ok)
 		s->msize = msize < P9_MAX_MSIZE ? msize : P9_MAX_MSIZE;
+	s->versioned = ok;
 	buf_init(&out);
 	p9_begin(&w, &out, P9_RVERSION, q->tag);
 	p9_u32(&w, s->msize);
@@ -1843,7 +1862,7 @@ int p9_serve(const struct p9_export *ex, int fd)
 		if (q->type == P9_TVERSION) {
 			e = do_version(s, q);
 			free(q);
-		} else if (s->msize == PRE_VERSION_MSIZE) {
+		} else if (!s->versioned) {
 			log_info("9p: %s before Tversion; closing the session",
 				 p9_type_name(q->type));
 			free(q);
@@ -1919,7 +1938,7 @@ int p9_session_feed(struct p9_session *ps, const uint8_t *msg, size_t len,
 	s->sync_out = out;
 	if (q->type == P9_TVERSION)
 		e = do_version(s, q);
-	else if (s->msize == PRE_VERSION_MSIZE)
+	else if (!s->versioned)
 		e = -EPROTO;
 	else if (q->type == P9_TFLUSH)
 		e = do_flush(s, q);
