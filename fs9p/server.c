@@ -438,6 +438,7 @@ static int get_name(struct ctx *c, char name[NAME_MAX + 1])
 static int get_fid(struct ctx *c, struct fid **f)
 {
 	uint32_t id;
+	*f = NULL; /* callers fid_put() it whatever happens */
 	if (rd_u32(&c->r, &id) < 0)
 		return -EBADMSG;
 	if (!(*f = fid_get(c->s, id)))
