@@ -20,7 +20,7 @@ else
 O       := build/rel
 LDFLAGS += -static -Lbuild/nodl
 CFLAGS  += -DMETAC_STATIC
-STATIC_DEPS := build/nodl/libsqlite3.a
+STATIC_DEPS := build/nodl/libsqlite3.a build/nodl/libfuse3.a
 endif
 
 ifeq ($(V),1)
@@ -46,16 +46,18 @@ $(O)/metac: $(O)/metac.o $(O)/lib/nodl.o $(O)/libmetac.a $(STATIC_DEPS)
 	@echo "  LD      $@"
 	$(Q)$(CC) $(LDFLAGS) -o $@ $(O)/metac.o $(O)/lib/nodl.o $(O)/libmetac.a $(LIBS)
 
-# A copy of Debian's libsqlite3.a whose dlopen family is renamed to
-# lib/nodl.c's stubs: see there for why.
-SQLITE_A := $(shell $(CC) -print-file-name=libsqlite3.a)
-build/nodl/libsqlite3.a: $(SQLITE_A)
+# Copies of Debian's libsqlite3.a and libfuse3.a whose dlopen family is
+# renamed to lib/nodl.c's stubs: see there for why. (libfuse's modules
+# come with its high-level API, which the archive drags in.)
+build/nodl/lib%.a: $(shell $(CC) -print-file-name=libsqlite3.a) \
+		   $(shell $(CC) -print-file-name=libfuse3.a)
 	@mkdir -p $(@D)
 	@echo "  OBJCOPY $@"
 	$(Q)objcopy --redefine-sym dlopen=metac_nodl_dlopen \
 		--redefine-sym dlsym=metac_nodl_dlsym \
 		--redefine-sym dlclose=metac_nodl_dlclose \
-		--redefine-sym dlerror=metac_nodl_dlerror $< $@
+		--redefine-sym dlerror=metac_nodl_dlerror \
+		$(shell $(CC) -print-file-name=lib$*.a) $@
 
 $(O)/libmetac.a: $(LIB_OBJ)
 	@echo "  AR      $@"

@@ -23,10 +23,12 @@ static const struct applet applets[] = {
 	  "       metac ref revoke REF\n" },
 	{ "fs", fs_main, "share folders",
 	  "metac fs export [--persistent] [--read-only] local:PATH\n"
-	  "       metac fs bind|mount [--persistent] MOUNTPOINT local:PATH|REF\n"
+	  "       metac fs bind|mount [--persistent] [--timeout SECONDS] MOUNTPOINT local:PATH|REF\n"
 	  "       metac fs unbind MOUNTPOINT\n"
 	  "       metac fs serve9p --listen ADDR:PORT|unix:PATH [--read-only]\n"
-	  "                 [--map=mounter|passthrough] [--insecure] local:PATH|REF\n" },
+	  "                 [--map=mounter|passthrough] [--insecure] local:PATH|REF\n"
+	  "       metac fs mount9p [--insecure] [--read-only] [--uid UID] [--timeout MS]\n"
+	  "                 ADDR:PORT|unix:PATH MOUNTPOINT   (plain 9p, in the foreground)\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

@@ -649,6 +649,13 @@ void p9c_close(struct p9c *c)
 	free(c);
 }
 
+void p9c_abort(struct p9c *c)
+{
+	pthread_mutex_lock(&c->lock);
+	die_locked(c, -ECONNRESET);
+	pthread_mutex_unlock(&c->lock);
+}
+
 uint32_t p9c_msize(const struct p9c *c)
 {
 	return c->msize;

@@ -45,6 +45,9 @@ int p9c_open(int fd, uint32_t want_msize, struct p9c **out);
  * return, stops the reader and closes fd. No call may start after
  * p9c_close has begun. */
 void p9c_close(struct p9c *c);
+/* Gives the connection up: every call in flight and every later one
+ * fails with -ECONNRESET at once. p9c_close is still to be called. */
+void p9c_abort(struct p9c *c);
 uint32_t p9c_msize(const struct p9c *c);
 /* Per-call timeout for later calls, 0 for none (the default). A call
  * that times out sends Tflush and waits up to the same time again (at

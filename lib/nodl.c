@@ -1,9 +1,10 @@
 /*
  * The static binary loads no shared objects. sqlite calls dlopen() only
- * for run-time extensions, which metac never uses, yet the reference
- * makes the static link warn that dlopen needs glibc's shared libraries
- * at run time. The Makefile links a copy of libsqlite3.a whose dlopen
- * family is renamed to these stubs, which fail cleanly.
+ * for run-time extensions and libfuse only for the modules of its
+ * high-level API, neither of which metac uses, yet the references make
+ * the static link warn that dlopen needs glibc's shared libraries at run
+ * time. The Makefile links copies of libsqlite3.a and libfuse3.a whose
+ * dlopen family is renamed to these stubs, which fail cleanly.
  */
 #ifdef METAC_STATIC
 #include <stddef.h>

@@ -74,7 +74,8 @@ enum {
 /* ServiceAdmin of the fs service: folders mounted here. */
 enum {
 	/* (string mountpoint, string source, bool persistent, u32 uid,
-	 *  u32 gid) -> (): source is local:PATH or a ref */
+	 *  u32 gid, u64 timeout_ms) -> (): source is local:PATH or a ref;
+	 *  timeout_ms 0 for the default */
 	FS_ADMIN_BIND = 1,
 	FS_ADMIN_UNBIND = 2, /* (string mountpoint) -> () */
 	/* () -> (u64 n, n * (string mountpoint, string kind, bool persistent)) */

@@ -34,6 +34,8 @@ static const char *const migrations[] = {
 	" uid INTEGER NOT NULL,"
 	" gid INTEGER NOT NULL,"
 	" PRIMARY KEY (service, target))",
+	/* How long a mount's calls wait out an outage (0: the default). */
+	"ALTER TABLE binds ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0",
 };
 
 const struct store_schema node_db_schema = {

@@ -38,6 +38,7 @@
 #include "proto/node.h"
 #include "svc/admin_client.h"
 #include "svc/applets.h"
+#include "svc/fs_bridge.h"
 #include "svc/services.h"
 #include "wire/conn.h"
 
@@ -189,10 +190,12 @@ static int fs_restore(struct node *n, const struct ref_record *rec, struct cap *
 
 /*
  * A remote folder is mounted by a bridge process (`metac fs _bridge`,
- * FUSE): the daemon opens the data connection, pipes it to a socket pair
- * and hands the other end to the bridge, which reports "ok" or why not on
- * a status pipe. A crash of the bridge costs that mount, not the node.
- * local:PATH is a plain bind mount.
+ * FUSE; svc/fs_bridge.c): the daemon opens the data connection, pipes it
+ * to a socket pair and hands the other end to the bridge, which reports
+ * "ok" or why not on a control socket. When the 9p connection breaks,
+ * the bridge asks there for a new one: the daemon restores the ref again
+ * and passes the new socket over (SCM_RIGHTS). A crash of the bridge
+ * costs that mount, not the node. local:PATH is a plain bind mount.
  */
 enum bind_state { B_STARTING, B_MOUNTED, B_GONE };
 
@@ -203,15 +206,18 @@ struct fs_bind {
 	char *source; /* local:PATH or a ref: never logged */
 	int persistent, local;
 	uint32_t uid, gid;
+	unsigned timeout_ms; /* how long calls wait out an outage; 0: default */
 	enum bind_state state;
 	struct rpc_call *call; /* the administrator waiting for the outcome */
 	struct cap *fs, *stream;
 	pid_t pid;
 	struct loop_child *child;
-	int status_fd;
-	struct loop_watch *status_w;
-	char status[256];
-	size_t slen;
+	int ctl_fd; /* the control socket to the bridge */
+	struct loop_watch *ctl_w;
+	char line[256];
+	size_t llen;
+	int reconnecting;
+	int pending; /* calls under way that still refer to b */
 };
 
 static struct fs_bind *binds;
@@ -234,27 +240,44 @@ static void bind_unlink(struct fs_bind *b)
 	}
 }
 
+/* Lets go of what b holds of the remote side. The control socket stays
+ * while the bridge runs: it unmounts when that socket hangs up, and a
+ * lazily unmounted folder still serves its open files. */
 static void bind_release(struct fs_bind *b)
 {
-	if (b->status_w)
-		loop_watch_del(b->status_w);
-	b->status_w = NULL;
-	if (b->status_fd >= 0)
-		close(b->status_fd);
-	b->status_fd = -1;
+	if (!b->child) {
+		if (b->ctl_w)
+			loop_watch_del(b->ctl_w);
+		b->ctl_w = NULL;
+		if (b->ctl_fd >= 0)
+			close(b->ctl_fd);
+		b->ctl_fd = -1;
+	}
 	cap_unref(b->stream);
 	cap_unref(b->fs);
 	b->stream = b->fs = NULL;
 }
 
-/* Frees b unless its bridge still runs (its exit frees it then). */
+/* Frees b unless its bridge still runs (its exit frees it then) or a
+ * call under way still refers to it (its answer does). */
 static void bind_free(struct fs_bind *b)
 {
 	bind_release(b);
-	if (b->child)
+	if (b->child || b->pending)
 		return;
 	free(b->source);
 	free(b);
+}
+
+/* A call that referred to b has come back: 0 if b is still wanted, else
+ * b is freed if nothing else holds it. */
+static int bind_back(struct fs_bind *b)
+{
+	b->pending--;
+	if (b->state != B_GONE)
+		return 0;
+	bind_free(b);
+	return -1;
 }
 
 static void bind_answer(struct fs_bind *b, int err, const char *fmt, ...)
@@ -294,13 +317,15 @@ static int bind_store(struct fs_bind *b)
 	sqlite3_stmt *st;
 	int ok;
 	if (sqlite3_prepare_v2(node_db(b->node), "INSERT OR REPLACE INTO binds"
-			       " (service, target, source, uid, gid) VALUES ('fs', ?, ?, ?, ?)",
+			       " (service, target, source, uid, gid, timeout_ms)"
+			       " VALUES ('fs', ?, ?, ?, ?, ?)",
 			       -1, &st, NULL) != SQLITE_OK)
 		return -EIO;
 	sqlite3_bind_text(st, 1, b->mountpoint, -1, SQLITE_STATIC);
 	sqlite3_bind_text(st, 2, b->source, -1, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, b->uid);
 	sqlite3_bind_int64(st, 4, b->gid);
+	sqlite3_bind_int64(st, 5, b->timeout_ms);
 	ok = sqlite3_step(st) == SQLITE_DONE;
 	sqlite3_finalize(st);
 	return ok ? 0 : -EIO;
@@ -333,7 +358,7 @@ static void bridge_exited(struct loop *l, pid_t pid, int status, void *arg)
 	b->child = NULL;
 	b->pid = 0;
 	if (b->state == B_STARTING) {
-		bind_fail(b, -EIO, b->slen ? b->status : "the mount helper exited");
+		bind_fail(b, -EIO, b->llen ? b->line : "the mount helper exited");
 		return;
 	}
 	if (b->state == B_MOUNTED) {
@@ -347,32 +372,84 @@ static void bridge_exited(struct loop *l, pid_t pid, int status, void *arg)
 	bind_free(b);
 }
 
-static void bridge_status(struct loop *l, int fd, uint32_t ev, void *arg)
+static void bind_reconnect(struct fs_bind *b);
+
+/* A line from the bridge: how the mount went, or a request for a new
+ * connection. */
+static void bridge_line(struct fs_bind *b, const char *line)
+{
+	if (b->state == B_STARTING) {
+		if (!strcmp(line, "ok"))
+			bind_mounted(b);
+		else
+			bind_fail(b, -EIO, line);
+	} else if (b->state == B_MOUNTED && !strcmp(line, "reconnect")) {
+		bind_reconnect(b);
+	}
+}
+
+static void bridge_ctl(struct loop *l, int fd, uint32_t ev, void *arg)
 {
 	struct fs_bind *b = arg;
-	ssize_t n = read(fd, b->status + b->slen, sizeof(b->status) - 1 - b->slen);
+	ssize_t n = read(fd, b->line + b->llen, sizeof(b->line) - 1 - b->llen);
 	char *nl;
 
 	if (n <= 0) {
+		if (n < 0 && errno == EAGAIN)
+			return;
 		/* Closed: the bridge's exit tells the rest. */
-		loop_watch_del(b->status_w);
-		b->status_w = NULL;
+		loop_watch_del(b->ctl_w);
+		b->ctl_w = NULL;
 		return;
 	}
-	b->slen += (size_t)n;
-	b->status[b->slen] = 0;
-	if (!(nl = strchr(b->status, '\n'))) {
-		if (b->slen == sizeof(b->status) - 1)
-			b->slen = 0; /* a line too long: not ours */
-		return;
+	b->llen += (size_t)n;
+	b->line[b->llen] = 0;
+	while ((nl = strchr(b->line, '\n'))) {
+		size_t used = (size_t)(nl - b->line) + 1;
+		*nl = 0;
+		bridge_line(b, b->line);
+		if (b->state == B_GONE || !b->ctl_w)
+			return; /* b may be freed */
+		memmove(b->line, b->line + used, b->llen - used + 1);
+		b->llen -= used;
 	}
-	*nl = 0;
-	if (b->state != B_STARTING)
-		return;
-	if (!strcmp(b->status, "ok"))
-		bind_mounted(b);
-	else
-		bind_fail(b, -EIO, b->status);
+	if (b->llen == sizeof(b->line) - 1)
+		b->llen = 0; /* a line too long: not ours */
+}
+
+/* Tells the bridge why it gets no new connection. */
+static void bridge_refuse(struct fs_bind *b, const char *why)
+{
+	char line[RPC_MAX_ERRMSG + 4];
+	int n = snprintf(line, sizeof(line), "E%s", why);
+
+	for (char *p = line; *p; p++)
+		if (*p == '\n')
+			*p = ' ';
+	if (n >= (int)sizeof(line) - 1)
+		n = (int)sizeof(line) - 2;
+	line[n++] = '\n';
+	if (b->ctl_fd >= 0 && send(b->ctl_fd, line, (size_t)n, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+		log_info("fs: cannot answer the mount helper of %s: %m", b->mountpoint);
+}
+
+/* Hands the bridge a new 9p socket. */
+static int bridge_give(struct fs_bind *b, int fd)
+{
+	char k = 'F', ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &k, 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
+			     .msg_control = ctrl, .msg_controllen = sizeof(ctrl) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+	memset(ctrl, 0, sizeof(ctrl));
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	if (b->ctl_fd < 0 || sendmsg(b->ctl_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
+		return -errno;
+	return 0;
 }
 
 static void pipe_ended(void *arg, int err)
@@ -384,48 +461,65 @@ static void pipe_ended(void *arg, int err)
 		log_info("fs: the 9p connection of a mount ended: %s", strerror(-err));
 }
 
-static int spawn_bridge(struct fs_bind *b, int fd9p, int status_w)
+static int spawn_bridge(struct fs_bind *b, int fd9p, int ctl)
 {
-	char exe[PATH_MAX], uid[16], gid[16];
-	char *argv[] = { exe, "fs", "_bridge", "--fd", "3", "--status-fd", "4",
-			 "--uid", uid, "--gid", gid, b->mountpoint, NULL };
+	char uid[16], gid[16], tmo[16];
+	char *argv[] = { "metac", "fs", "_bridge", "--fd", "3", "--ctl-fd", "4",
+			 "--uid", uid, "--gid", gid, "--timeout", tmo, b->mountpoint, NULL };
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none;
-	ssize_t n;
 	int e;
 
-	if ((n = readlink("/proc/self/exe", exe, sizeof(exe) - 1)) < 0)
-		return -errno;
-	exe[n] = 0;
 	snprintf(uid, sizeof(uid), "%u", b->uid);
 	snprintf(gid, sizeof(gid), "%u", b->gid);
+	snprintf(tmo, sizeof(tmo), "%u", b->timeout_ms);
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, fd9p, 3);
-	posix_spawn_file_actions_adddup2(&fa, status_w, 4);
+	posix_spawn_file_actions_adddup2(&fa, ctl, 4);
 	posix_spawnattr_init(&attr);
 	/* The daemon blocks the signals its loop handles: the bridge must
 	 * not inherit that. */
 	sigemptyset(&none);
 	posix_spawnattr_setsigmask(&attr, &none);
 	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
-	e = posix_spawn(&b->pid, exe, &fa, &attr, argv, environ);
+	/* This very binary, even if a newer one replaced its file since. */
+	e = posix_spawn(&b->pid, "/proc/self/exe", &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
 	return -e;
 }
 
-static void bind_opened(void *arg, struct wire_conn *wc, int err, const char *why)
+/* Getting a 9p connection failed: the mount fails if it was being made,
+ * else the bridge hears why it gets none. */
+static void bind_error(struct fs_bind *b, int err, const char *why)
 {
-	struct fs_bind *b = arg;
-	int sv[2] = { -1, -1 }, st[2] = { -1, -1 }, e;
-
-	if (!wc) {
+	if (b->state == B_STARTING) {
 		bind_fail(b, err, why);
 		return;
 	}
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0 ||
-	    pipe2(st, O_CLOEXEC) < 0) {
+	log_warn("fs: cannot reconnect the folder mounted on %s: %s", b->mountpoint, why);
+	b->reconnecting = 0;
+	bridge_refuse(b, why);
+}
+
+/* A 9p data connection for b: piped to a socket pair whose other end
+ * goes to a new bridge, or to the running one. */
+static void bind_opened(void *arg, struct wire_conn *wc, int err, const char *why)
+{
+	struct fs_bind *b = arg;
+	int sv[2] = { -1, -1 }, ctl[2] = { -1, -1 }, e;
+
+	if (bind_back(b) < 0) {
+		if (wc)
+			wire_conn_close(wc);
+		return;
+	}
+	if (!wc) {
+		bind_error(b, err, why);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
 		e = -errno;
 		wire_conn_close(wc);
 		goto fail;
@@ -437,14 +531,27 @@ static void bind_opened(void *arg, struct wire_conn *wc, int err, const char *wh
 		goto fail;
 	}
 	sv[0] = -1; /* the pipe's now */
-	if ((e = spawn_bridge(b, sv[1], st[1])) < 0)
+	if (b->state == B_MOUNTED) {
+		if ((e = bridge_give(b, sv[1])) < 0)
+			goto fail;
+		close(sv[1]);
+		b->reconnecting = 0;
+		log_info("fs: gave the mount helper of %s a new connection", b->mountpoint);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, ctl) < 0) {
+		e = -errno;
+		goto fail;
+	}
+	if ((e = spawn_bridge(b, sv[1], ctl[1])) < 0)
 		goto fail;
 	close(sv[1]);
-	close(st[1]);
-	b->status_fd = st[0];
-	b->status_w = loop_watch_fd(node_loop(b->node), st[0], EPOLLIN, bridge_status, b);
+	close(ctl[1]);
+	net_set_nonblock(ctl[0]);
+	b->ctl_fd = ctl[0];
+	b->ctl_w = loop_watch_fd(node_loop(b->node), ctl[0], EPOLLIN, bridge_ctl, b);
 	b->child = loop_child_watch(node_loop(b->node), b->pid, bridge_exited, b);
-	if (!b->status_w || !b->child) {
+	if (!b->ctl_w || !b->child) {
 		kill(b->pid, SIGKILL);
 		bind_fail(b, -ENOMEM, "out of memory");
 	}
@@ -453,10 +560,11 @@ fail:
 	for (int i = 0; i < 2; i++) {
 		if (sv[i] >= 0)
 			close(sv[i]);
-		if (st[i] >= 0)
-			close(st[i]);
+		if (ctl[i] >= 0)
+			close(ctl[i]);
 	}
-	bind_fail(b, e, "cannot start the mount helper");
+	bind_error(b, e, b->state == B_MOUNTED ? "cannot pass the mount helper a connection"
+					       : "cannot start the mount helper");
 }
 
 static void bind_streamed(void *arg, int err, const char *errmsg, struct msg *res)
@@ -465,16 +573,20 @@ static void bind_streamed(void *arg, int err, const char *errmsg, struct msg *re
 	struct msg_rd r;
 	struct cap *c;
 
+	if (bind_back(b) < 0)
+		return;
 	if (!err) {
 		msg_rd_init(&r, res);
 		if (msg_get_cap(&r, &c) < 0)
 			err = -EPROTO, errmsg = "the filesystem gave no stream";
 	}
 	if (err) {
-		bind_fail(b, err, errmsg);
+		bind_error(b, err, errmsg);
 		return;
 	}
+	cap_unref(b->stream);
 	b->stream = cap_ref(c);
+	b->pending++;
 	node_stream_open(b->node, b->stream, bind_opened, b);
 }
 
@@ -485,24 +597,41 @@ static void bind_restored(void *arg, int err, const char *errmsg, struct msg *re
 	struct msg params;
 	struct cap *c;
 
+	if (bind_back(b) < 0)
+		return;
 	if (!err) {
 		msg_rd_init(&r, res);
 		if (msg_get_cap(&r, &c) < 0)
 			err = -EPROTO, errmsg = "the ref restored to nothing";
 	}
 	if (err) {
-		bind_fail(b, err, errmsg);
+		bind_error(b, err, errmsg);
 		return;
 	}
+	cap_unref(b->fs);
 	b->fs = cap_ref(c);
 	msg_init(&params);
+	b->pending++;
 	rpc_call(b->fs, IFACE_FILESYSTEM, FILESYSTEM_V9FS_STREAM, &params, bind_streamed, b);
+}
+
+/* The bridge lost its 9p connection: restore the ref anew (its node may
+ * have restarted, or the old connection to it died) for another. */
+static void bind_reconnect(struct fs_bind *b)
+{
+	if (b->reconnecting)
+		return;
+	b->reconnecting = 1;
+	log_info("fs: the mount helper of %s asks for a new connection", b->mountpoint);
+	b->pending++;
+	node_restore(b->node, b->source, bind_restored, b);
 }
 
 /* Starts mounting source on mountpoint; call (may be NULL) hears how it
  * went. */
 static void bind_start(struct node *n, const char *mountpoint, const char *source,
-		       int persistent, uint32_t uid, uint32_t gid, struct rpc_call *call)
+		       int persistent, uint32_t uid, uint32_t gid, unsigned timeout_ms,
+		       struct rpc_call *call)
 {
 	struct fs_bind *b = calloc(1, sizeof(*b));
 	struct stat st;
@@ -515,10 +644,11 @@ static void bind_start(struct node *n, const char *mountpoint, const char *sourc
 		return;
 	}
 	b->node = n;
-	b->status_fd = -1;
+	b->ctl_fd = -1;
 	b->persistent = persistent;
 	b->uid = uid;
 	b->gid = gid;
+	b->timeout_ms = timeout_ms;
 	b->call = call;
 	snprintf(b->mountpoint, sizeof(b->mountpoint), "%s", mountpoint);
 	if (mountpoint[0] != '/' || stat(mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -546,6 +676,7 @@ static void bind_start(struct node *n, const char *mountpoint, const char *sourc
 		bind_mounted(b);
 		return;
 	}
+	b->pending++;
 	node_restore(n, source, bind_restored, b);
 }
 
@@ -590,7 +721,7 @@ static void fs_admin_call(struct cap *c, struct rpc_call *call)
 	struct node *n = ((struct fs_admin *)c)->node;
 	char mp[PATH_MAX], source[REF_MAX_LEN + PATH_MAX], why[PATH_MAX + 64];
 	int persistent;
-	uint64_t uid, gid;
+	uint64_t uid, gid, tmo;
 	struct msg_rd r;
 	int e;
 
@@ -604,11 +735,13 @@ static void fs_admin_call(struct cap *c, struct rpc_call *call)
 		if (msg_get_str(&r, mp, sizeof(mp)) < 0 ||
 		    msg_get_str(&r, source, sizeof(source)) < 0 ||
 		    msg_get_bool(&r, &persistent) < 0 || msg_get_u64(&r, &uid) < 0 ||
-		    msg_get_u64(&r, &gid) < 0 || uid > UINT32_MAX || gid > UINT32_MAX) {
+		    msg_get_u64(&r, &gid) < 0 || msg_get_u64(&r, &tmo) < 0 ||
+		    uid > UINT32_MAX || gid > UINT32_MAX || tmo > UINT32_MAX) {
 			rpc_return_error(call, -EINVAL, "malformed bind request");
 			return;
 		}
-		bind_start(n, mp, source, persistent, (uint32_t)uid, (uint32_t)gid, call);
+		bind_start(n, mp, source, persistent, (uint32_t)uid, (uint32_t)gid,
+			   (unsigned)tmo, call);
 		return;
 	case FS_ADMIN_UNBIND:
 		if (msg_get_str(&r, mp, sizeof(mp)) < 0) {
@@ -655,7 +788,7 @@ static void binds_restore(struct loop *l, void *arg)
 	struct node *n = arg;
 	sqlite3_stmt *st;
 
-	if (sqlite3_prepare_v2(node_db(n), "SELECT target, source, uid, gid FROM binds"
+	if (sqlite3_prepare_v2(node_db(n), "SELECT target, source, uid, gid, timeout_ms FROM binds"
 			       " WHERE service = 'fs'", -1, &st, NULL) != SQLITE_OK)
 		return;
 	while (sqlite3_step(st) == SQLITE_ROW) {
@@ -667,7 +800,8 @@ static void binds_restore(struct loop *l, void *arg)
 		if (local_path(src) && is_mountpoint(mp))
 			continue;
 		bind_start(n, mp, src, 1, (uint32_t)sqlite3_column_int64(st, 2),
-			   (uint32_t)sqlite3_column_int64(st, 3), NULL);
+			   (uint32_t)sqlite3_column_int64(st, 3),
+			   (unsigned)sqlite3_column_int64(st, 4), NULL);
 	}
 	sqlite3_finalize(st);
 }
@@ -684,13 +818,13 @@ static void fs_stop(struct node *n)
 		if (b->pid > 0)
 			kill(b->pid, SIGTERM);
 		b->call = NULL;
-		bind_release(b);
+		b->state = B_GONE;
 		if (b->child) {
 			loop_child_del(b->child);
 			b->child = NULL;
 		}
-		free(b->source);
-		free(b);
+		/* A call still under way frees it when it comes back. */
+		bind_free(b);
 	}
 }
 
@@ -968,21 +1102,28 @@ static int fs_bind(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
 		{ "persistent", no_argument, NULL, 'p' },
+		{ "timeout", required_argument, NULL, 't' },
 		{ "admin-socket", required_argument, NULL, 'a' },
 		{ 0 }
 	};
 	const char *sock = NULL, *src;
-	char mp[PATH_MAX], abs[PATH_MAX + 6];
+	char mp[PATH_MAX], abs[PATH_MAX + 6], *end;
 	int c, persistent = 0, r = EXIT_FAIL;
+	unsigned long tmo_s = 0;
 	struct admin a;
 	struct cap *fsa = NULL;
 	struct msg params, res;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "pt:a:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'p': persistent = 1; break;
 		case 'a': sock = optarg; break;
+		case 't':
+			tmo_s = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || tmo_s < 1 || tmo_s > 86400)
+				return cli_usage_error(self, "--timeout takes seconds, 1 to 86400");
+			break;
 		default: return cli_usage_error(self, "unknown option");
 		}
 	}
@@ -1014,6 +1155,7 @@ static int fs_bind(const struct applet *self, int argc, char **argv)
 		/* Files will appear as the caller's. */
 		msg_put_u64(&params, getuid());
 		msg_put_u64(&params, getgid());
+		msg_put_u64(&params, tmo_s * 1000);
 		if (admin_call(&a, fsa, IFACE_SERVICE_ADMIN, FS_ADMIN_BIND, &params, &res,
 			       "cannot bind") == 0)
 			r = EXIT_OK;
@@ -1076,5 +1218,9 @@ int fs_main(int argc, char **argv)
 		return fs_bind(self, argc - 1, argv + 1);
 	if (!strcmp(argv[1], "unbind"))
 		return fs_unbind(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "mount9p"))
+		return fs_mount9p_main(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "_bridge"))
+		return fs_bridge_main(self, argc - 1, argv + 1);
 	return cli_usage_error(self, "unknown command '%s'", argv[1]);
 }

@@ -1,0 +1,2118 @@
+/*
+ * The FUSE bridge (see fuse.h): libfuse's low-level API on one side, a
+ * 9P2000.L client session (client.h) on the other.
+ *
+ * Inodes. Every inode the kernel knows (nodeid = the struct's address,
+ * FUSE_ROOT_ID for the root) holds a fid walked to its file, and the
+ * parent and name it was last reached by, so that it can be walked to
+ * again on a new connection. Inodes are found again by qid.path, so a
+ * file reached by two names is one inode. An inode lives while the
+ * kernel holds lookups on it or something of ours (a child's parent
+ * link, an open handle) refers to it.
+ *
+ * Connections. struct sess is one 9p connection; a call takes a
+ * reference on the current one for as long as it uses it. A fid belongs
+ * to the session it was walked in (gen): used with a later session, it
+ * is walked again first. The first call that sees the connection broken
+ * (ECONNRESET, or a reply that timed out) gives the session up and
+ * asks for a new one; see op_session().
+ *
+ * Threads. The caller's thread runs the event loop: it reads requests
+ * from /dev/fuse (non-blocking) into buffers of a bounded pool and
+ * queues them; P9FUSE_WORKERS threads process them. When every buffer is
+ * taken the loop stops reading /dev/fuse until a worker gives one back.
+ */
+#define FUSE_USE_VERSION 34
+
+#include <errno.h>
+#include <fcntl.h>
+#include <fuse_lowlevel.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fs9p/client.h"
+#include "fs9p/fuse.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+
+/* How long the kernel may trust names and attributes without asking. */
+#define CACHE_S 1.0
+/* Requests read ahead of the workers: every buffer is ~1 MiB. */
+#define QUEUE_MAX 16
+/* Between two reconnect attempts that failed. */
+#define RETRY_MS 1000
+/* The most an attempt may take once the outage deadline has passed. */
+#define LATE_ATTEMPT_MS 5000
+#define HASH_BUCKETS 4096
+#define MAX_IO (1u << 20)
+
+struct sess {
+	struct p9c *c;
+	unsigned gen;
+	unsigned refs; /* calls using c, and 1 while it is the current one */
+	uint32_t rootfid;
+};
+
+struct inode {
+	struct inode *qnext; /* by qid.path */
+	struct inode *nnext; /* by (parent, name), when named */
+	uint64_t qpath;
+	uint8_t qtype;
+	uint64_t nlookup;     /* the kernel's references */
+	unsigned refs;        /* children's parent links, open handles */
+	struct inode *parent; /* with name: how to walk here again */
+	char *name;
+	pthread_mutex_t lock; /* fid and gen */
+	uint32_t fid;
+	unsigned gen; /* session of fid; 0: none */
+};
+
+struct handle {
+	struct inode *ino;
+	pthread_mutex_t lock;
+	uint32_t fid;
+	unsigned gen;
+	uint32_t flags; /* Tlopen flags, to open it again */
+};
+
+struct qbuf {
+	struct qbuf *next;
+	struct fuse_buf fb;
+};
+
+struct pf {
+	const struct p9fuse_config *cfg;
+	struct fuse_session *se;
+	struct loop *loop;
+	uint32_t msize;
+	unsigned timeout_ms;
+	int raise_ra; /* INIT was answered: now readahead may be raised */
+
+	pthread_mutex_t lock; /* everything below */
+	pthread_cond_t cv;    /* the connection came back, or an attempt ended */
+	struct sess *cur;     /* NULL while the connection is down */
+	unsigned gen;
+	int reconnecting, gone;
+	uint64_t down_since, next_try;
+	struct inode root;
+	struct inode *byq[HASH_BUCKETS];
+	struct inode *byname[HASH_BUCKETS];
+
+	/* The request queue. */
+	pthread_mutex_t qlock;
+	pthread_cond_t qcv;
+	struct qbuf *head, *tail, *free;
+	unsigned nbufs, nqueued;
+	int quit;
+	int paused;   /* the loop stopped reading /dev/fuse: no buffer */
+	int space_fd; /* eventfd: a buffer came back while paused */
+	struct loop_watch *fuse_w;
+	pthread_t workers[P9FUSE_WORKERS];
+	int nworkers;
+};
+
+static uint64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* --- sessions ------------------------------------------------------ */
+
+static void sess_put_locked(struct pf *pf, struct sess *s, struct sess **closeme)
+{
+	if (--s->refs == 0)
+		*closeme = s;
+}
+
+/* Drops a reference; the last one closes the connection (outside the
+ * lock: p9c_close waits for its reader). */
+static void sess_put(struct pf *pf, struct sess *s)
+{
+	struct sess *closeme = NULL;
+	pthread_mutex_lock(&pf->lock);
+	sess_put_locked(pf, s, &closeme);
+	pthread_mutex_unlock(&pf->lock);
+	if (closeme) {
+		p9c_close(closeme->c);
+		free(closeme);
+	}
+}
+
+/* s broke: no new call uses it, and every call on it fails now. */
+static void sess_broken(struct pf *pf, struct sess *s)
+{
+	struct sess *closeme = NULL;
+	int was_cur;
+
+	pthread_mutex_lock(&pf->lock);
+	was_cur = pf->cur == s;
+	if (was_cur) {
+		pf->cur = NULL;
+		pf->down_since = now_ms();
+		sess_put_locked(pf, s, &closeme);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	if (was_cur) {
+		log_warn("fuse %s: the 9p connection broke; reconnecting", pf->cfg->mountpoint);
+		p9c_abort(s->c);
+	}
+	if (closeme) {
+		p9c_close(closeme->c);
+		free(closeme);
+	}
+}
+
+/* A session on fd: version, attach. Takes fd. */
+static int sess_open(struct pf *pf, int fd, struct sess **out)
+{
+	struct sess *s = calloc(1, sizeof(*s));
+	struct p9_qid q;
+	char uname[16];
+	int e;
+
+	if (!s) {
+		close(fd);
+		return -ENOMEM;
+	}
+	if ((e = p9c_open(fd, P9_MAX_MSIZE, &s->c)) < 0) {
+		close(fd);
+		free(s);
+		return e;
+	}
+	snprintf(uname, sizeof(uname), "%u", pf->cfg->uid);
+	if ((e = p9c_fid_alloc(s->c, &s->rootfid)) < 0 ||
+	    (e = p9c_attach(s->c, s->rootfid, P9_NOFID, uname, "", pf->cfg->uid, &q)) < 0) {
+		p9c_close(s->c);
+		free(s);
+		return e;
+	}
+	p9c_set_timeout(s->c, pf->timeout_ms);
+	s->refs = 1;
+	*out = s;
+	return 0;
+}
+
+/* Makes s the current session. */
+static void sess_install(struct pf *pf, struct sess *s)
+{
+	pthread_mutex_lock(&pf->lock);
+	s->gen = ++pf->gen;
+	pf->cur = s;
+	pthread_cond_broadcast(&pf->cv);
+	pthread_mutex_unlock(&pf->lock);
+}
+
+/* --- one request's use of the connection --------------------------- */
+
+struct op {
+	struct pf *pf;
+	struct sess *s;
+	struct p9c *c;
+};
+
+/* One attempt at a new connection, with pf->lock held on entry and exit
+ * (dropped meanwhile). */
+static void reconnect_locked(struct pf *pf, uint64_t deadline)
+{
+	struct sess *s = NULL;
+	int fd, e;
+
+	pf->reconnecting = 1;
+	pthread_mutex_unlock(&pf->lock);
+	fd = pf->cfg->reconnect ? pf->cfg->reconnect(pf->cfg->arg, deadline) : -EPIPE;
+	e = fd < 0 ? fd : sess_open(pf, fd, &s);
+	if (e == 0) {
+		log_info("fuse %s: reconnected", pf->cfg->mountpoint);
+		sess_install(pf, s);
+	} else {
+		log_warn("fuse %s: reconnecting failed: %s", pf->cfg->mountpoint, strerror(-e));
+	}
+	pthread_mutex_lock(&pf->lock);
+	pf->reconnecting = 0;
+	if (e == -EPIPE) {
+		pf->gone = 1;
+		fuse_session_exit(pf->se);
+	}
+	pf->next_try = now_ms() + RETRY_MS;
+	pthread_cond_broadcast(&pf->cv);
+}
+
+/*
+ * A reference on a live session for o, waiting for the connection to
+ * come back if it is down: until the outage is timeout_ms old. Later
+ * calls fail at once with EIO, but for one attempt every RETRY_MS.
+ */
+static int op_session(struct op *o)
+{
+	struct pf *pf = o->pf;
+	int e = 0, late_tried = 0;
+
+	pthread_mutex_lock(&pf->lock);
+	for (;;) {
+		uint64_t now = now_ms(), deadline;
+
+		if (pf->cur) {
+			o->s = pf->cur;
+			o->s->refs++;
+			o->c = o->s->c;
+			break;
+		}
+		if (pf->gone) {
+			e = -EIO;
+			break;
+		}
+		deadline = pf->down_since + pf->timeout_ms;
+		if (now >= deadline && late_tried) {
+			e = -EIO;
+			break;
+		}
+		if (!pf->reconnecting && now >= pf->next_try) {
+			if (now >= deadline) {
+				late_tried = 1;
+				deadline = now + LATE_ATTEMPT_MS;
+			}
+			reconnect_locked(pf, deadline);
+			continue;
+		}
+		if (now >= deadline) {
+			e = -EIO;
+			break;
+		}
+		{
+			uint64_t until = pf->reconnecting ? deadline :
+					 pf->next_try < deadline ? pf->next_try : deadline;
+			struct timespec ts;
+			clock_gettime(CLOCK_MONOTONIC, &ts);
+			uint64_t ms = until - now;
+			ts.tv_sec += ms / 1000;
+			ts.tv_nsec += (long)(ms % 1000) * 1000000;
+			if (ts.tv_nsec >= 1000000000) {
+				ts.tv_sec++;
+				ts.tv_nsec -= 1000000000;
+			}
+			pthread_cond_timedwait(&pf->cv, &pf->lock, &ts);
+		}
+	}
+	pthread_mutex_unlock(&pf->lock);
+	return e;
+}
+
+/* After an attempt: 1 to try again on a new connection (the error was
+ * the connection's), else 0 with o's session let go. */
+static int op_retry(struct op *o, int *e)
+{
+	struct sess *s = o->s;
+
+	if (!s)
+		return 0;
+	o->s = NULL;
+	o->c = NULL;
+	if (*e == -ECONNRESET || *e == -ETIMEDOUT) {
+		sess_broken(o->pf, s);
+		sess_put(o->pf, s);
+		return 1;
+	}
+	sess_put(o->pf, s);
+	return 0;
+}
+
+/* --- inodes -------------------------------------------------------- */
+
+static unsigned hash_q(uint64_t q)
+{
+	q ^= q >> 29;
+	q *= 0xbf58476d1ce4e5b9ull;
+	return (unsigned)(q >> 40) % HASH_BUCKETS;
+}
+
+static unsigned hash_name(const struct inode *parent, const char *name)
+{
+	uint64_t h = (uintptr_t)parent * 0x9e3779b97f4a7c15ull;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 0x100000001b3ull;
+	return (unsigned)(h >> 40) % HASH_BUCKETS;
+}
+
+static struct inode *ino_of(struct pf *pf, fuse_ino_t n)
+{
+	return n == FUSE_ROOT_ID ? &pf->root : (struct inode *)(uintptr_t)n;
+}
+
+static fuse_ino_t nodeid_of(struct pf *pf, struct inode *ino)
+{
+	return ino == &pf->root ? FUSE_ROOT_ID : (fuse_ino_t)(uintptr_t)ino;
+}
+
+/* Takes ino out of the name table (under pf->lock). */
+static void ino_unname_locked(struct pf *pf, struct inode *ino)
+{
+	struct inode **p;
+	if (!ino->name)
+		return;
+	for (p = &pf->byname[hash_name(ino->parent, ino->name)]; *p; p = &(*p)->nnext) {
+		if (*p == ino) {
+			*p = ino->nnext;
+			break;
+		}
+	}
+	ino->nnext = NULL;
+}
+
+static struct inode *ino_find_name_locked(struct pf *pf, struct inode *parent,
+					  const char *name)
+{
+	for (struct inode *i = pf->byname[hash_name(parent, name)]; i; i = i->nnext)
+		if (i->parent == parent && !strcmp(i->name, name))
+			return i;
+	return NULL;
+}
+
+static void ino_unref_locked(struct pf *pf, struct inode *ino, struct inode **freeme);
+static void ino_free_chain(struct pf *pf, struct inode *chain);
+
+/* Names ino parent/name, which nothing else is named any more. Under
+ * pf->lock; a parent link let go of goes to *freeme's chain. */
+static void ino_set_name_locked(struct pf *pf, struct inode *ino, struct inode *parent,
+				const char *name, struct inode **freeme)
+{
+	struct inode *other, *oldparent;
+	char *nn;
+
+	if (ino == &pf->root)
+		return;
+	if (ino->parent == parent && ino->name && !strcmp(ino->name, name))
+		return;
+	if (!(nn = strdup(name)))
+		return; /* it keeps the old name: a later walk may go stale */
+	if ((other = ino_find_name_locked(pf, parent, name)) && other != ino) {
+		/* That name now means ino: the other file lost it. */
+		ino_unname_locked(pf, other);
+		free(other->name);
+		other->name = NULL;
+		oldparent = other->parent;
+		other->parent = NULL;
+		if (oldparent)
+			ino_unref_locked(pf, oldparent, freeme);
+	}
+	ino_unname_locked(pf, ino);
+	free(ino->name);
+	oldparent = ino->parent;
+	ino->name = nn;
+	ino->parent = parent;
+	parent->refs++;
+	ino->nnext = pf->byname[hash_name(parent, nn)];
+	pf->byname[hash_name(parent, nn)] = ino;
+	if (oldparent)
+		ino_unref_locked(pf, oldparent, freeme);
+}
+
+/* The file that was parent/name is not there any more. */
+static void name_gone(struct pf *pf, struct inode *parent, const char *name)
+{
+	struct inode *ino, *freeme = NULL;
+
+	pthread_mutex_lock(&pf->lock);
+	if ((ino = ino_find_name_locked(pf, parent, name))) {
+		ino_unname_locked(pf, ino);
+		free(ino->name);
+		ino->name = NULL;
+		ino->parent = NULL;
+		ino_unref_locked(pf, parent, &freeme);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	ino_free_chain(pf, freeme);
+}
+
+static int ino_dead(const struct inode *ino)
+{
+	return !ino->nlookup && !ino->refs;
+}
+
+/* Unlinks a dead inode from the tables and queues it (through qnext)
+ * for freeing outside the lock; its parent link is let go of too. */
+static void ino_unref_locked(struct pf *pf, struct inode *ino, struct inode **freeme)
+{
+	if (ino == &pf->root)
+		return;
+	if (ino->refs)
+		ino->refs--;
+	while (ino && ino != &pf->root && ino_dead(ino)) {
+		struct inode **p, *parent = ino->parent;
+		for (p = &pf->byq[hash_q(ino->qpath)]; *p; p = &(*p)->qnext) {
+			if (*p == ino) {
+				*p = ino->qnext;
+				break;
+			}
+		}
+		ino_unname_locked(pf, ino);
+		ino->parent = NULL;
+		ino->qnext = *freeme;
+		*freeme = ino;
+		ino = NULL;
+		if (parent && parent != &pf->root) {
+			parent->refs--;
+			ino = parent;
+		}
+	}
+}
+
+/* Frees inodes ino_unref_locked queued, clunking their fids on the
+ * current session. */
+static void ino_free_chain(struct pf *pf, struct inode *chain)
+{
+	struct sess *s = NULL;
+
+	if (!chain)
+		return;
+	pthread_mutex_lock(&pf->lock);
+	if ((s = pf->cur))
+		s->refs++;
+	pthread_mutex_unlock(&pf->lock);
+	while (chain) {
+		struct inode *ino = chain;
+		chain = ino->qnext;
+		if (s && ino->gen == s->gen) {
+			p9c_clunk(s->c, ino->fid);
+			p9c_fid_release(s->c, ino->fid);
+		}
+		pthread_mutex_destroy(&ino->lock);
+		free(ino->name);
+		free(ino);
+	}
+	if (s)
+		sess_put(pf, s);
+}
+
+/*
+ * The inode for a file just walked to: fid (on o's session, or P9_NOFID
+ * for none) and qid, reached as parent/name. An inode of that qid is
+ * reused (and fid clunked unless it needs one); else a new one takes
+ * fid. One more kernel lookup on it. NULL when out of memory (fid is
+ * clunked).
+ */
+static struct inode *ino_found(struct op *o, struct inode *parent, const char *name,
+			       const struct p9_qid *qid, uint32_t fid)
+{
+	struct pf *pf = o->pf;
+	struct inode *ino, *freeme = NULL;
+	int keep = 0;
+
+	pthread_mutex_lock(&pf->lock);
+	for (ino = pf->byq[hash_q(qid->path)]; ino; ino = ino->qnext)
+		if (ino->qpath == qid->path && ino->qtype == qid->type)
+			break;
+	if (ino) {
+		/* A fid of an earlier session is replaced by this one. */
+		if (fid != P9_NOFID && pthread_mutex_trylock(&ino->lock) == 0) {
+			if (ino->gen != o->s->gen) {
+				ino->fid = fid;
+				ino->gen = o->s->gen;
+				keep = 1;
+			}
+			pthread_mutex_unlock(&ino->lock);
+		}
+	} else if ((ino = calloc(1, sizeof(*ino)))) {
+		ino->qpath = qid->path;
+		ino->qtype = qid->type;
+		pthread_mutex_init(&ino->lock, NULL);
+		if (fid != P9_NOFID) {
+			ino->fid = fid;
+			ino->gen = o->s->gen;
+			keep = 1;
+		}
+		ino->qnext = pf->byq[hash_q(qid->path)];
+		pf->byq[hash_q(qid->path)] = ino;
+	}
+	if (ino) {
+		ino->nlookup++;
+		ino_set_name_locked(pf, ino, parent, name, &freeme);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	if (!keep && fid != P9_NOFID) {
+		p9c_clunk(o->c, fid);
+		p9c_fid_release(o->c, fid);
+	}
+	ino_free_chain(pf, freeme);
+	return ino;
+}
+
+static void ino_forget(struct pf *pf, struct inode *ino, uint64_t n)
+{
+	struct inode *freeme = NULL;
+
+	if (ino == &pf->root)
+		return;
+	pthread_mutex_lock(&pf->lock);
+	ino->nlookup = n < ino->nlookup ? ino->nlookup - n : 0;
+	if (ino_dead(ino)) {
+		ino->refs++; /* what ino_unref_locked lets go of */
+		ino_unref_locked(pf, ino, &freeme);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	ino_free_chain(pf, freeme);
+}
+
+static void ino_hold(struct pf *pf, struct inode *ino)
+{
+	pthread_mutex_lock(&pf->lock);
+	ino->refs++;
+	pthread_mutex_unlock(&pf->lock);
+}
+
+static void ino_release(struct pf *pf, struct inode *ino)
+{
+	struct inode *freeme = NULL;
+	pthread_mutex_lock(&pf->lock);
+	ino_unref_locked(pf, ino, &freeme);
+	pthread_mutex_unlock(&pf->lock);
+	ino_free_chain(pf, freeme);
+}
+
+/* A new fid on o's session walked from fid by one name ("" clones). */
+static int walk1(struct op *o, uint32_t from, const char *name, uint32_t *newfid,
+		 struct p9_qid *qid)
+{
+	const char *names[1] = { name };
+	int e;
+
+	if ((e = p9c_fid_alloc(o->c, newfid)) < 0)
+		return e;
+	e = p9c_walk(o->c, from, *newfid, *name ? 1 : 0, names, qid);
+	if (e < 0)
+		p9c_fid_release(o->c, *newfid);
+	return e;
+}
+
+static void fid_drop(struct op *o, uint32_t fid)
+{
+	p9c_clunk(o->c, fid);
+	p9c_fid_release(o->c, fid);
+}
+
+/* ino's fid on o's session: walked to again, from its parent, if it was
+ * walked on an earlier connection (or never). */
+static int ino_fid(struct op *o, struct inode *ino, uint32_t *fid)
+{
+	struct pf *pf = o->pf;
+	struct inode *parent;
+	struct p9_qid q;
+	uint32_t pfid, nf;
+	char *name = NULL;
+	int e;
+
+	if (ino == &pf->root) {
+		*fid = o->s->rootfid;
+		return 0;
+	}
+	pthread_mutex_lock(&ino->lock);
+	if (ino->gen == o->s->gen) {
+		*fid = ino->fid;
+		pthread_mutex_unlock(&ino->lock);
+		return 0;
+	}
+	pthread_mutex_lock(&pf->lock);
+	parent = ino->parent;
+	if (parent)
+		parent->refs++;
+	name = ino->name ? strdup(ino->name) : NULL;
+	pthread_mutex_unlock(&pf->lock);
+	if (!parent || !name) {
+		e = -ESTALE; /* no name left to find it by */
+	} else if ((e = ino_fid(o, parent, &pfid)) == 0 &&
+		   (e = walk1(o, pfid, name, &nf, &q)) == 0) {
+		if (q.path != ino->qpath) {
+			fid_drop(o, nf);
+			e = -ESTALE; /* another file has that name now */
+		} else {
+			ino->fid = nf;
+			ino->gen = o->s->gen;
+			*fid = nf;
+		}
+	}
+	pthread_mutex_unlock(&ino->lock);
+	if (e == -ENOENT)
+		e = -ESTALE;
+	free(name);
+	if (parent)
+		ino_release(pf, parent);
+	return e;
+}
+
+/* --- attributes ---------------------------------------------------- */
+
+static void attr_to_stat(const struct p9_qid *q, const struct p9_attr *a, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_ino = q->path;
+	st->st_mode = a->mode;
+	st->st_nlink = a->nlink;
+	st->st_uid = a->uid;
+	st->st_gid = a->gid;
+	st->st_rdev = a->rdev;
+	st->st_size = (off_t)a->size;
+	st->st_blksize = (blksize_t)a->blksize;
+	st->st_blocks = (blkcnt_t)a->blocks;
+	st->st_atim.tv_sec = (time_t)a->atime_sec;
+	st->st_atim.tv_nsec = (long)a->atime_nsec;
+	st->st_mtim.tv_sec = (time_t)a->mtime_sec;
+	st->st_mtim.tv_nsec = (long)a->mtime_nsec;
+	st->st_ctim.tv_sec = (time_t)a->ctime_sec;
+	st->st_ctim.tv_nsec = (long)a->ctime_nsec;
+}
+
+static int fid_stat(struct op *o, uint32_t fid, struct stat *st)
+{
+	struct p9_qid q;
+	struct p9_attr a;
+	uint64_t valid;
+	int e = p9c_getattr(o->c, fid, P9_GETATTR_BASIC, &valid, &q, &a);
+	if (e == 0)
+		attr_to_stat(&q, &a, st);
+	return e;
+}
+
+/* Tlopen flags from open(2) flags. */
+static uint32_t p9_flags(int fl)
+{
+	uint32_t f = (uint32_t)(fl & O_ACCMODE);
+	static const struct { int o; uint32_t p9; } map[] = {
+		{ O_TRUNC, P9_DOTL_TRUNC }, { O_APPEND, P9_DOTL_APPEND },
+		{ O_DSYNC, P9_DOTL_DSYNC }, { O_DIRECT, P9_DOTL_DIRECT },
+		{ O_NOATIME, P9_DOTL_NOATIME }, { O_DIRECTORY, P9_DOTL_DIRECTORY },
+	};
+	for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++)
+		if (fl & map[i].o)
+			f |= map[i].p9;
+	if ((fl & O_SYNC) == O_SYNC)
+		f |= P9_DOTL_SYNC;
+	return f;
+}
+
+/* --- replies ------------------------------------------------------- */
+
+static void reply_err(fuse_req_t req, int e)
+{
+	fuse_reply_err(req, e < 0 ? -e : e);
+}
+
+/* An entry for the file parent/name on o's session: walk, getattr, and
+ * the inode. */
+static int entry_of(struct op *o, struct inode *parent, uint32_t dfid, const char *name,
+		    struct fuse_entry_param *ep)
+{
+	struct p9_qid q;
+	uint32_t nf;
+	struct inode *ino;
+	int e;
+
+	memset(ep, 0, sizeof(*ep));
+	if ((e = walk1(o, dfid, name, &nf, &q)) < 0)
+		return e;
+	if ((e = fid_stat(o, nf, &ep->attr)) < 0) {
+		fid_drop(o, nf);
+		return e;
+	}
+	if (!(ino = ino_found(o, parent, name, &q, nf)))
+		return -ENOMEM;
+	ep->ino = nodeid_of(o->pf, ino);
+	ep->attr_timeout = CACHE_S;
+	ep->entry_timeout = CACHE_S;
+	return 0;
+}
+
+/* The body of every request: run attempt(o, ctx) on a live session
+ * until it succeeds or fails for a reason other than the connection. */
+static int run(struct pf *pf, int (*attempt)(struct op *o, void *ctx), void *ctx)
+{
+	struct op o = { .pf = pf };
+	int e;
+
+	do {
+		if ((e = op_session(&o)) < 0)
+			return e;
+		e = attempt(&o, ctx);
+	} while (op_retry(&o, &e));
+	return e;
+}
+
+/* --- lookups and attributes ---------------------------------------- */
+
+struct name_ctx {
+	struct inode *dir;
+	const char *name;
+	struct fuse_entry_param ep;
+	/* for mkdir, mknod, symlink, link */
+	uint32_t mode, gid;
+	dev_t rdev;
+	const char *target;
+	struct inode *ino;
+	int flags;
+};
+
+static int do_lookup(struct op *o, void *arg)
+{
+	struct name_ctx *x = arg;
+	uint32_t dfid;
+	int e = ino_fid(o, x->dir, &dfid);
+	return e < 0 ? e : entry_of(o, x->dir, dfid, x->name, &x->ep);
+}
+
+static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct name_ctx x = { .dir = ino_of(pf, parent), .name = name };
+	int e = run(pf, do_lookup, &x);
+
+	if (e < 0)
+		reply_err(req, e);
+	else if (fuse_reply_entry(req, &x.ep) < 0)
+		ino_forget(pf, ino_of(pf, x.ep.ino), 1); /* the kernel did not take it */
+}
+
+static void ll_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	ino_forget(pf, ino_of(pf, ino), nlookup);
+	fuse_reply_none(req);
+}
+
+static void ll_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *fd)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	for (size_t i = 0; i < count; i++)
+		ino_forget(pf, ino_of(pf, fd[i].ino), fd[i].nlookup);
+	fuse_reply_none(req);
+}
+
+/* The fid for I/O on an open file: the handle's, opened again on a new
+ * connection. */
+static int fh_fid(struct op *o, struct handle *h, uint32_t *fid)
+{
+	uint32_t ifid, nf;
+	struct p9_qid q;
+	int e = 0;
+
+	pthread_mutex_lock(&h->lock);
+	if (h->gen != o->s->gen) {
+		if ((e = ino_fid(o, h->ino, &ifid)) == 0 && (e = walk1(o, ifid, "", &nf, &q)) == 0) {
+			if ((e = p9c_lopen(o->c, nf, h->flags, NULL, NULL)) < 0) {
+				fid_drop(o, nf);
+			} else {
+				h->fid = nf;
+				h->gen = o->s->gen;
+			}
+		}
+	}
+	*fid = h->fid;
+	pthread_mutex_unlock(&h->lock);
+	return e;
+}
+
+struct attr_ctx {
+	struct inode *ino;
+	struct handle *h;
+	struct stat st;
+	const struct stat *in;
+	int to_set;
+};
+
+static int do_getattr(struct op *o, void *arg)
+{
+	struct attr_ctx *x = arg;
+	uint32_t fid;
+	int e = x->h ? fh_fid(o, x->h, &fid) : ino_fid(o, x->ino, &fid);
+	return e < 0 ? e : fid_stat(o, fid, &x->st);
+}
+
+static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct attr_ctx x = { .ino = ino_of(pf, ino) };
+	int e;
+
+	if (fi)
+		x.h = (struct handle *)(uintptr_t)fi->fh;
+	if ((e = run(pf, do_getattr, &x)) < 0)
+		reply_err(req, e);
+	else
+		fuse_reply_attr(req, &x.st, CACHE_S);
+}
+
+static int do_setattr(struct op *o, void *arg)
+{
+	struct attr_ctx *x = arg;
+	struct p9_setattr sa = { 0 };
+	uint32_t fid;
+	int e, s = x->to_set;
+
+	if ((e = x->h ? fh_fid(o, x->h, &fid) : ino_fid(o, x->ino, &fid)) < 0)
+		return e;
+	if (s & FUSE_SET_ATTR_MODE) {
+		sa.valid |= P9_SETATTR_MODE;
+		sa.mode = x->in->st_mode & 07777;
+	}
+	if (s & FUSE_SET_ATTR_UID) {
+		sa.valid |= P9_SETATTR_UID;
+		sa.uid = x->in->st_uid;
+	}
+	if (s & FUSE_SET_ATTR_GID) {
+		sa.valid |= P9_SETATTR_GID;
+		sa.gid = x->in->st_gid;
+	}
+	if (s & FUSE_SET_ATTR_SIZE) {
+		sa.valid |= P9_SETATTR_SIZE;
+		sa.size = (uint64_t)x->in->st_size;
+	}
+	/* 9p: ATIME alone is "now", with ATIME_SET the time given. */
+	if (s & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_ATIME_NOW))
+		sa.valid |= P9_SETATTR_ATIME;
+	if (s & FUSE_SET_ATTR_ATIME && !(s & FUSE_SET_ATTR_ATIME_NOW)) {
+		sa.valid |= P9_SETATTR_ATIME_SET;
+		sa.atime_sec = (uint64_t)x->in->st_atim.tv_sec;
+		sa.atime_nsec = (uint64_t)x->in->st_atim.tv_nsec;
+	}
+	if (s & (FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_MTIME_NOW))
+		sa.valid |= P9_SETATTR_MTIME;
+	if (s & FUSE_SET_ATTR_MTIME && !(s & FUSE_SET_ATTR_MTIME_NOW)) {
+		sa.valid |= P9_SETATTR_MTIME_SET;
+		sa.mtime_sec = (uint64_t)x->in->st_mtim.tv_sec;
+		sa.mtime_nsec = (uint64_t)x->in->st_mtim.tv_nsec;
+	}
+	if (s & FUSE_SET_ATTR_CTIME)
+		sa.valid |= P9_SETATTR_CTIME;
+	if (sa.valid && (e = p9c_setattr(o->c, fid, &sa)) < 0)
+		return e;
+	return fid_stat(o, fid, &x->st);
+}
+
+static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set,
+		       struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct attr_ctx x = { .ino = ino_of(pf, ino), .in = attr, .to_set = to_set };
+	int e;
+
+	if (fi)
+		x.h = (struct handle *)(uintptr_t)fi->fh;
+	if ((e = run(pf, do_setattr, &x)) < 0)
+		reply_err(req, e);
+	else
+		fuse_reply_attr(req, &x.st, CACHE_S);
+}
+
+struct link_ctx {
+	struct inode *ino;
+	char buf[PATH_MAX];
+};
+
+static int do_readlink(struct op *o, void *arg)
+{
+	struct link_ctx *x = arg;
+	uint32_t fid;
+	int e = ino_fid(o, x->ino, &fid);
+	return e < 0 ? e : p9c_readlink(o->c, fid, x->buf, sizeof(x->buf));
+}
+
+static void ll_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct link_ctx *x = malloc(sizeof(*x));
+	int e;
+
+	if (!x) {
+		reply_err(req, ENOMEM);
+		return;
+	}
+	x->ino = ino_of(pf, ino);
+	if ((e = run(pf, do_readlink, x)) < 0)
+		reply_err(req, e);
+	else
+		fuse_reply_readlink(req, x->buf);
+	free(x);
+}
+
+/* --- making and removing names ------------------------------------- */
+
+enum make_kind { MAKE_NOD, MAKE_DIR, MAKE_SYMLINK, MAKE_LINK };
+
+struct make_ctx {
+	struct name_ctx n;
+	enum make_kind kind;
+	int made; /* the name was made on the server: a retry is a lookup */
+};
+
+static int do_make(struct op *o, void *arg)
+{
+	struct make_ctx *x = arg;
+	struct p9_qid q;
+	uint32_t dfid, fid;
+	int e;
+
+	if ((e = ino_fid(o, x->n.dir, &dfid)) < 0)
+		return e;
+	if (!x->made) {
+		switch (x->kind) {
+		case MAKE_NOD:
+			e = p9c_mknod(o->c, dfid, x->n.name, x->n.mode, major(x->n.rdev),
+				      minor(x->n.rdev), x->n.gid, &q);
+			break;
+		case MAKE_DIR:
+			e = p9c_mkdir(o->c, dfid, x->n.name, x->n.mode, x->n.gid, &q);
+			break;
+		case MAKE_SYMLINK:
+			e = p9c_symlink(o->c, dfid, x->n.name, x->n.target, x->n.gid, &q);
+			break;
+		case MAKE_LINK:
+			if ((e = ino_fid(o, x->n.ino, &fid)) == 0)
+				e = p9c_link(o->c, dfid, fid, x->n.name);
+			break;
+		}
+		if (e < 0)
+			return e;
+		x->made = 1;
+	}
+	return entry_of(o, x->n.dir, dfid, x->n.name, &x->n.ep);
+}
+
+static void make(fuse_req_t req, struct make_ctx *x)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	int e = run(pf, do_make, x);
+
+	if (e < 0)
+		reply_err(req, e);
+	else if (fuse_reply_entry(req, &x->n.ep) < 0)
+		ino_forget(pf, ino_of(pf, x->n.ep.ino), 1);
+}
+
+static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		     dev_t rdev)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct make_ctx x = { .kind = MAKE_NOD };
+	x.n.dir = ino_of(pf, parent);
+	x.n.name = name;
+	x.n.mode = mode;
+	x.n.rdev = rdev;
+	x.n.gid = fuse_req_ctx(req)->gid;
+	make(req, &x);
+}
+
+static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct make_ctx x = { .kind = MAKE_DIR };
+	x.n.dir = ino_of(pf, parent);
+	x.n.name = name;
+	x.n.mode = mode;
+	x.n.gid = fuse_req_ctx(req)->gid;
+	make(req, &x);
+}
+
+static void ll_symlink(fuse_req_t req, const char *target, fuse_ino_t parent,
+		       const char *name)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct make_ctx x = { .kind = MAKE_SYMLINK };
+	x.n.dir = ino_of(pf, parent);
+	x.n.name = name;
+	x.n.target = target;
+	x.n.gid = fuse_req_ctx(req)->gid;
+	make(req, &x);
+}
+
+static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
+		    const char *newname)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct make_ctx x = { .kind = MAKE_LINK };
+	x.n.dir = ino_of(pf, newparent);
+	x.n.name = newname;
+	x.n.ino = ino_of(pf, ino);
+	make(req, &x);
+}
+
+static int do_unlink(struct op *o, void *arg)
+{
+	struct name_ctx *x = arg;
+	uint32_t dfid;
+	int e = ino_fid(o, x->dir, &dfid);
+	return e < 0 ? e : p9c_unlinkat(o->c, dfid, x->name, (uint32_t)x->flags);
+}
+
+static void unlink_name(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct name_ctx x = { .dir = ino_of(pf, parent), .name = name, .flags = flags };
+	int e = run(pf, do_unlink, &x);
+
+	if (e == 0)
+		name_gone(pf, x.dir, name);
+	reply_err(req, e);
+}
+
+static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	unlink_name(req, parent, name, 0);
+}
+
+static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	unlink_name(req, parent, name, P9_AT_REMOVEDIR);
+}
+
+struct rename_ctx {
+	struct inode *dir, *newdir;
+	const char *name, *newname;
+};
+
+static int do_rename(struct op *o, void *arg)
+{
+	struct rename_ctx *x = arg;
+	uint32_t dfid, ndfid;
+	int e;
+
+	if ((e = ino_fid(o, x->dir, &dfid)) < 0 || (e = ino_fid(o, x->newdir, &ndfid)) < 0)
+		return e;
+	return p9c_renameat(o->c, dfid, x->name, ndfid, x->newname);
+}
+
+static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname, unsigned int flags)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct rename_ctx x = { .dir = ino_of(pf, parent), .newdir = ino_of(pf, newparent),
+				 .name = name, .newname = newname };
+	struct inode *moved, *freeme = NULL;
+	int e;
+
+	/* 9P2000.L has no RENAME_NOREPLACE or RENAME_EXCHANGE. */
+	if (flags) {
+		reply_err(req, EINVAL);
+		return;
+	}
+	if ((e = run(pf, do_rename, &x)) == 0) {
+		pthread_mutex_lock(&pf->lock);
+		if ((moved = ino_find_name_locked(pf, x.dir, name))) {
+			moved->refs++;
+			ino_set_name_locked(pf, moved, x.newdir, newname, &freeme);
+			ino_unref_locked(pf, moved, &freeme);
+		} else {
+			/* What was at newname is gone either way. */
+			struct inode *other = ino_find_name_locked(pf, x.newdir, newname);
+			if (other) {
+				ino_unname_locked(pf, other);
+				free(other->name);
+				other->name = NULL;
+				other->parent = NULL;
+				ino_unref_locked(pf, x.newdir, &freeme);
+			}
+		}
+		pthread_mutex_unlock(&pf->lock);
+		ino_free_chain(pf, freeme);
+	}
+	reply_err(req, e);
+}
+
+/* --- open files ---------------------------------------------------- */
+
+struct open_ctx {
+	struct inode *ino;
+	struct handle *h;
+	/* create */
+	struct inode *dir;
+	const char *name;
+	uint32_t mode, gid;
+	struct fuse_entry_param ep;
+	int created;
+};
+
+static int do_open(struct op *o, void *arg)
+{
+	struct open_ctx *x = arg;
+	struct handle *h = x->h;
+	uint32_t fid, nf;
+	struct p9_qid q;
+	int e;
+
+	if ((e = ino_fid(o, x->ino, &fid)) < 0 || (e = walk1(o, fid, "", &nf, &q)) < 0)
+		return e;
+	if ((e = p9c_lopen(o->c, nf, h->flags, NULL, NULL)) < 0) {
+		fid_drop(o, nf);
+		return e;
+	}
+	h->fid = nf;
+	h->gen = o->s->gen;
+	/* Opened once with O_TRUNC is enough: not again on a reconnect. */
+	h->flags &= ~P9_DOTL_TRUNC;
+	return 0;
+}
+
+static struct handle *handle_new(struct pf *pf, struct inode *ino, uint32_t flags)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	h->ino = ino;
+	h->flags = flags;
+	pthread_mutex_init(&h->lock, NULL);
+	ino_hold(pf, ino);
+	return h;
+}
+
+static void handle_free(struct pf *pf, struct handle *h)
+{
+	struct sess *s;
+
+	pthread_mutex_lock(&pf->lock);
+	if ((s = pf->cur))
+		s->refs++;
+	pthread_mutex_unlock(&pf->lock);
+	if (s) {
+		if (h->gen == s->gen) {
+			p9c_clunk(s->c, h->fid);
+			p9c_fid_release(s->c, h->fid);
+		}
+		sess_put(pf, s);
+	}
+	ino_release(pf, h->ino);
+	pthread_mutex_destroy(&h->lock);
+	free(h);
+}
+
+static void open_common(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int dir)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct open_ctx x = { .ino = ino_of(pf, ino) };
+	uint32_t flags = p9_flags(fi->flags & ~(O_CREAT | O_EXCL | O_NOCTTY));
+	int e;
+
+	if (dir)
+		flags = P9_DOTL_RDONLY | P9_DOTL_DIRECTORY;
+	if (!(x.h = handle_new(pf, x.ino, flags))) {
+		reply_err(req, ENOMEM);
+		return;
+	}
+	if ((e = run(pf, do_open, &x)) < 0) {
+		handle_free(pf, x.h);
+		reply_err(req, e);
+		return;
+	}
+	fi->fh = (uint64_t)(uintptr_t)x.h;
+	if (!dir) {
+		/* The page cache stays: the kernel drops it when it sees
+		 * mtime or size change (FUSE_CAP_AUTO_INVAL_DATA). */
+		fi->keep_cache = !(fi->flags & O_DIRECT);
+		fi->direct_io = !!(fi->flags & O_DIRECT);
+	}
+	if (fuse_reply_open(req, fi) < 0)
+		handle_free(pf, x.h);
+}
+
+static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	open_common(req, ino, fi, 0);
+}
+
+static void ll_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	open_common(req, ino, fi, 1);
+}
+
+static int do_create(struct op *o, void *arg)
+{
+	struct open_ctx *x = arg;
+	struct handle *h = x->h;
+	struct p9_qid q;
+	uint32_t dfid, nf;
+	int e;
+
+	if (x->created)
+		return 0;
+	if ((e = ino_fid(o, x->dir, &dfid)) < 0 || (e = walk1(o, dfid, "", &nf, &q)) < 0)
+		return e;
+	if ((e = p9c_lcreate(o->c, nf, x->name, h->flags, x->mode, x->gid, &q, NULL)) < 0) {
+		fid_drop(o, nf);
+		return e;
+	}
+	if ((e = fid_stat(o, nf, &x->ep.attr)) < 0) {
+		fid_drop(o, nf);
+		return e;
+	}
+	/* The inode gets its own fid when first used (walked by name). */
+	if (!(x->ino = ino_found(o, x->dir, x->name, &q, P9_NOFID))) {
+		fid_drop(o, nf);
+		return -ENOMEM;
+	}
+	h->ino = x->ino;
+	h->fid = nf;
+	h->gen = o->s->gen;
+	h->flags &= ~(P9_DOTL_TRUNC | P9_DOTL_CREATE | P9_DOTL_EXCL);
+	x->created = 1;
+	return 0;
+}
+
+static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct open_ctx x = { .dir = ino_of(pf, parent), .name = name, .mode = mode };
+	int e;
+
+	x.gid = fuse_req_ctx(req)->gid;
+	if (!(x.h = calloc(1, sizeof(*x.h)))) {
+		reply_err(req, ENOMEM);
+		return;
+	}
+	pthread_mutex_init(&x.h->lock, NULL);
+	x.h->flags = p9_flags(fi->flags & ~O_NOCTTY) | P9_DOTL_CREATE |
+		     (fi->flags & O_EXCL ? P9_DOTL_EXCL : 0);
+	if ((e = run(pf, do_create, &x)) < 0) {
+		pthread_mutex_destroy(&x.h->lock);
+		free(x.h);
+		reply_err(req, e);
+		return;
+	}
+	ino_hold(pf, x.ino); /* the handle's */
+	x.ep.ino = nodeid_of(pf, x.ino);
+	x.ep.attr_timeout = CACHE_S;
+	x.ep.entry_timeout = CACHE_S;
+	fi->fh = (uint64_t)(uintptr_t)x.h;
+	fi->keep_cache = !(fi->flags & O_DIRECT);
+	fi->direct_io = !!(fi->flags & O_DIRECT);
+	if (fuse_reply_create(req, &x.ep, fi) < 0) {
+		handle_free(pf, x.h);
+		ino_forget(pf, x.ino, 1);
+	}
+}
+
+static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	handle_free(pf, (struct handle *)(uintptr_t)fi->fh);
+	reply_err(req, 0);
+}
+
+struct io_ctx {
+	struct handle *h;
+	uint64_t off;
+	size_t size;
+	char *buf;
+	const char *wbuf;
+	ssize_t done;
+	int datasync;
+};
+
+static __thread char *io_buf;
+
+static int do_read(struct op *o, void *arg)
+{
+	struct io_ctx *x = arg;
+	uint32_t fid;
+	int e = fh_fid(o, x->h, &fid);
+	if (e < 0)
+		return e;
+	x->done = p9c_read(o->c, fid, x->off, x->buf, x->size);
+	return x->done < 0 ? (int)x->done : 0;
+}
+
+static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct io_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh, .off = (uint64_t)off };
+	int e;
+
+	if (!io_buf && !(io_buf = malloc(MAX_IO))) {
+		reply_err(req, ENOMEM);
+		return;
+	}
+	x.size = size < MAX_IO ? size : MAX_IO;
+	x.buf = io_buf;
+	if ((e = run(pf, do_read, &x)) < 0)
+		reply_err(req, e);
+	else
+		fuse_reply_buf(req, x.buf, (size_t)x.done);
+}
+
+static int do_write(struct op *o, void *arg)
+{
+	struct io_ctx *x = arg;
+	uint32_t fid;
+	int e = fh_fid(o, x->h, &fid);
+	if (e < 0)
+		return e;
+	x->done = p9c_write(o->c, fid, x->off, x->wbuf, x->size);
+	return x->done < 0 ? (int)x->done : 0;
+}
+
+static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct io_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh, .off = (uint64_t)off, .size = size };
+	int e;
+
+	x.wbuf = buf;
+	if ((e = run(pf, do_write, &x)) < 0)
+		reply_err(req, e);
+	else
+		fuse_reply_write(req, (size_t)x.done);
+}
+
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	/* Writes are not buffered here: each went to the server already. */
+	reply_err(req, 0);
+}
+
+static int do_fsync(struct op *o, void *arg)
+{
+	struct io_ctx *x = arg;
+	uint32_t fid;
+	int e = fh_fid(o, x->h, &fid);
+	return e < 0 ? e : p9c_fsync(o->c, fid, x->datasync);
+}
+
+static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct io_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh };
+	x.datasync = datasync;
+	reply_err(req, run(pf, do_fsync, &x));
+}
+
+/* --- directories --------------------------------------------------- */
+
+static int do_readdir(struct op *o, void *arg)
+{
+	struct io_ctx *x = arg;
+	uint32_t fid;
+	int e = fh_fid(o, x->h, &fid);
+	if (e < 0)
+		return e;
+	x->done = p9c_readdir(o->c, fid, x->off, x->buf, x->size);
+	return x->done < 0 ? (int)x->done : 0;
+}
+
+static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct io_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh, .off = (uint64_t)off };
+	struct p9c_dirent d;
+	struct rd r;
+	char *out, name[NAME_MAX + 1];
+	size_t used = 0;
+	int e;
+
+	if (size > MAX_IO)
+		size = MAX_IO;
+	if (!io_buf && !(io_buf = malloc(MAX_IO))) {
+		reply_err(req, ENOMEM);
+		return;
+	}
+	if (!(out = malloc(size))) {
+		reply_err(req, ENOMEM);
+		return;
+	}
+	x.buf = io_buf;
+	x.size = size;
+	if ((e = run(pf, do_readdir, &x)) < 0) {
+		free(out);
+		reply_err(req, e);
+		return;
+	}
+	rd_init(&r, x.buf, (size_t)x.done);
+	while ((e = p9c_dirent_next(&r, &d)) == 1) {
+		struct stat st = { 0 };
+		size_t n;
+		if (d.namelen > NAME_MAX)
+			continue;
+		memcpy(name, d.name, d.namelen);
+		name[d.namelen] = 0;
+		st.st_ino = d.qid.path;
+		st.st_mode = (mode_t)d.type << 12;
+		n = fuse_add_direntry(req, out + used, size - used, name, &st, (off_t)d.offset);
+		if (n > size - used)
+			break; /* the next call starts at this entry again */
+		used += n;
+	}
+	if (e < 0 && !used) {
+		free(out);
+		reply_err(req, EIO);
+		return;
+	}
+	fuse_reply_buf(req, out, used);
+	free(out);
+}
+
+static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	ll_release(req, ino, fi);
+}
+
+static void ll_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	ll_fsync(req, ino, datasync, fi);
+}
+
+struct statfs_ctx {
+	struct inode *ino;
+	struct p9_statfs st;
+};
+
+static int do_statfs(struct op *o, void *arg)
+{
+	struct statfs_ctx *x = arg;
+	uint32_t fid;
+	int e = ino_fid(o, x->ino, &fid);
+	return e < 0 ? e : p9c_statfs(o->c, fid, &x->st);
+}
+
+static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct statfs_ctx x = { .ino = ino_of(pf, ino) };
+	struct statvfs sv = { 0 };
+	int e;
+
+	if ((e = run(pf, do_statfs, &x)) < 0) {
+		reply_err(req, e);
+		return;
+	}
+	sv.f_bsize = sv.f_frsize = x.st.bsize;
+	sv.f_blocks = x.st.blocks;
+	sv.f_bfree = x.st.bfree;
+	sv.f_bavail = x.st.bavail;
+	sv.f_files = x.st.files;
+	sv.f_ffree = sv.f_favail = x.st.ffree;
+	sv.f_fsid = x.st.fsid;
+	sv.f_namemax = x.st.namelen;
+	fuse_reply_statfs(req, &sv);
+}
+
+/* --- extended attributes ------------------------------------------- */
+
+struct xattr_ctx {
+	struct inode *ino;
+	const char *name; /* "" lists */
+	const char *value;
+	size_t size;
+	int flags;
+	char *out;
+	uint64_t len;
+	int remove;
+};
+
+static int do_getxattr(struct op *o, void *arg)
+{
+	struct xattr_ctx *x = arg;
+	uint32_t fid, nf;
+	ssize_t n;
+	int e;
+
+	if ((e = ino_fid(o, x->ino, &fid)) < 0 || (e = p9c_fid_alloc(o->c, &nf)) < 0)
+		return e;
+	if ((e = p9c_xattrwalk(o->c, fid, nf, x->name, &x->len)) < 0) {
+		p9c_fid_release(o->c, nf);
+		return e;
+	}
+	if (x->size) {
+		if (x->len > x->size) {
+			e = -ERANGE;
+		} else if (!(x->out = malloc(x->len ? x->len : 1))) {
+			e = -ENOMEM;
+		} else if ((n = p9c_read(o->c, nf, 0, x->out, x->len)) < 0) {
+			e = (int)n;
+		} else {
+			x->len = (uint64_t)n;
+		}
+		if (e < 0) {
+			free(x->out);
+			x->out = NULL;
+		}
+	}
+	fid_drop(o, nf);
+	return e;
+}
+
+static void getxattr_common(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct xattr_ctx x = { .ino = ino_of(pf, ino), .name = name, .size = size };
+	int e = run(pf, do_getxattr, &x);
+
+	if (e < 0)
+		reply_err(req, e == -EOPNOTSUPP ? ENODATA : e);
+	else if (!size)
+		fuse_reply_xattr(req, (size_t)x.len);
+	else
+		fuse_reply_buf(req, x.out, (size_t)x.len);
+	free(x.out);
+}
+
+static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+{
+	if (!*name) {
+		reply_err(req, EINVAL);
+		return;
+	}
+	getxattr_common(req, ino, name, size);
+}
+
+static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	getxattr_common(req, ino, "", size);
+}
+
+static int do_setxattr(struct op *o, void *arg)
+{
+	struct xattr_ctx *x = arg;
+	uint32_t fid, nf;
+	struct p9_qid q;
+	ssize_t n;
+	int e;
+
+	if ((e = ino_fid(o, x->ino, &fid)) < 0 || (e = walk1(o, fid, "", &nf, &q)) < 0)
+		return e;
+	if ((e = p9c_xattrcreate(o->c, nf, x->name, x->remove ? 0 : x->size,
+				 x->remove ? XATTR_REPLACE : (uint32_t)x->flags)) < 0) {
+		fid_drop(o, nf);
+		return e;
+	}
+	if (!x->remove && x->size && (n = p9c_write(o->c, nf, 0, x->value, x->size)) !=
+					     (ssize_t)x->size) {
+		fid_drop(o, nf);
+		return n < 0 ? (int)n : -EIO;
+	}
+	/* The value is set when the fid is clunked: its answer is ours. */
+	e = p9c_clunk(o->c, nf);
+	p9c_fid_release(o->c, nf);
+	return e;
+}
+
+static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
+			size_t size, int flags)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct xattr_ctx x = { .ino = ino_of(pf, ino), .name = name, .value = value,
+			       .size = size, .flags = flags };
+	reply_err(req, run(pf, do_setxattr, &x));
+}
+
+static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct xattr_ctx x = { .ino = ino_of(pf, ino), .name = name, .remove = 1 };
+	reply_err(req, run(pf, do_setxattr, &x));
+}
+
+/* --- POSIX locks --------------------------------------------------- */
+
+struct lock_ctx {
+	struct handle *h;
+	struct p9c_flock fl;
+	uint8_t status;
+	int get;
+};
+
+static int do_lock(struct op *o, void *arg)
+{
+	struct lock_ctx *x = arg;
+	uint32_t fid;
+	int e = fh_fid(o, x->h, &fid);
+	if (e < 0)
+		return e;
+	return x->get ? p9c_getlock(o->c, fid, &x->fl) : p9c_lock(o->c, fid, &x->fl, &x->status);
+}
+
+static void flock_to_p9(const struct flock *lk, uint64_t owner, struct p9c_flock *fl)
+{
+	memset(fl, 0, sizeof(*fl));
+	fl->type = lk->l_type == F_RDLCK ? P9_LOCK_TYPE_RDLCK :
+		   lk->l_type == F_WRLCK ? P9_LOCK_TYPE_WRLCK : P9_LOCK_TYPE_UNLCK;
+	fl->start = (uint64_t)lk->l_start;
+	fl->length = (uint64_t)lk->l_len;
+	fl->proc_id = (uint32_t)lk->l_pid;
+	/* The kernel's lock owner tells lockers apart: it names the client. */
+	snprintf(fl->client_id, sizeof(fl->client_id), "metac-%016llx", (unsigned long long)owner);
+}
+
+static void ll_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct lock_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh };
+	int e;
+
+	x.get = 1;
+	flock_to_p9(lock, fi->lock_owner, &x.fl);
+	if ((e = run(pf, do_lock, &x)) < 0) {
+		reply_err(req, e);
+		return;
+	}
+	lock->l_type = x.fl.type == P9_LOCK_TYPE_RDLCK ? F_RDLCK :
+		       x.fl.type == P9_LOCK_TYPE_WRLCK ? F_WRLCK : F_UNLCK;
+	lock->l_start = (off_t)x.fl.start;
+	lock->l_len = (off_t)x.fl.length;
+	lock->l_pid = (pid_t)x.fl.proc_id;
+	fuse_reply_lock(req, lock);
+}
+
+static void ll_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi,
+		     struct flock *lock, int sleep)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct lock_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh };
+	int e;
+
+	flock_to_p9(lock, fi->lock_owner, &x.fl);
+	/* A blocking lock is polled, as Linux's own 9p client does: the
+	 * server answers BLOCKED rather than wait. */
+	for (;;) {
+		if ((e = run(pf, do_lock, &x)) < 0)
+			break;
+		if (x.status == P9_LOCK_SUCCESS)
+			break;
+		if (x.status != P9_LOCK_BLOCKED || !sleep) {
+			e = x.status == P9_LOCK_BLOCKED ? -EAGAIN : -ENOLCK;
+			break;
+		}
+		if (fuse_req_interrupted(req)) {
+			e = -EINTR;
+			break;
+		}
+		usleep(50000);
+	}
+	reply_err(req, e);
+}
+
+/* --- session setup ------------------------------------------------- */
+
+static void ll_init(void *userdata, struct fuse_conn_info *conn)
+{
+	struct pf *pf = userdata;
+	unsigned io = pf->msize - P9_IOHDR;
+
+	if (io > MAX_IO)
+		io = MAX_IO;
+	conn->max_write = io;
+	conn->max_readahead = io;
+	conn->max_background = 64;
+	conn->congestion_threshold = 48;
+	conn->want |= FUSE_CAP_ASYNC_READ;
+	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
+		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	if (conn->capable & FUSE_CAP_POSIX_LOCKS)
+		conn->want |= FUSE_CAP_POSIX_LOCKS;
+	/* Not cached here: another client may change the file. */
+	conn->want &= ~FUSE_CAP_WRITEBACK_CACHE;
+	__atomic_store_n(&pf->raise_ra, 1, __ATOMIC_RELAXED);
+}
+
+static const struct fuse_lowlevel_ops ll_ops = {
+	.init = ll_init,
+	.lookup = ll_lookup,
+	.forget = ll_forget,
+	.forget_multi = ll_forget_multi,
+	.getattr = ll_getattr,
+	.setattr = ll_setattr,
+	.readlink = ll_readlink,
+	.mknod = ll_mknod,
+	.mkdir = ll_mkdir,
+	.unlink = ll_unlink,
+	.rmdir = ll_rmdir,
+	.symlink = ll_symlink,
+	.rename = ll_rename,
+	.link = ll_link,
+	.open = ll_open,
+	.read = ll_read,
+	.write = ll_write,
+	.flush = ll_flush,
+	.release = ll_release,
+	.fsync = ll_fsync,
+	.opendir = ll_opendir,
+	.readdir = ll_readdir,
+	.releasedir = ll_releasedir,
+	.fsyncdir = ll_fsyncdir,
+	.statfs = ll_statfs,
+	.setxattr = ll_setxattr,
+	.getxattr = ll_getxattr,
+	.listxattr = ll_listxattr,
+	.removexattr = ll_removexattr,
+	.create = ll_create,
+	.getlk = ll_getlk,
+	.setlk = ll_setlk,
+};
+
+/* --- the request queue --------------------------------------------- */
+
+static void raise_readahead(const char *mountpoint, unsigned bytes);
+
+static void *worker_main(void *arg)
+{
+	struct pf *pf = arg;
+	uint64_t one = 1;
+
+	for (;;) {
+		struct qbuf *q;
+		int wake;
+
+		pthread_mutex_lock(&pf->qlock);
+		while (!pf->head && !pf->quit)
+			pthread_cond_wait(&pf->qcv, &pf->qlock);
+		if (!pf->head) {
+			pthread_mutex_unlock(&pf->qlock);
+			return NULL;
+		}
+		q = pf->head;
+		pf->head = q->next;
+		if (!pf->head)
+			pf->tail = NULL;
+		pf->nqueued--;
+		pthread_mutex_unlock(&pf->qlock);
+
+		fuse_session_process_buf(pf->se, &q->fb);
+		/* The kernel sets readahead from INIT's answer, just sent. */
+		if (__atomic_exchange_n(&pf->raise_ra, 0, __ATOMIC_RELAXED))
+			raise_readahead(pf->cfg->mountpoint, MAX_IO);
+
+		pthread_mutex_lock(&pf->qlock);
+		q->next = pf->free;
+		pf->free = q;
+		wake = pf->paused;
+		pf->paused = 0;
+		pthread_mutex_unlock(&pf->qlock);
+		if (wake && write(pf->space_fd, &one, sizeof(one)) < 0) {
+			/* The counter is full: the loop will look anyway. */
+		}
+	}
+}
+
+static void fuse_readable(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct pf *pf = arg;
+
+	for (int i = 0; i < 8; i++) {
+		struct qbuf *q;
+		int n;
+
+		pthread_mutex_lock(&pf->qlock);
+		q = pf->free;
+		if (q) {
+			pf->free = q->next;
+		} else if (pf->nbufs < P9FUSE_WORKERS + QUEUE_MAX &&
+			   (q = calloc(1, sizeof(*q)))) {
+			pf->nbufs++;
+		} else {
+			pf->paused = 1;
+		}
+		pthread_mutex_unlock(&pf->qlock);
+		if (!q) {
+			/* Every buffer is busy: wait for one (space_ready). */
+			loop_watch_set(pf->fuse_w, 0);
+			return;
+		}
+		n = fuse_session_receive_buf(pf->se, &q->fb);
+		if (n <= 0) {
+			pthread_mutex_lock(&pf->qlock);
+			q->next = pf->free;
+			pf->free = q;
+			pthread_mutex_unlock(&pf->qlock);
+			if (n == -EAGAIN || n == -EINTR || n == -ENOENT)
+				return;
+			/* ENODEV or 0: unmounted. */
+			loop_stop(l);
+			return;
+		}
+		if (fuse_session_exited(pf->se)) {
+			loop_stop(l);
+			return;
+		}
+		pthread_mutex_lock(&pf->qlock);
+		q->next = NULL;
+		if (pf->tail)
+			pf->tail->next = q;
+		else
+			pf->head = q;
+		pf->tail = q;
+		pf->nqueued++;
+		pthread_cond_signal(&pf->qcv);
+		pthread_mutex_unlock(&pf->qlock);
+	}
+}
+
+static void space_ready(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct pf *pf = arg;
+	uint64_t n;
+
+	if (read(fd, &n, sizeof(n)) < 0) {
+		/* Nothing to read after all. */
+	}
+	if (fuse_session_exited(pf->se))
+		loop_stop(l);
+	else
+		loop_watch_set(pf->fuse_w, EPOLLIN);
+}
+
+static void on_signal(struct loop *l, int signo, void *arg)
+{
+	struct pf *pf = arg;
+	log_info("fuse %s: signal %d, unmounting", pf->cfg->mountpoint, signo);
+	fuse_session_exit(pf->se);
+	loop_stop(l);
+}
+
+static void on_hangup(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct pf *pf = arg;
+	log_warn("fuse %s: the daemon is gone; unmounting", pf->cfg->mountpoint);
+	fuse_session_exit(pf->se);
+	loop_stop(l);
+}
+
+/* Lets the kernel read ahead as much as one request carries. The
+ * mount's device number comes from mountinfo, not stat(): nothing may
+ * touch the mount before the loop serves it. */
+static void raise_readahead(const char *mountpoint, unsigned bytes)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], path[96], val[16];
+	unsigned maj = 0, min = 0;
+	int found = 0, fd;
+
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		/* id parent maj:min root mountpoint ... - fstype source opts */
+		char mp[PATH_MAX], *dash = strstr(line, " - ");
+		unsigned a, b;
+		if (!dash || sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mp) != 3)
+			continue;
+		if (strncmp(dash + 3, "fuse.metac ", 11))
+			continue;
+		/* mountinfo escapes space, tab, newline and backslash as \ooo. */
+		char un[PATH_MAX];
+		size_t n = 0;
+		for (const char *p = mp; *p && n + 1 < sizeof(un); p++) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+				un[n++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				p += 3;
+			} else {
+				un[n++] = *p;
+			}
+		}
+		un[n] = 0;
+		if (!strcmp(un, mountpoint)) {
+			maj = a;
+			min = b;
+			found = 1; /* the last one: mounts stack */
+		}
+	}
+	fclose(f);
+	if (!found)
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+		return;
+	snprintf(val, sizeof(val), "%u", bytes / 1024);
+	if (write(fd, val, strlen(val)) < 0)
+		log_debug("fuse: cannot set %s: %m", path);
+	close(fd);
+}
+
+static void stop_workers(struct pf *pf)
+{
+	struct sess *s;
+
+	pthread_mutex_lock(&pf->qlock);
+	pf->quit = 1;
+	pthread_cond_broadcast(&pf->qcv);
+	pthread_mutex_unlock(&pf->qlock);
+	/* Calls waiting on the server fail now; waits for a reconnect end. */
+	pthread_mutex_lock(&pf->lock);
+	pf->gone = 1;
+	if ((s = pf->cur))
+		p9c_abort(s->c);
+	pthread_cond_broadcast(&pf->cv);
+	pthread_mutex_unlock(&pf->lock);
+	for (int i = 0; i < pf->nworkers; i++)
+		pthread_join(pf->workers[i], NULL);
+}
+
+static void free_all(struct pf *pf)
+{
+	struct qbuf *q;
+
+	while ((q = pf->head)) {
+		pf->head = q->next;
+		free(q->fb.mem);
+		free(q);
+	}
+	while ((q = pf->free)) {
+		pf->free = q->next;
+		free(q->fb.mem);
+		free(q);
+	}
+	for (int i = 0; i < HASH_BUCKETS; i++) {
+		while (pf->byq[i]) {
+			struct inode *ino = pf->byq[i];
+			pf->byq[i] = ino->qnext;
+			pthread_mutex_destroy(&ino->lock);
+			free(ino->name);
+			free(ino);
+		}
+	}
+	if (pf->cur) {
+		p9c_close(pf->cur->c);
+		free(pf->cur);
+	}
+}
+
+int p9fuse_run(int fd, const struct p9fuse_config *cfg)
+{
+	struct pf *pf = calloc(1, sizeof(*pf));
+	struct loop_signal *sigs[3] = { NULL };
+	struct loop_watch *hup_w = NULL, *space_w = NULL;
+	struct sess *s = NULL;
+	char fsname[160], why[256];
+	char *argv[] = { "metac", "-o", fsname, NULL };
+	struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+	int e, mounted = 0;
+
+	if (!pf) {
+		close(fd);
+		cfg->mounted(cfg->arg, -ENOMEM, "out of memory");
+		return -ENOMEM;
+	}
+	pf->cfg = cfg;
+	pf->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : P9FUSE_TIMEOUT_MS;
+	pf->space_fd = -1;
+	pthread_mutex_init(&pf->lock, NULL);
+	pthread_mutex_init(&pf->qlock, NULL);
+	pthread_cond_init(&pf->qcv, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&pf->cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	pf->root.nlookup = 1;
+	pthread_mutex_init(&pf->root.lock, NULL);
+
+	if ((e = sess_open(pf, fd, &s)) < 0) {
+		snprintf(why, sizeof(why), "the 9p server refused the session: %s", strerror(-e));
+		goto fail;
+	}
+	pf->msize = p9c_msize(s->c);
+	sess_install(pf, s);
+
+	snprintf(fsname, sizeof(fsname),
+		 "fsname=%s,subtype=metac,allow_other,default_permissions%s",
+		 cfg->fsname ? cfg->fsname : "metac", cfg->read_only ? ",ro" : "");
+	if (!(pf->loop = loop_new())) {
+		e = -ENOMEM;
+		snprintf(why, sizeof(why), "out of memory");
+		goto fail;
+	}
+	/* Blocked before the workers start, so that they inherit it. */
+	sigs[0] = loop_signal_new(pf->loop, SIGTERM, on_signal, pf);
+	sigs[1] = loop_signal_new(pf->loop, SIGINT, on_signal, pf);
+	sigs[2] = loop_signal_new(pf->loop, SIGHUP, on_signal, pf);
+	signal(SIGPIPE, SIG_IGN);
+	if (!(pf->se = fuse_session_new(&args, &ll_ops, sizeof(ll_ops), pf))) {
+		e = -EINVAL;
+		snprintf(why, sizeof(why), "libfuse refused the options");
+		goto fail;
+	}
+	if (fuse_session_mount(pf->se, cfg->mountpoint) != 0) {
+		e = -EIO;
+		snprintf(why, sizeof(why), "cannot mount FUSE on %s (is /dev/fuse there?)",
+			 cfg->mountpoint);
+		goto fail;
+	}
+	mounted = 1;
+	if ((pf->space_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
+		e = -errno;
+		snprintf(why, sizeof(why), "eventfd: %s", strerror(-e));
+		goto fail;
+	}
+	fcntl(fuse_session_fd(pf->se), F_SETFL,
+	      fcntl(fuse_session_fd(pf->se), F_GETFL) | O_NONBLOCK);
+	pf->fuse_w = loop_watch_fd(pf->loop, fuse_session_fd(pf->se), EPOLLIN, fuse_readable, pf);
+	space_w = loop_watch_fd(pf->loop, pf->space_fd, EPOLLIN, space_ready, pf);
+	if (cfg->hangup_fd >= 0)
+		hup_w = loop_watch_fd(pf->loop, cfg->hangup_fd, EPOLLRDHUP, on_hangup, pf);
+	if (!pf->fuse_w || !space_w || (cfg->hangup_fd >= 0 && !hup_w)) {
+		e = -ENOMEM;
+		snprintf(why, sizeof(why), "out of memory");
+		goto fail;
+	}
+	for (int i = 0; i < P9FUSE_WORKERS; i++) {
+		if (pthread_create(&pf->workers[i], NULL, worker_main, pf) != 0)
+			break;
+		pf->nworkers++;
+	}
+	if (!pf->nworkers) {
+		e = -EAGAIN;
+		snprintf(why, sizeof(why), "cannot start threads");
+		goto fail;
+	}
+	cfg->mounted(cfg->arg, 0, NULL);
+	loop_run(pf->loop);
+	e = 0;
+	goto out;
+fail:
+	cfg->mounted(cfg->arg, e, why);
+out:
+	if (pf->se)
+		fuse_session_exit(pf->se);
+	stop_workers(pf);
+	if (pf->fuse_w)
+		loop_watch_del(pf->fuse_w);
+	if (space_w)
+		loop_watch_del(space_w);
+	if (hup_w)
+		loop_watch_del(hup_w);
+	for (int i = 0; i < 3; i++)
+		if (sigs[i])
+			loop_signal_del(sigs[i]);
+	if (pf->se) {
+		if (mounted)
+			fuse_session_unmount(pf->se);
+		fuse_session_destroy(pf->se);
+	}
+	if (pf->loop)
+		loop_free(pf->loop);
+	if (pf->space_fd >= 0)
+		close(pf->space_fd);
+	free_all(pf);
+	pthread_mutex_destroy(&pf->root.lock);
+	pthread_cond_destroy(&pf->cv);
+	pthread_cond_destroy(&pf->qcv);
+	pthread_mutex_destroy(&pf->qlock);
+	pthread_mutex_destroy(&pf->lock);
+	fuse_opt_free_args(&args);
+	free(pf);
+	return e;
+}
