@@ -9,15 +9,24 @@ NS_PREFIX="mt$$"
 _pids=()
 _netns=()
 
+# Mounts under $T, deepest first.
+mounts_under_t() {
+	awk -v t="$T" '$2 == t || index($2, t "/") == 1 { print $2 }' /proc/self/mounts | sort -r
+}
+
 cleanup() {
-	local p ns
+	local p ns mp
 	for p in "${_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	for p in "${_pids[@]}"; do
 		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$p" 2>/dev/null
 	done
+	# Whatever a daemon mounted and left (killed -9, say): never let rm
+	# walk into a mount.
+	for mp in $(mounts_under_t); do umount -l "$mp" 2>/dev/null; done
+	pkill -KILL -f "fs _bridge .*$T/" 2>/dev/null
 	for ns in "${_netns[@]}"; do ip netns del "$ns" 2>/dev/null; done
-	rm -rf "$T"
+	rm -rf --one-file-system "$T"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -74,7 +83,10 @@ daemon_start() {
 	else
 		# Not through in_host: $! must be the daemon itself, not a
 		# subshell, so that tests can signal it and cleanup reaps it.
-		ip netns exec "$NS_PREFIX-$host" "$METAC" daemon --dir "$T/$name" \
+		# nsenter, not `ip netns exec`: that one also gives the process
+		# a mount namespace of its own, and the daemon's mounts must be
+		# where the test looks.
+		nsenter --net="/run/netns/$NS_PREFIX-$host" "$METAC" daemon --dir "$T/$name" \
 			--listen "$listen" --admin-socket "$T/$name.sock" \
 			>"$T/$name.log" 2>&1 &
 	fi
