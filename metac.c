@@ -27,7 +27,7 @@ static const struct applet applets[] = {
 	  "       metac fs unbind MOUNTPOINT\n"
 	  "       metac fs serve9p --listen ADDR:PORT|unix:PATH [--read-only]\n"
 	  "                 [--map=mounter|passthrough] [--insecure] local:PATH|REF\n"
-	  "       metac fs mount9p [--insecure] [--read-only] [--uid UID] [--timeout MS]\n"
+	  "       metac fs mount9p [--insecure] [--read-only] [--uid UID] [--aname TREE] [--timeout MS]\n"
 	  "                 ADDR:PORT|unix:PATH MOUNTPOINT   (plain 9p, in the foreground)\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"

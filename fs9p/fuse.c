@@ -74,9 +74,10 @@ struct inode {
 	unsigned refs;        /* children's parent links, open handles */
 	struct inode *parent; /* with name: how to walk here again */
 	char *name;
-	pthread_mutex_t lock; /* fid and gen */
+	pthread_mutex_t lock; /* fid, gen and epoch */
 	uint32_t fid;
-	unsigned gen; /* session of fid; 0: none */
+	unsigned gen;   /* session of fid; 0: none */
+	unsigned epoch; /* pf->epoch when fid was walked */
 };
 
 struct handle {
@@ -106,6 +107,10 @@ struct pf {
 	unsigned gen;
 	int reconnecting, gone;
 	uint64_t down_since, next_try;
+	/* Bumped when fids may name the wrong file on a path-based server
+	 * (diod keeps a path per fid: a rename leaves the fids below it
+	 * stale); an inode walked in an earlier epoch is walked again. */
+	unsigned epoch;
 	struct inode root;
 	struct inode *byq[HASH_BUCKETS];
 	struct inode *byname[HASH_BUCKETS];
@@ -195,7 +200,8 @@ static int sess_open(struct pf *pf, int fd, struct sess **out)
 	}
 	snprintf(uname, sizeof(uname), "%u", pf->cfg->uid);
 	if ((e = p9c_fid_alloc(s->c, &s->rootfid)) < 0 ||
-	    (e = p9c_attach(s->c, s->rootfid, P9_NOFID, uname, "", pf->cfg->uid, &q)) < 0) {
+	    (e = p9c_attach(s->c, s->rootfid, P9_NOFID, uname,
+				pf->cfg->aname ? pf->cfg->aname : "", pf->cfg->uid, &q)) < 0) {
 		p9c_close(s->c);
 		free(s);
 		return e;
@@ -222,7 +228,19 @@ struct op {
 	struct pf *pf;
 	struct sess *s;
 	struct p9c *c;
+	unsigned epoch; /* when the attempt began */
 };
+
+static unsigned epoch_now(struct pf *pf)
+{
+	return __atomic_load_n(&pf->epoch, __ATOMIC_ACQUIRE);
+}
+
+/* ino's fid can be used on o's session (under ino->lock). */
+static int ino_fid_current(struct op *o, const struct inode *ino)
+{
+	return ino->gen == o->s->gen && ino->epoch == epoch_now(o->pf);
+}
 
 /* One attempt at a new connection, with pf->lock held on entry and exit
  * (dropped meanwhile). */
@@ -323,6 +341,12 @@ static int op_retry(struct op *o, int *e)
 	o->c = NULL;
 	if (*e == -ECONNRESET || *e == -ETIMEDOUT) {
 		sess_broken(o->pf, s);
+		sess_put(o->pf, s);
+		return 1;
+	}
+	/* A fid went stale under the attempt (walked again and clunked by
+	 * another request): once more, with fresh fids. */
+	if (*e == -EBADF && o->epoch != epoch_now(o->pf)) {
 		sess_put(o->pf, s);
 		return 1;
 	}
@@ -504,11 +528,14 @@ static void ino_free_chain(struct pf *pf, struct inode *chain)
  * fid. One more kernel lookup on it. NULL when out of memory (fid is
  * clunked).
  */
+static void fid_drop(struct op *o, uint32_t fid);
+
 static struct inode *ino_found(struct op *o, struct inode *parent, const char *name,
 			       const struct p9_qid *qid, uint32_t fid)
 {
 	struct pf *pf = o->pf;
 	struct inode *ino, *freeme = NULL;
+	uint32_t stale = P9_NOFID;
 	int keep = 0;
 
 	pthread_mutex_lock(&pf->lock);
@@ -516,11 +543,14 @@ static struct inode *ino_found(struct op *o, struct inode *parent, const char *n
 		if (ino->qpath == qid->path && ino->qtype == qid->type)
 			break;
 	if (ino) {
-		/* A fid of an earlier session is replaced by this one. */
+		/* A fid of an earlier session or epoch is replaced. */
 		if (fid != P9_NOFID && pthread_mutex_trylock(&ino->lock) == 0) {
-			if (ino->gen != o->s->gen) {
+			if (!ino_fid_current(o, ino)) {
+				if (ino->gen == o->s->gen)
+					stale = ino->fid;
 				ino->fid = fid;
 				ino->gen = o->s->gen;
+				ino->epoch = o->epoch;
 				keep = 1;
 			}
 			pthread_mutex_unlock(&ino->lock);
@@ -532,6 +562,7 @@ static struct inode *ino_found(struct op *o, struct inode *parent, const char *n
 		if (fid != P9_NOFID) {
 			ino->fid = fid;
 			ino->gen = o->s->gen;
+			ino->epoch = o->epoch;
 			keep = 1;
 		}
 		ino->qnext = pf->byq[hash_q(qid->path)];
@@ -542,10 +573,10 @@ static struct inode *ino_found(struct op *o, struct inode *parent, const char *n
 		ino_set_name_locked(pf, ino, parent, name, &freeme);
 	}
 	pthread_mutex_unlock(&pf->lock);
-	if (!keep && fid != P9_NOFID) {
-		p9c_clunk(o->c, fid);
-		p9c_fid_release(o->c, fid);
-	}
+	if (!keep && fid != P9_NOFID)
+		fid_drop(o, fid);
+	if (stale != P9_NOFID)
+		fid_drop(o, stale);
 	ino_free_chain(pf, freeme);
 	return ino;
 }
@@ -619,7 +650,7 @@ static int ino_fid(struct op *o, struct inode *ino, uint32_t *fid)
 		return 0;
 	}
 	pthread_mutex_lock(&ino->lock);
-	if (ino->gen == o->s->gen) {
+	if (ino_fid_current(o, ino)) {
 		*fid = ino->fid;
 		pthread_mutex_unlock(&ino->lock);
 		return 0;
@@ -638,8 +669,12 @@ static int ino_fid(struct op *o, struct inode *ino, uint32_t *fid)
 			fid_drop(o, nf);
 			e = -ESTALE; /* another file has that name now */
 		} else {
+			/* A fid of this session, of an earlier epoch. */
+			if (ino->gen == o->s->gen)
+				fid_drop(o, ino->fid);
 			ino->fid = nf;
 			ino->gen = o->s->gen;
+			ino->epoch = o->epoch;
 			*fid = nf;
 		}
 	}
@@ -744,6 +779,7 @@ static int run(struct pf *pf, int (*attempt)(struct op *o, void *ctx), void *ctx
 	do {
 		if ((e = op_session(&o)) < 0)
 			return e;
+		o.epoch = epoch_now(pf);
 		e = attempt(&o, ctx);
 	} while (op_retry(&o, &e));
 	return e;
@@ -1046,12 +1082,33 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 	make(req, &x);
 }
 
+/* Servers without Tunlinkat/Trenameat (diod has neither) answer
+ * EOPNOTSUPP; then, as Linux's own 9p client does, the older
+ * fid-based Tremove/Trename. */
+static int old_style(int e)
+{
+	return e == -EOPNOTSUPP || e == -ENOSYS;
+}
+
 static int do_unlink(struct op *o, void *arg)
 {
 	struct name_ctx *x = arg;
-	uint32_t dfid;
+	struct p9_qid q;
+	uint32_t dfid, nf;
 	int e = ino_fid(o, x->dir, &dfid);
-	return e < 0 ? e : p9c_unlinkat(o->c, dfid, x->name, (uint32_t)x->flags);
+
+	if (e < 0)
+		return e;
+	e = p9c_unlinkat(o->c, dfid, x->name, (uint32_t)x->flags);
+	if (!old_style(e) || (e = walk1(o, dfid, x->name, &nf, &q)) < 0)
+		return e;
+	if (!(q.type & P9_QTDIR) != !(x->flags & P9_AT_REMOVEDIR)) {
+		fid_drop(o, nf);
+		return x->flags & P9_AT_REMOVEDIR ? -ENOTDIR : -EISDIR;
+	}
+	e = p9c_remove(o->c, nf); /* clunks nf, whatever happens */
+	p9c_fid_release(o->c, nf);
+	return e;
 }
 
 static void unlink_name(fuse_req_t req, fuse_ino_t parent, const char *name, int flags)
@@ -1086,9 +1143,21 @@ static int do_rename(struct op *o, void *arg)
 	uint32_t dfid, ndfid;
 	int e;
 
+	struct p9_qid q;
+	uint32_t nf;
+
 	if ((e = ino_fid(o, x->dir, &dfid)) < 0 || (e = ino_fid(o, x->newdir, &ndfid)) < 0)
 		return e;
-	return p9c_renameat(o->c, dfid, x->name, ndfid, x->newname);
+	e = p9c_renameat(o->c, dfid, x->name, ndfid, x->newname);
+	if (!old_style(e) || (e = walk1(o, dfid, x->name, &nf, &q)) < 0)
+		return e;
+	e = p9c_rename(o->c, nf, ndfid, x->newname);
+	fid_drop(o, nf);
+	/* A server this old keeps paths in its fids: every fid below the
+	 * old name now names nothing. */
+	if (e == 0)
+		__atomic_add_fetch(&o->pf->epoch, 1, __ATOMIC_RELEASE);
+	return e;
 }
 
 static void ll_rename(fuse_req_t req, fuse_ino_t parent, const char *name,

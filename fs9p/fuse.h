@@ -27,6 +27,7 @@ struct p9fuse_config {
 	/* Attach as this user (n_uname); the server shows files as theirs
 	 * by default. gid is the group new files get. */
 	uint32_t uid, gid;
+	const char *aname; /* the tree to attach (diod: its export); NULL: "" */
 	const char *fsname; /* in /proc/mounts; never a secret */
 	int read_only;
 	unsigned timeout_ms; /* 0: P9FUSE_TIMEOUT_MS */

@@ -14,8 +14,8 @@
  *                      'E' and a line saying why there is none
  * When the daemon goes (the socket hangs up) the bridge unmounts.
  *
- *   metac fs mount9p [--insecure] [--uid U] [--read-only] [--timeout MS]
- *                    ADDR:PORT|unix:PATH MOUNTPOINT
+ *   metac fs mount9p [--insecure] [--uid U] [--aname TREE] [--read-only]
+ *                    [--timeout MS] ADDR:PORT|unix:PATH MOUNTPOINT
  *
  * runs the same bridge in the foreground on a plain 9P2000.L server
  * (diod, `metac fs serve9p`), dialling it again when the connection
@@ -252,6 +252,7 @@ int fs_mount9p_main(const struct applet *self, int argc, char **argv)
 		{ "uid", required_argument, NULL, 'u' },
 		{ "read-only", no_argument, NULL, 'r' },
 		{ "timeout", required_argument, NULL, 't' },
+		{ "aname", required_argument, NULL, 'n' },
 		{ 0 }
 	};
 	struct p9fuse_config cfg = { .hangup_fd = -1, .fsname = "metac-9p" };
@@ -268,6 +269,7 @@ int fs_mount9p_main(const struct applet *self, int argc, char **argv)
 		case 'u': cfg.uid = (uint32_t)strtoul(optarg, NULL, 10); break;
 		case 'r': cfg.read_only = 1; break;
 		case 't': cfg.timeout_ms = (unsigned)strtoul(optarg, NULL, 10); break;
+		case 'n': cfg.aname = optarg; break;
 		default: return cli_usage_error(self, "unknown option");
 		}
 	}
