@@ -29,6 +29,9 @@ static const struct applet applets[] = {
 	  "                 [--map=mounter|passthrough] [--insecure] local:PATH|REF\n"
 	  "       metac fs mount9p [--insecure] [--read-only] [--uid UID] [--aname TREE] [--timeout MS]\n"
 	  "                 ADDR:PORT|unix:PATH MOUNTPOINT   (plain 9p, in the foreground)\n" },
+	{ "file", file_main, "share a file: export it, read it from anywhere",
+	  "metac file export [--persistent] [--read-only] local:FILE\n"
+	  "       metac file cat REF   (its bytes on stdout; progress when stderr is a terminal)\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

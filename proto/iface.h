@@ -71,6 +71,15 @@ enum {
 	FILESYSTEM_V9FS_STREAM = 1,
 };
 
+/* File: one file's bytes (a regular file or a block device). */
+enum {
+	/* () -> (u64 size, u64 mode, i64 mtime) */
+	FILE_STAT = 1,
+	/* (u64 offset) -> (cap stream): each data connection to the stream
+	 * carries the file's bytes from offset to the end, then ends. */
+	FILE_READ_STREAM = 2,
+};
+
 /* ServiceAdmin of the fs service: folders mounted here. */
 enum {
 	/* (string mountpoint, string source, bool persistent, u32 uid,

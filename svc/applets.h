@@ -3,6 +3,7 @@
 #define METAC_APPLETS_H
 
 int daemon_main(int argc, char **argv);
+int file_main(int argc, char **argv);
 int fs_main(int argc, char **argv);
 int node_main(int argc, char **argv);
 int ref_main(int argc, char **argv);

@@ -7,5 +7,6 @@ struct node;
 int services_register(struct node *n);
 int stream_service_register(struct node *n);
 int fs_service_register(struct node *n);
+int file_service_register(struct node *n);
 
 #endif
