@@ -52,6 +52,7 @@ struct p9c {
 	int fd;
 	uint32_t msize;
 	unsigned timeout_ms;
+	int ordered; /* the server keeps per-fid order: pipeline compounds */
 	pthread_t reader;
 	pthread_condattr_t cattr; /* CLOCK_MONOTONIC for every cv */
 
@@ -378,79 +379,115 @@ static int lerror(struct rd *r)
 }
 
 /*
- * One round trip: sends the message in b (tag patched in) followed by
- * data, and waits for the reply. On success rep holds a reply of type
- * rtype, for the caller to decode and free (reply_done).
+ * A request on its way: rpc_start() takes a tag and sends the message,
+ * rpc_finish() waits for the reply. Several can be started before the
+ * first is finished: pipelining (see p9c_set_ordered).
  */
-static int rpc(struct p9c *c, struct buf *b, const void *data, size_t dlen,
-	       uint8_t rtype, struct reply *rep)
-{
-	struct p9c_call call = { .tag = P9_NOTAG, .ftag = P9_NOTAG };
+struct pending {
+	struct p9c_call call;
 	struct timespec dl;
-	unsigned tmo = __atomic_load_n(&c->timeout_ms, __ATOMIC_RELAXED);
+	unsigned tmo;
+	int started; /* counted in ncalls */
+	int e;       /* why it could not be sent, or 0 */
+};
+
+/* Sends the message in b (tag patched in) followed by data. */
+static void rpc_start(struct p9c *c, struct buf *b, const void *data, size_t dlen,
+		      uint8_t rtype, struct pending *p)
+{
 	uint8_t *hdr = buf_head(b);
 	int e;
 
-	rep->msg = NULL;
-	pthread_cond_init(&call.cv, &c->cattr);
-	if (tmo)
-		deadline_in(&dl, tmo);
+	memset(p, 0, sizeof(*p));
+	p->call.tag = p->call.ftag = P9_NOTAG;
+	p->tmo = __atomic_load_n(&c->timeout_ms, __ATOMIC_RELAXED);
+	pthread_cond_init(&p->call.cv, &c->cattr);
+	if (p->tmo)
+		deadline_in(&p->dl, p->tmo);
 	pthread_mutex_lock(&c->lock);
 	if (c->dead || c->closing) {
 		pthread_mutex_unlock(&c->lock);
-		pthread_cond_destroy(&call.cv);
-		return -ECONNRESET;
+		p->e = -ECONNRESET;
+		return;
 	}
 	c->ncalls++;
-	if ((e = tag_get(c, &call, rtype, tmo ? &dl : NULL, &call.tag)) < 0)
-		goto out;
+	p->started = 1;
+	if ((p->e = tag_get(c, &p->call, rtype, p->tmo ? &p->dl : NULL, &p->call.tag)) < 0) {
+		pthread_mutex_unlock(&c->lock);
+		return;
+	}
 	pthread_mutex_unlock(&c->lock);
 
-	hdr[5] = (uint8_t)call.tag;
-	hdr[6] = (uint8_t)(call.tag >> 8);
+	hdr[5] = (uint8_t)p->call.tag;
+	hdr[6] = (uint8_t)(p->call.tag >> 8);
 	pthread_mutex_lock(&c->send_lock);
 	e = send_all(c->fd, hdr, buf_avail(b), data, dlen);
 	pthread_mutex_unlock(&c->send_lock);
-
-	pthread_mutex_lock(&c->lock);
-	if (e < 0)
+	if (e < 0) {
+		pthread_mutex_lock(&c->lock);
 		die_locked(c, -ECONNRESET); /* a part-sent message ends the stream */
-	while (!call.msg && !c->dead) {
-		if (!tmo)
-			pthread_cond_wait(&call.cv, &c->lock);
-		else if (pthread_cond_timedwait(&call.cv, &c->lock, &dl) == ETIMEDOUT)
-			break;
+		pthread_mutex_unlock(&c->lock);
 	}
-	e = 0;
-	if (!call.msg && !c->dead)
-		e = flush_locked(c, &call, tmo);
-	if (!call.msg && !e)
-		e = c->dead;
-out:
+}
+
+/* Waits for the reply of a started request. On success rep holds a reply
+ * of the type asked for, for the caller to decode and free (reply_done). */
+static int rpc_finish(struct p9c *c, struct pending *p, struct reply *rep)
+{
+	struct p9c_call *call = &p->call;
+	int e = p->e;
+
+	rep->msg = NULL;
+	if (!p->started) {
+		pthread_cond_destroy(&call->cv);
+		return e;
+	}
+	pthread_mutex_lock(&c->lock);
+	if (!e) {
+		while (!call->msg && !c->dead) {
+			if (!p->tmo)
+				pthread_cond_wait(&call->cv, &c->lock);
+			else if (pthread_cond_timedwait(&call->cv, &c->lock, &p->dl) == ETIMEDOUT)
+				break;
+		}
+		if (!call->msg && !c->dead)
+			e = flush_locked(c, call, p->tmo);
+		if (!call->msg && !e)
+			e = c->dead;
+	}
 	/* Free the tags still ours; orphans are the reader's now. */
-	if (call.tag != P9_NOTAG && c->slots[call.tag].state == SLOT_CALL &&
-	    c->slots[call.tag].call == &call)
-		tag_put(c, call.tag);
-	if (call.ftag != P9_NOTAG && c->slots[call.ftag].state == SLOT_CALL &&
-	    c->slots[call.ftag].call == &call)
-		tag_put(c, call.ftag);
+	if (call->tag != P9_NOTAG && c->slots[call->tag].state == SLOT_CALL &&
+	    c->slots[call->tag].call == call)
+		tag_put(c, call->tag);
+	if (call->ftag != P9_NOTAG && c->slots[call->ftag].state == SLOT_CALL &&
+	    c->slots[call->ftag].call == call)
+		tag_put(c, call->ftag);
 	if (--c->ncalls == 0 && c->closing)
 		pthread_cond_broadcast(&c->idle_cv);
 	pthread_mutex_unlock(&c->lock);
-	pthread_cond_destroy(&call.cv);
+	pthread_cond_destroy(&call->cv);
 
-	if (call.msg) {
-		uint32_t size = get_le32(call.msg);
-		rd_init(&rep->r, call.msg + P9_HDR, size - P9_HDR);
-		if (call.msg[4] == P9_RLERROR) {
+	if (call->msg) {
+		uint32_t size = get_le32(call->msg);
+		rd_init(&rep->r, call->msg + P9_HDR, size - P9_HDR);
+		if (call->msg[4] == P9_RLERROR) {
 			e = lerror(&rep->r);
-			free(call.msg);
+			free(call->msg);
 			return e;
 		}
-		rep->msg = call.msg;
+		rep->msg = call->msg;
 		return 0;
 	}
 	return e;
+}
+
+/* One round trip. */
+static int rpc(struct p9c *c, struct buf *b, const void *data, size_t dlen,
+	       uint8_t rtype, struct reply *rep)
+{
+	struct pending p;
+	rpc_start(c, b, data, dlen, rtype, &p);
+	return rpc_finish(c, &p, rep);
 }
 
 static void req_begin(struct req *q, uint8_t type)
@@ -1171,6 +1208,201 @@ int p9c_statfs(struct p9c *c, uint32_t fid, struct p9_statfs *st)
 		return e;
 	e = p9_get_statfs(&rep.r, st) < 0 ? -EPROTO : 0;
 	return reply_done(&rep, e);
+}
+
+/* --- compound calls ------------------------------------------------ */
+
+/* One request of a compound: built, sent, then waited for. */
+struct step {
+	struct req q;
+	struct pending p;
+	struct reply rep;
+	int e; /* 0, or why it was never sent */
+};
+
+static void step_send(struct p9c *c, struct step *k, uint8_t rtype)
+{
+	k->rep.msg = NULL;
+	rd_init(&k->rep.r, NULL, 0);
+	if ((k->e = p9_end(&k->q.w, c->msize)) == 0)
+		rpc_start(c, &k->q.b, NULL, 0, rtype, &k->p);
+}
+
+static int step_wait(struct p9c *c, struct step *k)
+{
+	int e = k->e ? k->e : rpc_finish(c, &k->p, &k->rep);
+	buf_free(&k->q.b);
+	return e;
+}
+
+/* Sends steps[0..n) and waits for their answers, into e[]: all at once
+ * on a server that keeps per-fid order, else one by one, stopping at
+ * the first failure (later ones get -ECANCELED). */
+static void steps_run(struct p9c *c, struct step *k, const uint8_t *rtype, int n, int *e)
+{
+	int i;
+
+	if (__atomic_load_n(&c->ordered, __ATOMIC_RELAXED)) {
+		for (i = 0; i < n; i++)
+			step_send(c, &k[i], rtype[i]);
+		for (i = 0; i < n; i++)
+			e[i] = step_wait(c, &k[i]);
+		return;
+	}
+	for (i = 0; i < n; i++) {
+		step_send(c, &k[i], rtype[i]);
+		e[i] = step_wait(c, &k[i]);
+		if (e[i] < 0)
+			break;
+	}
+	for (i++; i < n; i++) {
+		buf_free(&k[i].q.b);
+		k[i].rep.msg = NULL;
+		e[i] = -ECANCELED;
+	}
+}
+
+void p9c_set_ordered(struct p9c *c, int on)
+{
+	__atomic_store_n(&c->ordered, on, __ATOMIC_RELAXED);
+}
+
+/* Decoders for the replies compounds use. */
+static int walk_reply(struct reply *rep, unsigned n, struct p9_qid *qid)
+{
+	struct p9_qid q = { 0 };
+	uint16_t nwqid;
+
+	if (rd_u16(&rep->r, &nwqid) < 0 || nwqid > n)
+		return reply_done(rep, -EPROTO);
+	for (unsigned i = 0; i < nwqid; i++)
+		if (p9_get_qid(&rep->r, &q) < 0)
+			return reply_done(rep, -EPROTO);
+	if (reply_done(rep, 0) < 0)
+		return -EPROTO;
+	if (nwqid < n)
+		return -ENOENT;
+	if (qid && n)
+		*qid = q;
+	return 0;
+}
+
+static int getattr_reply(struct reply *rep, struct p9_qid *qid, struct p9_attr *attr)
+{
+	uint64_t valid;
+	struct p9_qid tq;
+	int e = 0;
+
+	if (rd_u64(&rep->r, &valid) < 0 || p9_get_qid(&rep->r, qid ? qid : &tq) < 0 ||
+	    p9_get_attr(&rep->r, attr) < 0)
+		e = -EPROTO;
+	return reply_done(rep, e);
+}
+
+static int open_reply(struct reply *rep, struct p9_qid *qid)
+{
+	struct p9_qid tq;
+	uint32_t iounit;
+	int e = 0;
+
+	if (p9_get_qid(&rep->r, qid ? qid : &tq) < 0 || rd_u32(&rep->r, &iounit) < 0)
+		e = -EPROTO;
+	return reply_done(rep, e);
+}
+
+static void walk_step(struct step *k, uint32_t fid, uint32_t newfid, const char *name)
+{
+	req_begin(&k->q, P9_TWALK);
+	p9_u32(&k->q.w, fid);
+	p9_u32(&k->q.w, newfid);
+	p9_u16(&k->q.w, *name ? 1 : 0);
+	if (*name)
+		p9_cstr(&k->q.w, name);
+}
+
+static void getattr_step(struct step *k, uint32_t fid)
+{
+	req_begin(&k->q, P9_TGETATTR);
+	p9_u32(&k->q.w, fid);
+	p9_u64(&k->q.w, P9_GETATTR_BASIC);
+}
+
+int p9c_walk_getattr(struct p9c *c, uint32_t fid, uint32_t newfid, const char *name,
+		     struct p9_qid *qid, struct p9_attr *attr)
+{
+	static const uint8_t rt[2] = { P9_RWALK, P9_RGETATTR };
+	struct step k[2];
+	int e[2];
+
+	walk_step(&k[0], fid, newfid, name);
+	getattr_step(&k[1], newfid);
+	steps_run(c, k, rt, 2, e);
+	if (e[0] == 0)
+		e[0] = walk_reply(&k[0].rep, *name ? 1 : 0, qid);
+	if (e[1] == 0)
+		e[1] = getattr_reply(&k[1].rep, qid, attr);
+	if (e[0] < 0) {
+		/* A short walk may leave newfid behind on some servers. */
+		if (e[0] == -ENOENT && fid != newfid)
+			p9c_clunk(c, newfid);
+		return e[0];
+	}
+	if (e[1] < 0)
+		p9c_clunk(c, newfid);
+	return e[1];
+}
+
+int p9c_clone_lopen(struct p9c *c, uint32_t fid, uint32_t newfid, uint32_t flags,
+		    struct p9_qid *qid)
+{
+	static const uint8_t rt[2] = { P9_RWALK, P9_RLOPEN };
+	struct step k[2];
+	int e[2];
+
+	walk_step(&k[0], fid, newfid, "");
+	req_begin(&k[1].q, P9_TLOPEN);
+	p9_u32(&k[1].q.w, newfid);
+	p9_u32(&k[1].q.w, flags);
+	steps_run(c, k, rt, 2, e);
+	if (e[0] == 0)
+		e[0] = walk_reply(&k[0].rep, 0, NULL);
+	if (e[1] == 0)
+		e[1] = open_reply(&k[1].rep, qid);
+	if (e[0] < 0)
+		return e[0];
+	if (e[1] < 0)
+		p9c_clunk(c, newfid);
+	return e[1];
+}
+
+int p9c_clone_lcreate(struct p9c *c, uint32_t dfid, uint32_t newfid, const char *name,
+		      uint32_t flags, uint32_t mode, uint32_t gid, struct p9_qid *qid,
+		      struct p9_attr *attr)
+{
+	static const uint8_t rt[3] = { P9_RWALK, P9_RLCREATE, P9_RGETATTR };
+	struct step k[3];
+	int e[3];
+
+	walk_step(&k[0], dfid, newfid, "");
+	req_begin(&k[1].q, P9_TLCREATE);
+	p9_u32(&k[1].q.w, newfid);
+	p9_cstr(&k[1].q.w, name);
+	p9_u32(&k[1].q.w, flags);
+	p9_u32(&k[1].q.w, mode);
+	p9_u32(&k[1].q.w, gid);
+	getattr_step(&k[2], newfid);
+	steps_run(c, k, rt, 3, e);
+	if (e[0] == 0)
+		e[0] = walk_reply(&k[0].rep, 0, NULL);
+	if (e[1] == 0)
+		e[1] = open_reply(&k[1].rep, qid);
+	if (e[2] == 0)
+		e[2] = getattr_reply(&k[2].rep, qid, attr);
+	if (e[0] < 0)
+		return e[0];
+	if (e[1] < 0 || e[2] < 0)
+		p9c_clunk(c, newfid);
+	return e[1] < 0 ? e[1] : e[2];
 }
 
 int p9c_xattrwalk(struct p9c *c, uint32_t fid, uint32_t newfid, const char *name,

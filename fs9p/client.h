@@ -148,6 +148,25 @@ int p9c_xattrwalk(struct p9c *c, uint32_t fid, uint32_t newfid, const char *name
 int p9c_xattrcreate(struct p9c *c, uint32_t fid, const char *name, uint64_t size,
 		    uint32_t flags);
 
+/*
+ * Compounds: a few requests that would each wait for the one before,
+ * sent at once when the server keeps per-fid order (metac's does; say
+ * so with p9c_set_ordered), else one after the other. On failure newfid
+ * is unused (clunked if it was made).
+ *   walk_getattr   Twalk(fid, newfid, name or "" to clone), Tgetattr
+ *   clone_lopen    Twalk(fid, newfid), Tlopen(newfid)
+ *   clone_lcreate  Twalk(dfid, newfid), Tlcreate(newfid), Tgetattr:
+ *                  newfid is the new file, open
+ */
+void p9c_set_ordered(struct p9c *c, int on);
+int p9c_walk_getattr(struct p9c *c, uint32_t fid, uint32_t newfid, const char *name,
+		     struct p9_qid *qid, struct p9_attr *attr);
+int p9c_clone_lopen(struct p9c *c, uint32_t fid, uint32_t newfid, uint32_t flags,
+		    struct p9_qid *qid);
+int p9c_clone_lcreate(struct p9c *c, uint32_t dfid, uint32_t newfid, const char *name,
+		      uint32_t flags, uint32_t mode, uint32_t gid, struct p9_qid *qid,
+		      struct p9_attr *attr);
+
 /* Tlock/Tgetlock. client_id is sent NUL-terminated, and Rgetlock's is
  * copied back (cut to fit). */
 struct p9c_flock {

@@ -78,6 +78,9 @@ struct inode {
 	uint32_t fid;
 	unsigned gen;   /* session of fid; 0: none */
 	unsigned epoch; /* pf->epoch when fid was walked */
+	/* Until then (monotonic ms), the file is known to have no
+	 * security.capability: the kernel asks before every write. */
+	uint64_t nocaps_until;
 };
 
 struct handle {
@@ -133,6 +136,13 @@ static uint64_t now_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+#define CAPS_XATTR "security.capability"
+
+static void nocaps_set(struct inode *ino, uint64_t until)
+{
+	__atomic_store_n(&ino->nocaps_until, until, __ATOMIC_RELAXED);
 }
 
 /* --- sessions ------------------------------------------------------ */
@@ -207,6 +217,7 @@ static int sess_open(struct pf *pf, int fd, struct sess **out)
 		return e;
 	}
 	p9c_set_timeout(s->c, pf->timeout_ms);
+	p9c_set_ordered(s->c, pf->cfg->ordered);
 	s->refs = 1;
 	*out = s;
 	return 0;
@@ -754,13 +765,16 @@ static int entry_of(struct op *o, struct inode *parent, uint32_t dfid, const cha
 	struct inode *ino;
 	int e;
 
+	struct p9_attr a;
+
 	memset(ep, 0, sizeof(*ep));
-	if ((e = walk1(o, dfid, name, &nf, &q)) < 0)
+	if ((e = p9c_fid_alloc(o->c, &nf)) < 0)
 		return e;
-	if ((e = fid_stat(o, nf, &ep->attr)) < 0) {
-		fid_drop(o, nf);
+	if ((e = p9c_walk_getattr(o->c, dfid, nf, name, &q, &a)) < 0) {
+		p9c_fid_release(o->c, nf);
 		return e;
 	}
+	attr_to_stat(&q, &a, &ep->attr);
 	if (!(ino = ino_found(o, parent, name, &q, nf)))
 		return -ENOMEM;
 	ep->ino = nodeid_of(o->pf, ino);
@@ -843,14 +857,13 @@ static int fh_fid(struct op *o, struct handle *h, uint32_t *fid)
 	int e = 0;
 
 	pthread_mutex_lock(&h->lock);
-	if (h->gen != o->s->gen) {
-		if ((e = ino_fid(o, h->ino, &ifid)) == 0 && (e = walk1(o, ifid, "", &nf, &q)) == 0) {
-			if ((e = p9c_lopen(o->c, nf, h->flags, NULL, NULL)) < 0) {
-				fid_drop(o, nf);
-			} else {
-				h->fid = nf;
-				h->gen = o->s->gen;
-			}
+	if (h->gen != o->s->gen && (e = ino_fid(o, h->ino, &ifid)) == 0 &&
+	    (e = p9c_fid_alloc(o->c, &nf)) == 0) {
+		if ((e = p9c_clone_lopen(o->c, ifid, nf, h->flags, &q)) < 0) {
+			p9c_fid_release(o->c, nf);
+		} else {
+			h->fid = nf;
+			h->gen = o->s->gen;
 		}
 	}
 	*fid = h->fid;
@@ -1218,10 +1231,10 @@ static int do_open(struct op *o, void *arg)
 	struct p9_qid q;
 	int e;
 
-	if ((e = ino_fid(o, x->ino, &fid)) < 0 || (e = walk1(o, fid, "", &nf, &q)) < 0)
+	if ((e = ino_fid(o, x->ino, &fid)) < 0 || (e = p9c_fid_alloc(o->c, &nf)) < 0)
 		return e;
-	if ((e = p9c_lopen(o->c, nf, h->flags, NULL, NULL)) < 0) {
-		fid_drop(o, nf);
+	if ((e = p9c_clone_lopen(o->c, fid, nf, h->flags, &q)) < 0) {
+		p9c_fid_release(o->c, nf);
 		return e;
 	}
 	h->fid = nf;
@@ -1310,18 +1323,18 @@ static int do_create(struct op *o, void *arg)
 	uint32_t dfid, nf;
 	int e;
 
+	struct p9_attr a;
+
 	if (x->created)
 		return 0;
-	if ((e = ino_fid(o, x->dir, &dfid)) < 0 || (e = walk1(o, dfid, "", &nf, &q)) < 0)
+	if ((e = ino_fid(o, x->dir, &dfid)) < 0 || (e = p9c_fid_alloc(o->c, &nf)) < 0)
 		return e;
-	if ((e = p9c_lcreate(o->c, nf, x->name, h->flags, x->mode, x->gid, &q, NULL)) < 0) {
-		fid_drop(o, nf);
-		return e;
-	}
-	if ((e = fid_stat(o, nf, &x->ep.attr)) < 0) {
-		fid_drop(o, nf);
+	if ((e = p9c_clone_lcreate(o->c, dfid, nf, x->name, h->flags, x->mode, x->gid, &q,
+				   &a)) < 0) {
+		p9c_fid_release(o->c, nf);
 		return e;
 	}
+	attr_to_stat(&q, &a, &x->ep.attr);
 	/* The inode gets its own fid when first used (walked by name). */
 	if (!(x->ino = ino_found(o, x->dir, x->name, &q, P9_NOFID))) {
 		fid_drop(o, nf);
@@ -1357,6 +1370,8 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	ino_hold(pf, x.ino); /* the handle's */
+	/* A new file has no capabilities. */
+	nocaps_set(x.ino, now_ms() + (uint64_t)(CACHE_S * 1000));
 	x.ep.ino = nodeid_of(pf, x.ino);
 	x.ep.attr_timeout = CACHE_S;
 	x.ep.entry_timeout = CACHE_S;
@@ -1443,11 +1458,10 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)x.done);
 }
 
-static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	/* Writes are not buffered here: each went to the server already. */
-	reply_err(req, 0);
-}
+/* No flush: writes are not buffered here, each went to the server
+ * already. Without the op the kernel stops sending FLUSH at all (a
+ * round trip through /dev/fuse saved on every close); POSIX locks are
+ * still released at close, with a SETLK of F_UNLCK. */
 
 static int do_fsync(struct op *o, void *arg)
 {
@@ -1625,8 +1639,17 @@ static void getxattr_common(fuse_req_t req, fuse_ino_t ino, const char *name, si
 {
 	struct pf *pf = fuse_req_userdata(req);
 	struct xattr_ctx x = { .ino = ino_of(pf, ino), .name = name, .size = size };
-	int e = run(pf, do_getxattr, &x);
+	int caps = !strcmp(name, CAPS_XATTR), e;
 
+	/* Asked before every write (to drop capabilities): the answer is
+	 * kept as long as attributes are (CACHE_S). */
+	if (caps && now_ms() < __atomic_load_n(&x.ino->nocaps_until, __ATOMIC_RELAXED)) {
+		reply_err(req, ENODATA);
+		return;
+	}
+	e = run(pf, do_getxattr, &x);
+	if (caps && (e == -ENODATA || e == -EOPNOTSUPP))
+		nocaps_set(x.ino, now_ms() + (uint64_t)(CACHE_S * 1000));
 	if (e < 0)
 		reply_err(req, e == -EOPNOTSUPP ? ENODATA : e);
 	else if (!size)
@@ -1682,6 +1705,8 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	struct pf *pf = fuse_req_userdata(req);
 	struct xattr_ctx x = { .ino = ino_of(pf, ino), .name = name, .value = value,
 			       .size = size, .flags = flags };
+	if (!strcmp(name, CAPS_XATTR))
+		nocaps_set(x.ino, 0);
 	reply_err(req, run(pf, do_setxattr, &x));
 }
 
@@ -1815,7 +1840,6 @@ static const struct fuse_lowlevel_ops ll_ops = {
 	.open = ll_open,
 	.read = ll_read,
 	.write = ll_write,
-	.flush = ll_flush,
 	.release = ll_release,
 	.fsync = ll_fsync,
 	.opendir = ll_opendir,

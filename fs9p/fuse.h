@@ -30,6 +30,9 @@ struct p9fuse_config {
 	const char *aname; /* the tree to attach (diod: its export); NULL: "" */
 	const char *fsname; /* in /proc/mounts; never a secret */
 	int read_only;
+	/* The server keeps per-fid order (metac's does): dependent requests
+	 * are sent together. */
+	int ordered;
 	unsigned timeout_ms; /* 0: P9FUSE_TIMEOUT_MS */
 	/* A new connected 9p stream socket after the last one broke, or
 	 * -errno (-EPIPE: never again; the bridge unmounts). Called from a

@@ -60,10 +60,19 @@ struct fid {
 	struct fid *next;    /* hash chain */
 };
 
+/* Fids a request names, and those it makes or changes (a barrier for
+ * later requests naming them): see req_order(). */
+#define REQ_MAX_FIDS 3
+
 struct req {
 	struct req *next;
 	uint16_t tag;
 	uint8_t type;
+	uint64_t seq;            /* order of arrival */
+	uint32_t fids[REQ_MAX_FIDS];
+	uint8_t nfids;
+	uint8_t barrier;         /* bit i: fids[i] is made or changed */
+	struct req *bnext;       /* on the session's list of barriers */
 	size_t len;
 	uint8_t data[]; /* the whole message */
 };
@@ -88,6 +97,9 @@ struct session {
 	unsigned inflight;          /* queued or running */
 	uint8_t busy[65536 / 8];    /* tags in flight */
 	struct flushwait *flushes;
+	uint64_t next_seq;
+	struct req *barriers;       /* queued or running, with a barrier */
+	pthread_cond_t order;       /* a barrier request finished */
 	int quit, broken;
 	struct buf *sync_out;       /* p9_session_feed: replies go here */
 	pthread_t workers[P9_SRV_WORKERS];
@@ -1682,6 +1694,91 @@ static void reply_and_finish(struct session *s, struct buf *out, uint16_t tag)
 	pthread_mutex_unlock(&s->wlock);
 }
 
+/*
+ * Requests on one fid keep their order where it matters: a request that
+ * names a fid waits for every earlier request that makes or changes
+ * that fid (Tattach, Twalk's newfid, Txattrwalk's newfid, Tlopen,
+ * Tlcreate, Txattrcreate, Tclunk, Tremove) to finish. So a client may
+ * send Twalk(newfid) and Tgetattr(newfid) together and get both
+ * answers in one round trip. Everything else still runs at once. A
+ * request only ever waits for earlier ones, which the FIFO queue has
+ * handed to workers already: no deadlock.
+ */
+static void req_order(struct req *q)
+{
+	struct rd r;
+	uint32_t f0 = P9_NOFID, f1 = P9_NOFID;
+	const char *s;
+	uint16_t n;
+
+	q->nfids = 0;
+	q->barrier = 0;
+	rd_init(&r, q->data + P9_HDR, q->len - P9_HDR);
+	if (rd_u32(&r, &f0) < 0)
+		return;
+	q->fids[q->nfids++] = f0;
+	switch (q->type) {
+	case P9_TWALK:
+	case P9_TXATTRWALK:
+		/* fid, newfid: the new one is made (or fid changed). */
+		if (rd_u32(&r, &f1) == 0) {
+			q->fids[q->nfids] = f1;
+			q->barrier |= 1u << q->nfids++;
+		}
+		break;
+	case P9_TLINK:
+	case P9_TRENAME:
+		if (rd_u32(&r, &f1) == 0)
+			q->fids[q->nfids++] = f1;
+		break;
+	case P9_TRENAMEAT:
+		if (p9_get_str(&r, &s, &n) == 0 && rd_u32(&r, &f1) == 0)
+			q->fids[q->nfids++] = f1;
+		break;
+	case P9_TATTACH:
+	case P9_TLOPEN:
+	case P9_TLCREATE:
+	case P9_TXATTRCREATE:
+	case P9_TCLUNK:
+	case P9_TREMOVE:
+		q->barrier |= 1;
+		break;
+	}
+}
+
+/* Whether an earlier unfinished request makes or changes a fid q names
+ * (under s->lock). */
+static int req_must_wait(struct session *s, const struct req *q)
+{
+	for (const struct req *b = s->barriers; b; b = b->bnext) {
+		if (b->seq >= q->seq)
+			continue;
+		for (int i = 0; i < b->nfids; i++) {
+			if (!(b->barrier & (1u << i)))
+				continue;
+			for (int k = 0; k < q->nfids; k++)
+				if (q->fids[k] == b->fids[i])
+					return 1;
+		}
+	}
+	return 0;
+}
+
+static void req_done_order(struct session *s, struct req *q)
+{
+	if (!q->barrier)
+		return;
+	pthread_mutex_lock(&s->lock);
+	for (struct req **p = &s->barriers; *p; p = &(*p)->bnext) {
+		if (*p == q) {
+			*p = q->bnext;
+			break;
+		}
+	}
+	pthread_cond_broadcast(&s->order);
+	pthread_mutex_unlock(&s->lock);
+}
+
 static void *worker(void *arg)
 {
 	struct session *s = arg;
@@ -1700,10 +1797,13 @@ static void *worker(void *arg)
 		s->head = q->next;
 		if (!s->head)
 			s->tail = NULL;
+		while (req_must_wait(s, q))
+			pthread_cond_wait(&s->order, &s->lock);
 		pthread_mutex_unlock(&s->lock);
 
 		buf_reset(&out);
 		handle(s, q, &out);
+		req_done_order(s, q);
 		reply_and_finish(s, &out, q->tag);
 		free(q);
 		/* A large read's buffer is not kept around idle. */
@@ -1822,6 +1922,7 @@ static struct session *session_new(const struct p9_export *ex, int fd)
 	pthread_mutex_init(&s->wlock, NULL);
 	pthread_cond_init(&s->work, NULL);
 	pthread_cond_init(&s->idle, NULL);
+	pthread_cond_init(&s->order, NULL);
 	return s;
 }
 
@@ -1837,6 +1938,7 @@ static void session_free(struct session *s)
 	pthread_mutex_destroy(&s->wlock);
 	pthread_cond_destroy(&s->work);
 	pthread_cond_destroy(&s->idle);
+	pthread_cond_destroy(&s->order);
 	free(s);
 }
 
@@ -1887,6 +1989,12 @@ int p9_serve(const struct p9_export *ex, int fd)
 			}
 			tag_set(s, q->tag, 1);
 			s->inflight++;
+			q->seq = s->next_seq++;
+			req_order(q);
+			if (q->barrier) {
+				q->bnext = s->barriers;
+				s->barriers = q;
+			}
 			if (s->tail)
 				s->tail->next = q;
 			else

@@ -191,6 +191,7 @@ int fs_bridge_main(const struct applet *self, int argc, char **argv)
 	log_init("metac-fs-bridge", LOG_LVL_INFO, 0);
 	b.mountpoint = cfg.mountpoint = argv[optind];
 	cfg.reconnect = bridge_reconnect;
+	cfg.ordered = 1; /* a ref always leads to metac's own server */
 	cfg.mounted = bridge_mounted;
 	cfg.hangup_fd = b.ctl;
 	cfg.arg = &b;

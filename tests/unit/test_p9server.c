@@ -2,14 +2,18 @@
  * The 9P2000.L server (fs9p/server.c), message by message through its
  * thread-free session: path containment (.., names with '/', symlinks,
  * a directory swapped for a symlink), devices, read-only exports, and
- * the ordinary operations checked against the disk.
+ * the ordinary operations checked against the disk; then a threaded
+ * session answering pipelined requests in per-fid order.
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include "fs9p/client.h"
 #include "fs9p/p9.h"
 #include "fs9p/server.h"
 #include "lib/buf.h"
@@ -669,4 +673,79 @@ TEST(protocol_abuse_is_refused)
 	CHECK_INT(send_req(&s), P9_RFLUSH);
 	buf_free(&out);
 	srv_close(&s);
+}
+
+/* A real threaded session (p9_serve_async) with metac's own client
+ * pipelining dependent requests: Twalk(newfid)+Tgetattr(newfid) and
+ * Twalk+Tlcreate+Tgetattr sent together must be answered as if sent one
+ * by one, for every one of many rounds, from several threads at once. */
+struct pipe_arg {
+	struct p9c *c;
+	uint32_t root;
+	int id, failures;
+};
+
+static void *pipe_worker(void *arg)
+{
+	struct pipe_arg *a = arg;
+	char name[32];
+
+	for (int i = 0; i < 200; i++) {
+		struct p9_qid q;
+		struct p9_attr at;
+		uint32_t nf;
+
+		if (p9c_fid_alloc(a->c, &nf) < 0) {
+			a->failures++;
+			continue;
+		}
+		snprintf(name, sizeof(name), "t%d-%d", a->id, i);
+		if (p9c_clone_lcreate(a->c, a->root, nf, name, P9_DOTL_RDWR, 0644, 0, &q, &at) < 0 ||
+		    !S_ISREG(at.mode) || at.size != 0)
+			a->failures++;
+		else
+			p9c_clunk(a->c, nf);
+		if (p9c_walk_getattr(a->c, a->root, nf, name, &q, &at) < 0 || !S_ISREG(at.mode))
+			a->failures++;
+		else
+			p9c_clunk(a->c, nf);
+		/* A name that is not there: the walk fails, and so does the whole. */
+		if (p9c_walk_getattr(a->c, a->root, nf, "missing", &q, &at) != -ENOENT)
+			a->failures++;
+		p9c_fid_release(a->c, nf);
+	}
+	return NULL;
+}
+
+TEST(pipelined_requests_keep_their_order_per_fid)
+{
+	char dir[] = "/tmp/metac-p9o.XXXXXX";
+	struct p9_export *ex;
+	struct p9c *c;
+	struct p9_qid q;
+	struct pipe_arg args[4];
+	pthread_t t[4];
+	uint32_t root;
+	int sv[2], e, failures = 0;
+
+	CHECK(mkdtemp(dir) != NULL);
+	CHECK((ex = p9_export_new(dir, 0, P9_MAP_MOUNTER, &e)) != NULL);
+	CHECK(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) == 0);
+	CHECK_INT(p9_serve_async(ex, sv[1]), 0);
+	CHECK_INT(p9c_open(sv[0], 65536, &c), 0);
+	p9c_set_ordered(c, 1);
+	CHECK_INT(p9c_fid_alloc(c, &root), 0);
+	CHECK_INT(p9c_attach(c, root, P9_NOFID, "0", "", 0, &q), 0);
+	for (int i = 0; i < 4; i++) {
+		args[i] = (struct pipe_arg){ c, root, i, 0 };
+		CHECK(pthread_create(&t[i], NULL, pipe_worker, &args[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(t[i], NULL);
+		failures += args[i].failures;
+	}
+	p9c_close(c);
+	p9_export_unref(ex);
+	sh("rm -rf %s", dir);
+	CHECK_INT(failures, 0);
 }
