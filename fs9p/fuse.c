@@ -56,6 +56,10 @@
 /* The most an attempt may take once the outage deadline has passed. */
 #define LATE_ATTEMPT_MS 5000
 #define HASH_BUCKETS 4096
+/* Inodes that hold a fid at once, least recently used first to give it
+ * up (it is walked to again by name when next used): the kernel may
+ * know of far more files than a server keeps fids for (ours: 16384). */
+#define MAX_INODE_FIDS 4096
 #define MAX_IO (1u << 20)
 
 struct sess {
@@ -81,6 +85,8 @@ struct inode {
 	/* Until then (monotonic ms), the file is known to have no
 	 * security.capability: the kernel asks before every write. */
 	uint64_t nocaps_until;
+	struct inode *lru_prev, *lru_next; /* holding a fid of the current session */
+	int on_lru;
 };
 
 struct handle {
@@ -114,6 +120,10 @@ struct pf {
 	 * (diod keeps a path per fid: a rename leaves the fids below it
 	 * stale); an inode walked in an earlier epoch is walked again. */
 	unsigned epoch;
+	/* Inodes holding a fid of the current session, most recent first;
+	 * evictions counts fids taken back from them. */
+	struct inode *lru_head, *lru_tail;
+	unsigned nlru, evictions;
 	struct inode root;
 	struct inode *byq[HASH_BUCKETS];
 	struct inode *byname[HASH_BUCKETS];
@@ -224,9 +234,12 @@ static int sess_open(struct pf *pf, int fd, struct sess **out)
 }
 
 /* Makes s the current session. */
+static void lru_clear_locked(struct pf *pf);
+
 static void sess_install(struct pf *pf, struct sess *s)
 {
 	pthread_mutex_lock(&pf->lock);
+	lru_clear_locked(pf); /* fids of the old session count no more */
 	s->gen = ++pf->gen;
 	pf->cur = s;
 	pthread_cond_broadcast(&pf->cv);
@@ -240,6 +253,7 @@ struct op {
 	struct sess *s;
 	struct p9c *c;
 	unsigned epoch; /* when the attempt began */
+	unsigned evictions;
 };
 
 static unsigned epoch_now(struct pf *pf)
@@ -357,7 +371,8 @@ static int op_retry(struct op *o, int *e)
 	}
 	/* A fid went stale under the attempt (walked again and clunked by
 	 * another request): once more, with fresh fids. */
-	if (*e == -EBADF && o->epoch != epoch_now(o->pf)) {
+	if (*e == -EBADF && (o->epoch != epoch_now(o->pf) ||
+			     o->evictions != __atomic_load_n(&o->pf->evictions, __ATOMIC_RELAXED))) {
 		sess_put(o->pf, s);
 		return 1;
 	}
@@ -479,6 +494,87 @@ static int ino_dead(const struct inode *ino)
 
 /* Unlinks a dead inode from the tables and queues it (through qnext)
  * for freeing outside the lock; its parent link is let go of too. */
+/* --- the fid budget (under pf->lock) ------------------------------- */
+
+static void lru_unlink_locked(struct pf *pf, struct inode *ino)
+{
+	if (!ino->on_lru)
+		return;
+	if (ino->lru_prev)
+		ino->lru_prev->lru_next = ino->lru_next;
+	else
+		pf->lru_head = ino->lru_next;
+	if (ino->lru_next)
+		ino->lru_next->lru_prev = ino->lru_prev;
+	else
+		pf->lru_tail = ino->lru_prev;
+	ino->lru_prev = ino->lru_next = NULL;
+	ino->on_lru = 0;
+	pf->nlru--;
+}
+
+static void lru_push_locked(struct pf *pf, struct inode *ino)
+{
+	ino->lru_prev = NULL;
+	ino->lru_next = pf->lru_head;
+	if (pf->lru_head)
+		pf->lru_head->lru_prev = ino;
+	else
+		pf->lru_tail = ino;
+	pf->lru_head = ino;
+	ino->on_lru = 1;
+	pf->nlru++;
+}
+
+static void lru_clear_locked(struct pf *pf)
+{
+	while (pf->lru_head)
+		lru_unlink_locked(pf, pf->lru_head);
+}
+
+/* ino was used: to the front. */
+static void lru_touch(struct pf *pf, struct inode *ino)
+{
+	pthread_mutex_lock(&pf->lock);
+	if (ino->on_lru && pf->lru_head != ino) {
+		lru_unlink_locked(pf, ino);
+		lru_push_locked(pf, ino);
+	}
+	pthread_mutex_unlock(&pf->lock);
+}
+
+static void fid_drop(struct op *o, uint32_t fid);
+
+/* ino just got a fid on o's session: counted, and if that is too many,
+ * the least recently used others give theirs back (not ino). */
+static void lru_add(struct op *o, struct inode *ino)
+{
+	struct pf *pf = o->pf;
+	uint32_t victims[8];
+	int n = 0;
+
+	pthread_mutex_lock(&pf->lock);
+	lru_unlink_locked(pf, ino);
+	lru_push_locked(pf, ino);
+	for (struct inode *v = pf->lru_tail; v && pf->nlru > MAX_INODE_FIDS && n < 8;) {
+		struct inode *prev = v->lru_prev;
+		/* Busy walking (its lock held): the next one. */
+		if (v != ino && pthread_mutex_trylock(&v->lock) == 0) {
+			if (v->gen == o->s->gen)
+				victims[n++] = v->fid;
+			v->gen = 0;
+			lru_unlink_locked(pf, v);
+			pthread_mutex_unlock(&v->lock);
+		}
+		v = prev;
+	}
+	if (n)
+		__atomic_add_fetch(&pf->evictions, 1, __ATOMIC_RELAXED);
+	pthread_mutex_unlock(&pf->lock);
+	while (n)
+		fid_drop(o, victims[--n]);
+}
+
 static void ino_unref_locked(struct pf *pf, struct inode *ino, struct inode **freeme)
 {
 	if (ino == &pf->root)
@@ -494,6 +590,7 @@ static void ino_unref_locked(struct pf *pf, struct inode *ino, struct inode **fr
 			}
 		}
 		ino_unname_locked(pf, ino);
+		lru_unlink_locked(pf, ino);
 		ino->parent = NULL;
 		ino->qnext = *freeme;
 		*freeme = ino;
@@ -539,8 +636,6 @@ static void ino_free_chain(struct pf *pf, struct inode *chain)
  * fid. One more kernel lookup on it. NULL when out of memory (fid is
  * clunked).
  */
-static void fid_drop(struct op *o, uint32_t fid);
-
 static struct inode *ino_found(struct op *o, struct inode *parent, const char *name,
 			       const struct p9_qid *qid, uint32_t fid)
 {
@@ -588,6 +683,8 @@ static struct inode *ino_found(struct op *o, struct inode *parent, const char *n
 		fid_drop(o, fid);
 	if (stale != P9_NOFID)
 		fid_drop(o, stale);
+	if (keep)
+		lru_add(o, ino);
 	ino_free_chain(pf, freeme);
 	return ino;
 }
@@ -664,6 +761,7 @@ static int ino_fid(struct op *o, struct inode *ino, uint32_t *fid)
 	if (ino_fid_current(o, ino)) {
 		*fid = ino->fid;
 		pthread_mutex_unlock(&ino->lock);
+		lru_touch(pf, ino);
 		return 0;
 	}
 	pthread_mutex_lock(&pf->lock);
@@ -687,6 +785,7 @@ static int ino_fid(struct op *o, struct inode *ino, uint32_t *fid)
 			ino->gen = o->s->gen;
 			ino->epoch = o->epoch;
 			*fid = nf;
+			lru_add(o, ino);
 		}
 	}
 	pthread_mutex_unlock(&ino->lock);
@@ -794,6 +893,7 @@ static int run(struct pf *pf, int (*attempt)(struct op *o, void *ctx), void *ctx
 		if ((e = op_session(&o)) < 0)
 			return e;
 		o.epoch = epoch_now(pf);
+		o.evictions = __atomic_load_n(&pf->evictions, __ATOMIC_RELAXED);
 		e = attempt(&o, ctx);
 	} while (op_retry(&o, &e));
 	return e;
