@@ -22,7 +22,7 @@ static const struct applet applets[] = {
 	  "       metac ref show [--json] REF\n"
 	  "       metac ref revoke REF\n" },
 	{ "fs", fs_main, "share folders",
-	  "metac fs export [--persistent] [--read-only] local:PATH\n"
+	  "metac fs export [--persistent] [--read-only] [--map=mounter|passthrough] local:PATH|REF\n"
 	  "       metac fs bind|mount [--persistent] [--timeout SECONDS] MOUNTPOINT local:PATH|REF\n"
 	  "       metac fs unbind MOUNTPOINT\n"
 	  "       metac fs serve9p --listen ADDR:PORT|unix:PATH [--read-only]\n"

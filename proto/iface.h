@@ -69,6 +69,8 @@ enum {
 	/* () -> (cap stream): each data connection to the stream is a
 	 * 9P2000.L session on the tree. */
 	FILESYSTEM_V9FS_STREAM = 1,
+	/* () -> (cap filesystem): the same tree, refusing every write. */
+	FILESYSTEM_READ_ONLY = 2,
 };
 
 /* File: one file's bytes (a regular file or a block device). */

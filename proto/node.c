@@ -911,12 +911,19 @@ static void node_call_restore(struct session *s, struct rpc_call *call)
 	msg_free(&res);
 }
 
+static int put_description(struct msg *m, const char *desc)
+{
+	char shown[REF_MAX_DESC];
+	ref_redact(desc, shown, sizeof(shown));
+	return msg_put_str(m, shown);
+}
+
 static int put_record(struct msg *m, const struct ref_record *rec)
 {
 	int r;
 	if ((r = msg_put_i64(m, rec->id)) < 0 ||
 	    (r = msg_put_str(m, rec->service)) < 0 ||
-	    (r = msg_put_str(m, rec->description)) < 0 ||
+	    (r = put_description(m, rec->description)) < 0 ||
 	    (r = msg_put_bool(m, rec->read_only)) < 0 ||
 	    (r = msg_put_bool(m, rec->persistent)) < 0 ||
 	    (r = msg_put_i64(m, rec->expiry)) < 0)
@@ -997,8 +1004,12 @@ static void admin_export(struct session *s, struct rpc_call *call)
 	memcpy(ref.pub, n->keys.pub, 32);
 	ref_format(&ref, out, sizeof(out));
 	sodium_memzero(&ref, sizeof(ref));
-	log_info("exported %s %s as ref #%lld%s", rec.service, rec.description,
-		 (long long)rec.id, rec.persistent ? " (persistent)" : "");
+	{
+		char shown[REF_MAX_DESC];
+		ref_redact(rec.description, shown, sizeof(shown));
+		log_info("exported %s %s as ref #%lld%s", rec.service, shown,
+			 (long long)rec.id, rec.persistent ? " (persistent)" : "");
+	}
 	msg_put_str(&call->results, out);
 	sodium_memzero(out, sizeof(out));
 	rpc_return(call);
@@ -1083,8 +1094,12 @@ static void admin_call(struct session *s, struct rpc_call *call)
 			rpc_return_error(call, -EIO, "database error");
 			return;
 		}
-		log_info("revoked ref #%lld (%s %s)", (long long)rec.id,
-			 rec.service, rec.description);
+		{
+			char shown[REF_MAX_DESC];
+			ref_redact(rec.description, shown, sizeof(shown));
+			log_info("revoked ref #%lld (%s %s)", (long long)rec.id, rec.service,
+				 shown);
+		}
 		rpc_return(call);
 		return;
 	case NODE_ADMIN_EXPORT:

@@ -1,4 +1,5 @@
 /* Sturdy ref syntax and the refs table of the node database. */
+#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +103,32 @@ int ref_parse(const char *s, struct ref *r, const char **why)
 	memcpy(r->secret, token + 32, REF_SECRET_LEN);
 	sodium_memzero(token, sizeof(token));
 	return 0;
+}
+
+void ref_redact(const char *s, char *out, size_t outsz)
+{
+	size_t n = 0;
+
+	if (!outsz)
+		return;
+	while (*s && n + 1 < outsz) {
+		const char *slash;
+		if (!strncmp(s, "ref://", 6) && (slash = strchr(s + 6, '/'))) {
+			size_t keep = (size_t)(slash - s) + 1;
+			if (n + keep + 3 >= outsz)
+				break;
+			memcpy(out + n, s, keep);
+			memcpy(out + n + keep, "...", 3);
+			n += keep + 3;
+			/* The token: base64url, up to the first other byte. */
+			for (s = slash + 1; *s && (isalnum((unsigned char)*s) || *s == '-' || *s == '_');
+			     s++)
+				;
+			continue;
+		}
+		out[n++] = *s++;
+	}
+	out[n] = 0;
 }
 
 void ref_address(const struct ref *r, char *out, size_t outsz)

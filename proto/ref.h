@@ -29,6 +29,9 @@ void ref_format(const struct ref *r, char *out, size_t outsz);
 /* "HOST:PORT" suitable for net_addr_parse(). */
 void ref_address(const struct ref *r, char *out, size_t outsz);
 void ref_secret_hash(const uint8_t secret[REF_SECRET_LEN], uint8_t hash[REF_HASH_LEN]);
+/* s with the token of every ref in it cut to "…" (a ref's description
+ * may hold the ref it re-exports: a secret), for logs and listings. */
+void ref_redact(const char *s, char *out, size_t outsz);
 
 struct ref_record {
 	int64_t id;

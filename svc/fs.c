@@ -30,6 +30,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "fs9p/server.h"
 #include "lib/cli.h"
 #include "lib/log.h"
@@ -77,6 +79,7 @@ struct fs_obj {
 	struct cap cap;
 	struct node *node;
 	struct p9_export *ex;
+	char dir[REF_MAX_DESC];
 };
 
 /* The stream of a Filesystem: each data connection a 9p session. */
@@ -128,11 +131,28 @@ static const struct cap_ops fs_stream_ops = {
 	.attach = fs_stream_attach,
 };
 
+static int fs_obj_new(struct node *n, const char *dir, int read_only, enum p9_idmap map,
+		      struct cap **out, char *err, size_t errsz);
+
 static void fs_call(struct cap *c, struct rpc_call *call)
 {
 	struct fs_obj *fs = (struct fs_obj *)c;
 	struct fs_stream *s;
+	struct cap *ro;
+	char err[PATH_MAX + 64];
+	int e;
 
+	if (call->iface == IFACE_FILESYSTEM && call->method == FILESYSTEM_READ_ONLY) {
+		/* The same tree, read-only: enforced here, by the server. */
+		if ((e = fs_obj_new(fs->node, fs->dir, 1, fs->ex->map, &ro, err, sizeof(err))) < 0) {
+			rpc_return_error(call, e, "%s", err);
+			return;
+		}
+		msg_put_cap(&call->results, ro);
+		cap_unref(ro);
+		rpc_return(call);
+		return;
+	}
 	if (call->iface != IFACE_FILESYSTEM || call->method != FILESYSTEM_V9FS_STREAM) {
 		rpc_return_unknown(call, "filesystem");
 		return;
@@ -162,28 +182,210 @@ static const struct cap_ops fs_ops = {
 	.free = fs_free,
 };
 
-/* A ref's description is the exported directory's absolute path. */
-static int fs_restore(struct node *n, const struct ref_record *rec, struct cap **out,
-		      char *err, size_t errsz)
+static int fs_obj_new(struct node *n, const char *dir, int read_only, enum p9_idmap map,
+		      struct cap **out, char *err, size_t errsz)
 {
-	struct fs_obj *fs;
+	struct fs_obj *fs = calloc(1, sizeof(*fs));
 	int e;
 
-	if (rec->description[0] != '/') {
-		snprintf(err, errsz, "'%s' is not an absolute path", rec->description);
-		return -EINVAL;
-	}
-	if (!(fs = calloc(1, sizeof(*fs))))
+	if (!fs)
 		return -ENOMEM;
-	if (!(fs->ex = p9_export_new(rec->description, rec->read_only, P9_MAP_MOUNTER, &e))) {
-		snprintf(err, errsz, "cannot export %s: %s", rec->description, strerror(-e));
+	if (!(fs->ex = p9_export_new(dir, read_only, map, &e))) {
+		snprintf(err, errsz, "cannot export %s: %s", dir, strerror(-e));
 		free(fs);
 		return e;
 	}
 	cap_init(&fs->cap, &fs_ops);
 	fs->node = n;
+	snprintf(fs->dir, sizeof(fs->dir), "%s", dir);
 	*out = &fs->cap;
 	return 0;
+}
+
+/*
+ * A Filesystem of another node, re-exported here (`fs export REF`): each
+ * stream asked for restores the ref anew and asks its Filesystem, after
+ * making it read-only there (FILESYSTEM_READ_ONLY) if this export is.
+ * The data connection then goes to that node directly.
+ */
+struct fs_proxy {
+	struct cap cap;
+	struct node *node;
+	char target[REF_MAX_DESC];
+	int read_only;
+};
+
+struct proxy_call {
+	struct fs_proxy *p;
+	struct rpc_call *call;
+	struct cap *fs; /* the target's Filesystem, read-only once asked */
+};
+
+static void proxy_end(struct proxy_call *pc, int err, const char *why, struct msg *res)
+{
+	struct msg_rd r;
+	struct cap *c;
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &c) < 0)
+			err = -EPROTO, why = "the remote filesystem gave no stream";
+		else
+			msg_put_cap(&pc->call->results, c);
+	}
+	if (err)
+		rpc_return_error(pc->call, err, "%s", why);
+	else
+		rpc_return(pc->call);
+	cap_unref(pc->fs);
+	cap_unref(&pc->p->cap);
+	free(pc);
+}
+
+static void proxy_streamed(void *arg, int err, const char *why, struct msg *res)
+{
+	proxy_end(arg, err, why, res);
+}
+
+static void proxy_ask_stream(struct proxy_call *pc)
+{
+	struct msg params;
+	msg_init(&params);
+	rpc_call(pc->fs, IFACE_FILESYSTEM, FILESYSTEM_V9FS_STREAM, &params, proxy_streamed, pc);
+}
+
+/* fs (the target's, or its read-only self) in res[0] replaces pc->fs. */
+static int proxy_take_fs(struct proxy_call *pc, struct msg *res)
+{
+	struct msg_rd r;
+	struct cap *c;
+
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &c) < 0)
+		return -EPROTO;
+	cap_unref(pc->fs);
+	pc->fs = cap_ref(c);
+	return 0;
+}
+
+static void proxy_made_ro(void *arg, int err, const char *why, struct msg *res)
+{
+	struct proxy_call *pc = arg;
+	if (!err && proxy_take_fs(pc, res) < 0)
+		err = -EPROTO, why = "the remote filesystem gave no read-only self";
+	if (err) {
+		proxy_end(pc, err, why, NULL);
+		return;
+	}
+	proxy_ask_stream(pc);
+}
+
+static void proxy_restored(void *arg, int err, const char *why, struct msg *res)
+{
+	struct proxy_call *pc = arg;
+	struct msg params;
+
+	if (!err && proxy_take_fs(pc, res) < 0)
+		err = -EPROTO, why = "the ref restored to nothing";
+	if (err) {
+		proxy_end(pc, err, why, NULL);
+		return;
+	}
+	if (!pc->p->read_only) {
+		proxy_ask_stream(pc);
+		return;
+	}
+	msg_init(&params);
+	rpc_call(pc->fs, IFACE_FILESYSTEM, FILESYSTEM_READ_ONLY, &params, proxy_made_ro, pc);
+}
+
+static int fs_proxy_new(struct node *n, const char *target, int read_only, struct cap **out);
+
+static void fs_proxy_call(struct cap *c, struct rpc_call *call)
+{
+	struct fs_proxy *p = (struct fs_proxy *)c;
+	struct proxy_call *pc;
+	struct cap *ro;
+	int e;
+
+	if (call->iface == IFACE_FILESYSTEM && call->method == FILESYSTEM_READ_ONLY) {
+		if ((e = fs_proxy_new(p->node, p->target, 1, &ro)) < 0) {
+			rpc_return_error(call, e, "out of memory");
+			return;
+		}
+		msg_put_cap(&call->results, ro);
+		cap_unref(ro);
+		rpc_return(call);
+		return;
+	}
+	if (call->iface != IFACE_FILESYSTEM || call->method != FILESYSTEM_V9FS_STREAM) {
+		rpc_return_unknown(call, "filesystem");
+		return;
+	}
+	if (!(pc = calloc(1, sizeof(*pc)))) {
+		rpc_return_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	pc->p = (struct fs_proxy *)cap_ref(c);
+	pc->call = call;
+	node_restore(p->node, p->target, proxy_restored, pc);
+}
+
+static void fs_proxy_free(struct cap *c)
+{
+	sodium_memzero(((struct fs_proxy *)c)->target, REF_MAX_DESC);
+	free(c);
+}
+
+static const struct cap_ops fs_proxy_ops = {
+	.name = "filesystem (re-exported)",
+	.call = fs_proxy_call,
+	.free = fs_proxy_free,
+};
+
+static int fs_proxy_new(struct node *n, const char *target, int read_only, struct cap **out)
+{
+	struct fs_proxy *p = calloc(1, sizeof(*p));
+	if (!p)
+		return -ENOMEM;
+	cap_init(&p->cap, &fs_proxy_ops);
+	p->node = n;
+	p->read_only = read_only;
+	snprintf(p->target, sizeof(p->target), "%s", target);
+	*out = &p->cap;
+	return 0;
+}
+
+/*
+ * A ref's description says what it exports:
+ *   /PATH               a directory, files shown as the mounter's
+ *   passthrough:/PATH   a directory, numeric owners as they are
+ *   ref://...           another node's Filesystem, re-exported
+ */
+static int fs_restore(struct node *n, const struct ref_record *rec, struct cap **out,
+		      char *err, size_t errsz)
+{
+	const char *d = rec->description, *why;
+	enum p9_idmap map = P9_MAP_MOUNTER;
+	struct ref ref;
+
+	if (!strncmp(d, "ref://", 6)) {
+		if (ref_parse(d, &ref, &why) < 0) {
+			snprintf(err, errsz, "malformed ref: %s", why);
+			return -EINVAL;
+		}
+		sodium_memzero(&ref, sizeof(ref));
+		return fs_proxy_new(n, d, rec->read_only, out);
+	}
+	if (!strncmp(d, "passthrough:", 12)) {
+		map = P9_MAP_PASSTHROUGH;
+		d += 12;
+	}
+	if (d[0] != '/') {
+		snprintf(err, errsz, "'%s' is not an absolute path", d);
+		return -EINVAL;
+	}
+	return fs_obj_new(n, d, rec->read_only, map, out, err, errsz);
 }
 
 /* --- binds: folders mounted on this node ---------------------------- */
@@ -1053,12 +1255,14 @@ static int fs_export(const struct applet *self, int argc, char **argv)
 	static const struct option opts[] = {
 		{ "persistent", no_argument, NULL, 'p' },
 		{ "read-only", no_argument, NULL, 'r' },
+		{ "map", required_argument, NULL, 'm' },
 		{ "admin-socket", required_argument, NULL, 'a' },
 		{ 0 }
 	};
-	const char *sock = NULL, *dir;
-	char abs[PATH_MAX], ref[REF_MAX_LEN];
+	const char *sock = NULL, *dir, *src;
+	char abs[PATH_MAX], desc[PATH_MAX + 16], ref[REF_MAX_LEN];
 	int c, persistent = 0, read_only = 0, r = EXIT_FAIL;
+	enum p9_idmap map = P9_MAP_MOUNTER;
 	struct admin a;
 
 	optind = 1;
@@ -1067,18 +1271,35 @@ static int fs_export(const struct applet *self, int argc, char **argv)
 		case 'p': persistent = 1; break;
 		case 'r': read_only = 1; break;
 		case 'a': sock = optarg; break;
+		case 'm':
+			if (fs_parse_map(optarg, &map) < 0)
+				return cli_usage_error(self, "--map is mounter or passthrough");
+			break;
 		default: return cli_usage_error(self, "unknown option");
 		}
 	}
-	if (optind != argc - 1 || !(dir = local_path(argv[optind])))
-		return cli_usage_error(self, "fs export takes one local:PATH");
-	/* The daemon has its own working directory. */
-	if (!realpath(dir, abs)) {
-		fprintf(stderr, "metac fs: %s: %m\n", dir);
-		return EXIT_FAIL;
+	if (optind != argc - 1)
+		return cli_usage_error(self, "fs export takes one local:PATH or REF");
+	src = argv[optind];
+	if (!strncmp(src, "ref://", 6)) {
+		/* Another node's folder, shared on from here (--read-only
+		 * makes it read-only at its source). */
+		if (map != P9_MAP_MOUNTER)
+			return cli_usage_error(self, "--map is for local:PATH; a REF keeps its own");
+		snprintf(desc, sizeof(desc), "%s", src);
+	} else {
+		if (!(dir = local_path(src)))
+			return cli_usage_error(self, "fs export takes one local:PATH or REF");
+		/* The daemon has its own working directory. */
+		if (!realpath(dir, abs)) {
+			fprintf(stderr, "metac fs: %s: %m\n", dir);
+			return EXIT_FAIL;
+		}
+		snprintf(desc, sizeof(desc), "%s%s", map == P9_MAP_PASSTHROUGH ? "passthrough:" : "",
+			 abs);
 	}
 	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
-	    admin_export(&a, "fs", abs, persistent, read_only, ref, sizeof(ref)) == 0) {
+	    admin_export(&a, "fs", desc, persistent, read_only, ref, sizeof(ref)) == 0) {
 		printf("%s\n", ref);
 		r = EXIT_OK;
 	}

@@ -339,3 +339,22 @@ TEST(reject_longer_than_max)
 	CHECK(strlen(s) >= REF_MAX_LEN);
 	REJECT(s);
 }
+
+/* A description that holds a ref shows its host, never its token. */
+TEST(redact_hides_tokens)
+{
+	char out[REF_MAX_DESC];
+
+	ref_redact("ref://10.77.0.1/" TOK, out, sizeof(out));
+	CHECK_STR(out, "ref://10.77.0.1/...");
+	ref_redact("ref://[fd77::2]:902/" TOK_URL " and more", out, sizeof(out));
+	CHECK_STR(out, "ref://[fd77::2]:902/... and more");
+	ref_redact("/srv/share", out, sizeof(out));
+	CHECK_STR(out, "/srv/share");
+	ref_redact("passthrough:/srv", out, sizeof(out));
+	CHECK_STR(out, "passthrough:/srv");
+	/* Too small for the host: cut, but no token either. */
+	ref_redact("ref://10.77.0.1/" TOK, out, 12);
+	CHECK(strstr(out, "AAEC") == NULL);
+	CHECK(strlen(out) < 12);
+}
