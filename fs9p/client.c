@@ -1341,12 +1341,10 @@ int p9c_walk_getattr(struct p9c *c, uint32_t fid, uint32_t newfid, const char *n
 		e[0] = walk_reply(&k[0].rep, *name ? 1 : 0, qid);
 	if (e[1] == 0)
 		e[1] = getattr_reply(&k[1].rep, qid, attr);
-	if (e[0] < 0) {
-		/* A short walk may leave newfid behind on some servers. */
-		if (e[0] == -ENOENT && fid != newfid)
-			p9c_clunk(c, newfid);
+	/* A walk of one name either makes newfid or fails with nothing
+	 * made (diod leaves a fid only after a walk of several names). */
+	if (e[0] < 0)
 		return e[0];
-	}
 	if (e[1] < 0)
 		p9c_clunk(c, newfid);
 	return e[1];

@@ -90,6 +90,7 @@ struct inode {
 };
 
 struct handle {
+	struct handle *prev, *next; /* all open ones, freed at the end */
 	struct inode *ino;
 	pthread_mutex_t lock;
 	uint32_t fid;
@@ -124,6 +125,7 @@ struct pf {
 	 * evictions counts fids taken back from them. */
 	struct inode *lru_head, *lru_tail;
 	unsigned nlru, evictions;
+	struct handle *handles; /* open files and directories */
 	struct inode root;
 	struct inode *byq[HASH_BUCKETS];
 	struct inode *byname[HASH_BUCKETS];
@@ -1344,6 +1346,17 @@ static int do_open(struct op *o, void *arg)
 	return 0;
 }
 
+static void handle_link(struct pf *pf, struct handle *h)
+{
+	pthread_mutex_lock(&pf->lock);
+	h->prev = NULL;
+	h->next = pf->handles;
+	if (pf->handles)
+		pf->handles->prev = h;
+	pf->handles = h;
+	pthread_mutex_unlock(&pf->lock);
+}
+
 static struct handle *handle_new(struct pf *pf, struct inode *ino, uint32_t flags)
 {
 	struct handle *h = calloc(1, sizeof(*h));
@@ -1353,6 +1366,7 @@ static struct handle *handle_new(struct pf *pf, struct inode *ino, uint32_t flag
 	h->flags = flags;
 	pthread_mutex_init(&h->lock, NULL);
 	ino_hold(pf, ino);
+	handle_link(pf, h);
 	return h;
 }
 
@@ -1363,6 +1377,12 @@ static void handle_free(struct pf *pf, struct handle *h)
 	pthread_mutex_lock(&pf->lock);
 	if ((s = pf->cur))
 		s->refs++;
+	if (h->prev)
+		h->prev->next = h->next;
+	else
+		pf->handles = h->next;
+	if (h->next)
+		h->next->prev = h->prev;
 	pthread_mutex_unlock(&pf->lock);
 	if (s) {
 		if (h->gen == s->gen) {
@@ -1470,6 +1490,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 		return;
 	}
 	ino_hold(pf, x.ino); /* the handle's */
+	handle_link(pf, x.h);
 	/* A new file has no capabilities. */
 	nocaps_set(x.ino, now_ms() + (uint64_t)(CACHE_S * 1000));
 	x.ep.ino = nodeid_of(pf, x.ino);
@@ -1974,6 +1995,8 @@ static void *worker_main(void *arg)
 			pthread_cond_wait(&pf->qcv, &pf->qlock);
 		if (!pf->head) {
 			pthread_mutex_unlock(&pf->qlock);
+			free(io_buf);
+			io_buf = NULL;
 			return NULL;
 		}
 		q = pf->head;
@@ -2165,6 +2188,13 @@ static void free_all(struct pf *pf)
 		pf->free = q->next;
 		free(q->fb.mem);
 		free(q);
+	}
+	/* Files still open when the kernel let go (a SIGTERM unmount). */
+	while (pf->handles) {
+		struct handle *h = pf->handles;
+		pf->handles = h->next;
+		pthread_mutex_destroy(&h->lock);
+		free(h);
 	}
 	for (int i = 0; i < HASH_BUCKETS; i++) {
 		while (pf->byq[i]) {

@@ -15,6 +15,7 @@
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/services.h"
+#include "wire/conn.h"
 
 static void on_stop(struct loop *l, int signo, void *arg)
 {
@@ -79,10 +80,21 @@ int daemon_main(int argc, char **argv)
 		log_error("event loop failed: %m");
 	else
 		r = EXIT_OK;
+	/* Every connection ends, its owner told, while the node is still
+	 * there to hear it; then the node goes, and the rounds after free
+	 * what it let go of. Bounded: a shutdown never hangs on this. */
+	wire_conn_abort_all(l, -ECONNRESET);
+	for (int i = 0; i < 20 && wire_conn_count(l); i++) {
+		loop_run_once(l, 0);
+		wire_conn_abort_all(l, -ECONNRESET);
+	}
 out:
 	node_free(n);
-	if (l)
+	if (l) {
+		for (int i = 0; i < 5; i++)
+			loop_run_once(l, 0);
 		loop_free(l);
+	}
 	return r;
 }
 

@@ -43,7 +43,12 @@ struct wire_conn {
 	int fail_err; /* for a failure reported from the next round */
 	unsigned paused : 1, flush_queued : 1, want_writable : 1,
 		in_dispatch : 1, closing_cb : 1, rd_eof : 1;
+	struct wire_conn *all_prev, *all_next; /* every connection not yet freed */
 };
+
+/* Every connection of the process, so that a shutdown can end them all
+ * (wire_conn_abort_all). Loops are per thread; so is this list's use. */
+static __thread struct wire_conn *all_conns;
 
 static void conn_io(struct loop *l, int fd, uint32_t ev, void *arg);
 static void conn_process(struct wire_conn *c);
@@ -65,6 +70,12 @@ static void set_events(struct wire_conn *c)
 static void conn_free_cb(struct loop *l, void *arg)
 {
 	struct wire_conn *c = arg;
+	if (c->all_prev)
+		c->all_prev->all_next = c->all_next;
+	else
+		all_conns = c->all_next;
+	if (c->all_next)
+		c->all_next->all_prev = c->all_prev;
 	buf_wipe(&c->in);
 	buf_wipe(&c->out);
 	noise_hs_wipe(&c->hs);
@@ -133,6 +144,26 @@ void wire_conn_close(struct wire_conn *c)
 void wire_conn_abort(struct wire_conn *c, int err)
 {
 	conn_fail_later(c, err);
+}
+
+int wire_conn_abort_all(struct loop *l, int err)
+{
+	int n = 0;
+	for (struct wire_conn *c = all_conns; c; c = c->all_next) {
+		if (c->loop == l && c->state != ST_DEAD) {
+			conn_fail_later(c, err);
+			n++;
+		}
+	}
+	return n;
+}
+
+int wire_conn_count(struct loop *l)
+{
+	int n = 0;
+	for (struct wire_conn *c = all_conns; c; c = c->all_next)
+		n += c->loop == l;
+	return n;
 }
 
 static void flush_now(struct wire_conn *c)
@@ -568,6 +599,10 @@ struct wire_conn *wire_conn_new(struct loop *l, int fd, enum wire_mode mode,
 	c->watch = loop_watch_fd(l, fd, c->events, conn_io, c);
 	if (!c->watch)
 		goto fail;
+	c->all_next = all_conns;
+	if (all_conns)
+		all_conns->all_prev = c;
+	all_conns = c;
 	return c;
 fail:
 	if (c) {

@@ -73,6 +73,12 @@ void wire_conn_close(struct wire_conn *c);
  * err) runs at the next dispatch round, not from inside this call. Send
  * functions that fail the connection (output limit) behave the same. */
 void wire_conn_abort(struct wire_conn *c, int err);
+/* Aborts every live connection of loop l (as wire_conn_abort): for a
+ * shutdown, so that owners let go of them while the loop still runs a
+ * few rounds. Returns how many. */
+int wire_conn_abort_all(struct loop *l, int err);
+/* Connections of l not yet freed (freeing waits for a dispatch round). */
+int wire_conn_count(struct loop *l);
 /* Send what is pending, then close and call ops->closed(c, 0). */
 void wire_conn_shutdown(struct wire_conn *c);
 /* The peer's static public key (after ready; NULL in plain mode). */

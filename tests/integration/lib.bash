@@ -26,7 +26,16 @@ cleanup() {
 	for mp in $(mounts_under_t); do umount -l "$mp" 2>/dev/null; done
 	pkill -KILL -f "fs _bridge .*$T/" 2>/dev/null
 	for ns in "${_netns[@]}"; do ip netns del "$ns" 2>/dev/null; done
+	# Under SANITIZE=1 a daemon's (or its helpers') report lands in its
+	# log: a test whose processes crashed or leaked fails, whatever it
+	# checked itself.
+	local f bad=0
+	for f in "$T"/*.log; do
+		[ -f "$f" ] && grep -q 'ERROR: \(AddressSanitizer\|LeakSanitizer\)\|runtime error:' "$f" &&
+			{ echo "FAIL: sanitizer report in $f:"; grep -A 15 'ERROR:\|runtime error:' "$f" | head -40; bad=1; } >&2
+	done
 	rm -rf --one-file-system "$T"
+	[ $bad = 0 ] || exit 1
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
