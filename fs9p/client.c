@@ -958,6 +958,51 @@ static int write_once(struct p9c *c, uint32_t fid, uint64_t offset, const void *
 	return (int)got;
 }
 
+struct p9c_pending {
+	struct req q;
+	struct pending p;
+	uint32_t n;
+	int e;
+};
+
+struct p9c_pending *p9c_write_start(struct p9c *c, uint32_t fid, uint64_t offset,
+				    const void *buf, uint32_t n)
+{
+	struct p9c_pending *w = calloc(1, sizeof(*w));
+
+	if (!w)
+		return NULL;
+	if (n > c->msize - P9_IOHDR)
+		n = c->msize - P9_IOHDR;
+	w->n = n;
+	req_begin(&w->q, P9_TWRITE);
+	p9_u32(&w->q.w, fid);
+	p9_u64(&w->q.w, offset);
+	p9_u32(&w->q.w, n);
+	if ((w->e = p9_end(&w->q.w, c->msize - n)) == 0) {
+		put_le32(buf_head(&w->q.b), (uint32_t)(buf_avail(&w->q.b) + n));
+		rpc_start(c, &w->q.b, buf, n, P9_RWRITE, &w->p);
+	}
+	return w;
+}
+
+ssize_t p9c_write_finish(struct p9c *c, struct p9c_pending *w)
+{
+	struct reply rep;
+	uint32_t got;
+	int e = w->e;
+
+	if (!e && (e = rpc_finish(c, &w->p, &rep)) == 0) {
+		if (rd_u32(&rep.r, &got) < 0 || got > w->n)
+			e = reply_done(&rep, -EPROTO);
+		else if ((e = reply_done(&rep, 0)) == 0)
+			e = (int)got;
+	}
+	buf_free(&w->q.b);
+	free(w);
+	return e;
+}
+
 ssize_t p9c_write(struct p9c *c, uint32_t fid, uint64_t offset, const void *buf,
 		  size_t count)
 {

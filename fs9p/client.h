@@ -95,6 +95,15 @@ ssize_t p9c_read(struct p9c *c, uint32_t fid, uint64_t offset, void *buf, size_t
 ssize_t p9c_write(struct p9c *c, uint32_t fid, uint64_t offset, const void *buf,
 		  size_t count);
 
+/* One Twrite (at most msize - P9_IOHDR bytes) in two halves, for
+ * callers that go on while it travels: start sends it (buf may be
+ * reused at once), finish waits for the answer, returns the bytes
+ * written or -errno, and frees what start made. NULL: out of memory. */
+struct p9c_pending;
+struct p9c_pending *p9c_write_start(struct p9c *c, uint32_t fid, uint64_t offset,
+				    const void *buf, uint32_t n);
+ssize_t p9c_write_finish(struct p9c *c, struct p9c_pending *w);
+
 int p9c_getattr(struct p9c *c, uint32_t fid, uint64_t request_mask, uint64_t *valid,
 		struct p9_qid *qid, struct p9_attr *attr);
 int p9c_setattr(struct p9c *c, uint32_t fid, const struct p9_setattr *sa);

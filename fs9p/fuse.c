@@ -60,6 +60,11 @@
  * up (it is walked to again by name when next used): the kernel may
  * know of far more files than a server keeps fids for (ours: 16384). */
 #define MAX_INODE_FIDS 4096
+/* Write-behind, on a server that keeps per-fid order: a write is
+ * answered once sent, and its reply awaited meanwhile; at most this
+ * much per open file is on its way. A failure is reported by the next
+ * write, fsync or close of that file (as NFS does). */
+#define WB_MAX_BYTES (8u << 20)
 #define MAX_IO (1u << 20)
 
 struct sess {
@@ -87,6 +92,7 @@ struct inode {
 	uint64_t nocaps_until;
 	struct inode *lru_prev, *lru_next; /* holding a fid of the current session */
 	int on_lru;
+	unsigned wpending; /* writes on their way (under pf->wlock) */
 };
 
 struct handle {
@@ -96,6 +102,19 @@ struct handle {
 	uint32_t fid;
 	unsigned gen;
 	uint32_t flags; /* Tlopen flags, to open it again */
+	/* Write-behind (under pf->wlock). */
+	unsigned wcount;
+	size_t wbytes;
+	int werr;
+};
+
+/* A write on its way, for the completer thread to see answered. */
+struct wb {
+	struct wb *next;
+	struct handle *h;
+	struct sess *s;
+	struct p9c_pending *p;
+	uint32_t n;
 };
 
 struct qbuf {
@@ -126,6 +145,14 @@ struct pf {
 	struct inode *lru_head, *lru_tail;
 	unsigned nlru, evictions;
 	struct handle *handles; /* open files and directories */
+
+	/* Write-behind: writes on their way, oldest first. */
+	pthread_mutex_t wlock;
+	pthread_cond_t wcv; /* a write was answered, or queued */
+	struct wb *whead, *wtail;
+	int wquit;
+	pthread_t completer;
+	int has_completer;
 	struct inode root;
 	struct inode *byq[HASH_BUCKETS];
 	struct inode *byname[HASH_BUCKETS];
@@ -799,6 +826,34 @@ static int ino_fid(struct op *o, struct inode *ino, uint32_t *fid)
 	return e;
 }
 
+/* --- waiting for writes on their way (see write_behind) ------------ */
+
+/* Waits until h's writes are answered; returns (and clears) the first
+ * failure among them. */
+static int wb_wait_handle(struct pf *pf, struct handle *h)
+{
+	int e;
+	pthread_mutex_lock(&pf->wlock);
+	while (h->wcount)
+		pthread_cond_wait(&pf->wcv, &pf->wlock);
+	e = h->werr;
+	h->werr = 0;
+	pthread_mutex_unlock(&pf->wlock);
+	return e;
+}
+
+/* Waits until the writes to ino are answered: before asking the server
+ * for its size, or truncating it, or reading it through another fid. */
+static void wb_wait_inode(struct pf *pf, struct inode *ino)
+{
+	if (!__atomic_load_n(&ino->wpending, __ATOMIC_RELAXED))
+		return;
+	pthread_mutex_lock(&pf->wlock);
+	while (ino->wpending)
+		pthread_cond_wait(&pf->wcv, &pf->wlock);
+	pthread_mutex_unlock(&pf->wlock);
+}
+
 /* --- attributes ---------------------------------------------------- */
 
 static void attr_to_stat(const struct p9_qid *q, const struct p9_attr *a, struct stat *st)
@@ -927,7 +982,19 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct pf *pf = fuse_req_userdata(req);
 	struct name_ctx x = { .dir = ino_of(pf, parent), .name = name };
-	int e = run(pf, do_lookup, &x);
+	struct inode *known;
+	int e;
+
+	/* Its size must not come back older than the writes on their way. */
+	pthread_mutex_lock(&pf->lock);
+	if ((known = ino_find_name_locked(pf, x.dir, name)))
+		known->refs++;
+	pthread_mutex_unlock(&pf->lock);
+	if (known) {
+		wb_wait_inode(pf, known);
+		ino_release(pf, known);
+	}
+	e = run(pf, do_lookup, &x);
 
 	if (e < 0)
 		reply_err(req, e);
@@ -997,6 +1064,7 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi
 
 	if (fi)
 		x.h = (struct handle *)(uintptr_t)fi->fh;
+	wb_wait_inode(pf, x.ino);
 	if ((e = run(pf, do_getattr, &x)) < 0)
 		reply_err(req, e);
 	else
@@ -1059,6 +1127,7 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to
 
 	if (fi)
 		x.h = (struct handle *)(uintptr_t)fi->fh;
+	wb_wait_inode(pf, x.ino);
 	if ((e = run(pf, do_setattr, &x)) < 0)
 		reply_err(req, e);
 	else
@@ -1508,7 +1577,10 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 static void ll_release(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	struct pf *pf = fuse_req_userdata(req);
-	handle_free(pf, (struct handle *)(uintptr_t)fi->fh);
+	struct handle *h = (struct handle *)(uintptr_t)fi->fh;
+	/* Too late to tell anyone of a failure (flush did, if there was one). */
+	wb_wait_handle(pf, h);
+	handle_free(pf, h);
 	reply_err(req, 0);
 }
 
@@ -1548,6 +1620,7 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	}
 	x.size = size < MAX_IO ? size : MAX_IO;
 	x.buf = io_buf;
+	wb_wait_inode(pf, x.h->ino);
 	if ((e = run(pf, do_read, &x)) < 0)
 		reply_err(req, e);
 	else
@@ -1565,6 +1638,99 @@ static int do_write(struct op *o, void *arg)
 	return x->done < 0 ? (int)x->done : 0;
 }
 
+/* --- write-behind -------------------------------------------------- */
+
+static void *completer_main(void *arg)
+{
+	struct pf *pf = arg;
+
+	for (;;) {
+		struct wb *w;
+		ssize_t n;
+		int e;
+
+		pthread_mutex_lock(&pf->wlock);
+		while (!pf->whead && !pf->wquit)
+			pthread_cond_wait(&pf->wcv, &pf->wlock);
+		if (!(w = pf->whead)) {
+			pthread_mutex_unlock(&pf->wlock);
+			return NULL;
+		}
+		pf->whead = w->next;
+		if (!pf->whead)
+			pf->wtail = NULL;
+		pthread_mutex_unlock(&pf->wlock);
+
+		n = p9c_write_finish(w->s->c, w->p);
+		e = n == (ssize_t)w->n ? 0 : n < 0 ? (int)n : -EIO;
+		if (e == -ECONNRESET || e == -ETIMEDOUT) {
+			/* Lost with the connection: the writer hears EIO. */
+			sess_broken(pf, w->s);
+			e = -EIO;
+		}
+		sess_put(pf, w->s);
+		pthread_mutex_lock(&pf->wlock);
+		if (e && !w->h->werr)
+			w->h->werr = e;
+		w->h->wcount--;
+		w->h->wbytes -= w->n;
+		w->h->ino->wpending--;
+		pthread_cond_broadcast(&pf->wcv);
+		pthread_mutex_unlock(&pf->wlock);
+		free(w);
+	}
+}
+
+/* Sends one write and queues its answer for the completer: 0 when the
+ * write is on its way, -EAGAIN when it should be made the usual way
+ * (no session at hand, out of memory), or an earlier write's failure. */
+static int write_behind(struct pf *pf, struct handle *h, const char *buf, size_t size,
+			uint64_t off)
+{
+	struct op o = { .pf = pf };
+	struct wb *w;
+	uint32_t fid;
+	int e;
+
+	pthread_mutex_lock(&pf->wlock);
+	while (h->wbytes && h->wbytes + size > WB_MAX_BYTES && !h->werr)
+		pthread_cond_wait(&pf->wcv, &pf->wlock);
+	e = h->werr;
+	h->werr = 0;
+	pthread_mutex_unlock(&pf->wlock);
+	if (e)
+		return e;
+	if (!(w = calloc(1, sizeof(*w))))
+		return -EAGAIN;
+	if (op_session(&o) < 0) {
+		free(w);
+		return -EAGAIN;
+	}
+	o.epoch = epoch_now(pf);
+	o.evictions = __atomic_load_n(&pf->evictions, __ATOMIC_RELAXED);
+	if ((e = fh_fid(&o, h, &fid)) < 0 ||
+	    !(w->p = p9c_write_start(o.c, fid, off, buf, (uint32_t)size))) {
+		sess_put(pf, o.s);
+		free(w);
+		return -EAGAIN;
+	}
+	w->h = h;
+	w->s = o.s; /* its reference goes with the write */
+	w->n = (uint32_t)size;
+	pthread_mutex_lock(&pf->wlock);
+	h->wcount++;
+	h->wbytes += size;
+	h->ino->wpending++;
+	if (pf->wtail)
+		pf->wtail->next = w;
+	else
+		pf->whead = w;
+	pf->wtail = w;
+	pthread_cond_broadcast(&pf->wcv);
+	pthread_mutex_unlock(&pf->wlock);
+	return 0;
+}
+
 static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
 		     off_t off, struct fuse_file_info *fi)
 {
@@ -1572,6 +1738,19 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 	struct io_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh, .off = (uint64_t)off, .size = size };
 	int e;
 
+	/* Appends and synchronous writes want the server's answer first. */
+	if (pf->has_completer && size <= pf->msize - P9_IOHDR &&
+	    !(x.h->flags & (P9_DOTL_APPEND | P9_DOTL_SYNC | P9_DOTL_DSYNC | P9_DOTL_DIRECT))) {
+		e = write_behind(pf, x.h, buf, size, (uint64_t)off);
+		if (e == 0) {
+			fuse_reply_write(req, size);
+			return;
+		}
+		if (e != -EAGAIN) {
+			reply_err(req, e);
+			return;
+		}
+	}
 	x.wbuf = buf;
 	if ((e = run(pf, do_write, &x)) < 0)
 		reply_err(req, e);
@@ -1579,10 +1758,13 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t siz
 		fuse_reply_write(req, (size_t)x.done);
 }
 
-/* No flush: writes are not buffered here, each went to the server
- * already. Without the op the kernel stops sending FLUSH at all (a
- * round trip through /dev/fuse saved on every close); POSIX locks are
- * still released at close, with a SETLK of F_UNLCK. */
+/* close(2) hears of a write that failed after write(2) returned. With
+ * no writes on their way this does not reach the server. */
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	reply_err(req, wb_wait_handle(pf, (struct handle *)(uintptr_t)fi->fh));
+}
 
 static int do_fsync(struct op *o, void *arg)
 {
@@ -1596,8 +1778,11 @@ static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_f
 {
 	struct pf *pf = fuse_req_userdata(req);
 	struct io_ctx x = { .h = (struct handle *)(uintptr_t)fi->fh };
+	int e = wb_wait_handle(pf, x.h), e2;
+
 	x.datasync = datasync;
-	reply_err(req, run(pf, do_fsync, &x));
+	e2 = run(pf, do_fsync, &x);
+	reply_err(req, e ? e : e2);
 }
 
 /* --- directories --------------------------------------------------- */
@@ -1961,6 +2146,7 @@ static const struct fuse_lowlevel_ops ll_ops = {
 	.open = ll_open,
 	.read = ll_read,
 	.write = ll_write,
+	.flush = ll_flush,
 	.release = ll_release,
 	.fsync = ll_fsync,
 	.opendir = ll_opendir,
@@ -2173,6 +2359,14 @@ static void stop_workers(struct pf *pf)
 	pthread_mutex_unlock(&pf->lock);
 	for (int i = 0; i < pf->nworkers; i++)
 		pthread_join(pf->workers[i], NULL);
+	/* Writes still on their way are answered, or fail, now. */
+	if (pf->has_completer) {
+		pthread_mutex_lock(&pf->wlock);
+		pf->wquit = 1;
+		pthread_cond_broadcast(&pf->wcv);
+		pthread_mutex_unlock(&pf->wlock);
+		pthread_join(pf->completer, NULL);
+	}
 }
 
 static void free_all(struct pf *pf)
@@ -2232,6 +2426,8 @@ int p9fuse_run(int fd, const struct p9fuse_config *cfg)
 	pf->space_fd = -1;
 	pthread_mutex_init(&pf->lock, NULL);
 	pthread_mutex_init(&pf->qlock, NULL);
+	pthread_mutex_init(&pf->wlock, NULL);
+	pthread_cond_init(&pf->wcv, NULL);
 	pthread_cond_init(&pf->qcv, NULL);
 	{
 		pthread_condattr_t ca;
@@ -2301,6 +2497,9 @@ int p9fuse_run(int fd, const struct p9fuse_config *cfg)
 		snprintf(why, sizeof(why), "cannot start threads");
 		goto fail;
 	}
+	/* Write-behind needs writes to one fid kept in order: our server. */
+	if (cfg->ordered && pthread_create(&pf->completer, NULL, completer_main, pf) == 0)
+		pf->has_completer = 1;
 	cfg->mounted(cfg->arg, 0, NULL);
 	loop_run(pf->loop);
 	e = 0;
@@ -2334,6 +2533,8 @@ out:
 	pthread_cond_destroy(&pf->cv);
 	pthread_cond_destroy(&pf->qcv);
 	pthread_mutex_destroy(&pf->qlock);
+	pthread_cond_destroy(&pf->wcv);
+	pthread_mutex_destroy(&pf->wlock);
 	pthread_mutex_destroy(&pf->lock);
 	fuse_opt_free_args(&args);
 	free(pf);

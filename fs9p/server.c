@@ -1698,7 +1698,9 @@ static void reply_and_finish(struct session *s, struct buf *out, uint16_t tag)
  * Requests on one fid keep their order where it matters: a request that
  * names a fid waits for every earlier request that makes or changes
  * that fid (Tattach, Twalk's newfid, Txattrwalk's newfid, Tlopen,
- * Tlcreate, Txattrcreate, Tclunk, Tremove) to finish. So a client may
+ * Tlcreate, Txattrcreate, Tclunk, Tremove) or writes through it
+ * (Twrite: so that writes sent back to back land in order, and a read
+ * or fsync after them sees them) to finish. So a client may
  * send Twalk(newfid) and Tgetattr(newfid) together and get both
  * answers in one round trip. Everything else still runs at once. A
  * request only ever waits for earlier ones, which the FIFO queue has
@@ -1736,6 +1738,7 @@ static void req_order(struct req *q)
 			q->fids[q->nfids++] = f1;
 		break;
 	case P9_TATTACH:
+	case P9_TWRITE:
 	case P9_TLOPEN:
 	case P9_TLCREATE:
 	case P9_TXATTRCREATE:

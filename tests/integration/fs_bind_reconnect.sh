@@ -40,6 +40,23 @@ echo after >"$MNT/after.txt" || fail "writing after A restarted"
 [ "$(cat "$EX/after.txt")" = after ] || fail "a write after the restart did not reach A"
 grep -q "reconnected" "$T/B.log" || fail "B's bridge did not say it reconnected"
 
+# --- A dies under a writer: the file is whole, or the writer heard ---
+head -c 100000000 /dev/urandom >"$T/wdata"
+(dd if="$T/wdata" of="$MNT/written" bs=1M 2>"$T/dd.err"; echo $? >"$T/dd.rc") &
+writer=$!
+sleep 0.3
+kill -KILL "$PID_A"
+wait "$PID_A" 2>/dev/null
+daemon_start A a 10.77.0.1:901
+for _ in $(seq 600); do [ -e "$T/dd.rc" ] && break; sleep 0.1; done
+[ -e "$T/dd.rc" ] || fail "a writer hung across A's restart"
+if [ "$(cat "$T/dd.rc")" = 0 ]; then
+	cmp -s "$T/wdata" "$EX/written" || fail "the writer was told all was well, but A's file differs"
+else
+	grep -q "Input/output error" "$T/dd.err" || fail "the writer failed oddly: $(cat "$T/dd.err")"
+fi
+wait $writer
+
 # --- A down for longer than the timeout: EIO, not a hang ---
 kill -KILL "$PID_A"
 wait "$PID_A" 2>/dev/null
@@ -62,9 +79,9 @@ done
 (timeout 120 cat "$MNT/big" >"$T/blip") &
 reader=$!
 sleep 0.2
-ip -n "$NS_PREFIX-b" link set "v$NS_PREFIX-b" down
+ip -n "$NS_PREFIX-b" link set "v$$b" down || fail "cannot take B's link down"
 sleep 2
-ip -n "$NS_PREFIX-b" link set "v$NS_PREFIX-b" up
+ip -n "$NS_PREFIX-b" link set "v$$b" up || fail "cannot bring B's link up"
 wait $reader || fail "a read across a 2 s network loss failed"
 cmp -s "$T/blip" "$EX/big" || fail "a read across a 2 s network loss differs"
 
