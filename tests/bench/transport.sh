@@ -24,107 +24,8 @@ CONNECTS=${BENCH_CONNECTS:-200}
 SSH_CONNECTS=${BENCH_SSH_CONNECTS:-20}
 TMO=${BENCH_TIMEOUT:-120}
 HERE=$(cd "$(dirname "$0")" && pwd)
-HZ=$(getconf CLK_TCK)
-T=$(mktemp -d /tmp/metac-bench.XXXXXX)
-_pids=()   # servers: daemons, sshd, socket servers
-_jobs=()   # timed jobs, each its own process group (setsid)
-_run_dir=""
-BROKEN=()
-
-cleanup() {
-	local p
-	for p in "${_jobs[@]}"; do kill -TERM -- "-$p" 2>/dev/null; done
-	for p in "${_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-	for p in "${_pids[@]}"; do
-		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-		kill -KILL "$p" 2>/dev/null
-	done
-	# The privilege separation directory sshd insists on, if we made it.
-	[ -n "$_run_dir" ] && rmdir "$_run_dir" 2>/dev/null
-	rm -rf "$T"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-show_logs() {
-	local f
-	for f in "$T"/*.log; do [ -s "$f" ] && { echo "--- $f"; tail -n 20 "$f"; } >&2; done
-}
-
-# Setup is broken: nothing to measure.
-fail() {
-	echo "BROKEN: $*" >&2
-	show_logs
-	exit 1
-}
-
-# A measurement is broken: say so, go on, exit 1 at the end.
-broken() {
-	echo "BROKEN: $*" >&2
-	BROKEN+=("$*")
-}
-
-# A TCP port on 127.0.0.1 nobody listens on (others may run daemons here).
-free_port() {
-	local p
-	for _ in $(seq 100); do
-		p=$((20000 + RANDOM % 40000))
-		[ -z "$(ss -Hltn "sport = :$p" 2>/dev/null)" ] && { echo "$p"; return; }
-	done
-	fail "no free TCP port on 127.0.0.1"
-}
-
-# CPU ticks a process and its reaped children have used.
-cpu_ticks() {
-	local s
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || { echo 0; return; }
-	s=${s##*) }
-	# shellcheck disable=SC2086
-	set -- $s
-	echo $((${12} + ${13} + ${14} + ${15}))
-}
-
-# timed CMD [LABEL:PID...]: runs CMD (a shell pipeline) in its own process
-# group, under a timeout. Sets ELAPSED (s), CLIENT_CPU (user+sys s of the
-# whole pipeline) and SRV_CPU[LABEL] (s used meanwhile by each server).
-# Returns the pipeline's status (124 on timeout).
-declare -A SRV_CPU
-timed() {
-	local cmd=$1 s e rc spec
-	local -A before
-	shift
-	for spec in "$@"; do before[$spec]=$(cpu_ticks "${spec#*:}"); done
-	s=$(date +%s.%N)
-	setsid timeout "$TMO" /usr/bin/time -o "$T/time" -f '%U %S' \
-		bash -c "set -o pipefail; $cmd" &
-	_jobs+=($!)
-	wait $!
-	rc=$?
-	e=$(date +%s.%N)
-	unset '_jobs[-1]'
-	sleep 0.2 # let forking servers reap the connection's child
-	SRV_CPU=()
-	for spec in "$@"; do
-		SRV_CPU[${spec%%:*}]=$(awk -v t=$(($(cpu_ticks "${spec#*:}") - before[$spec])) \
-			-v hz="$HZ" 'BEGIN { printf "%.2f", t / hz }')
-	done
-	ELAPSED=$(awk -v s="$s" -v e="$e" 'BEGIN { printf "%.3f", e - s }')
-	CLIENT_CPU=$(awk 'NF == 2 { printf "%.2f", $1 + $2 }' "$T/time" 2>/dev/null)
-	[ -n "$CLIENT_CPU" ] || CLIENT_CPU=0
-	return $rc
-}
-
-# Rows of the table: NAME|VALUE|UNIT|CPU-per-GiB|DETAIL
-ROWS=()
-declare -A VAL
-
-row() {
-	ROWS+=("$1|$2|$3|$4|$5")
-	VAL[$1]=$2
-}
-
-mbps() { awk -v b="$1" -v t="$2" 'BEGIN { printf "%.1f", (t > 0 ? b / t / 1e6 : 0) }'; }
-per_gib() { awk -v c="$1" -v b="$2" 'BEGIN { printf "%.2f", c * 1073741824 / b }'; }
+# shellcheck source=tests/bench/lib.bash
+. "$HERE/lib.bash"
 
 # best_of NAME BYTES CMD [LABEL:PID...]: runs CMD RUNS times and records
 # the fastest run's MB/s with the CPU each side spent per GiB. CHECK, if
@@ -204,31 +105,8 @@ _pids+=($!); PID_SINK=$!
 "$T/sockserv" echo "$T/echo.sock" 2>"$T/echo.log" &
 _pids+=($!); PID_ECHO=$!
 
-# daemon_start NAME: a node on a free loopback port, state under $T.
-daemon_start() {
-	local name=$1 port pid
-	for _ in 1 2 3; do
-		port=$(free_port)
-		"$METAC" daemon --dir "$T/$name" --listen "127.0.0.1:$port" \
-			--admin-socket "$T/$name.sock" >"$T/$name.log" 2>&1 &
-		pid=$!
-		for _ in $(seq 100); do
-			kill -0 "$pid" 2>/dev/null || break
-			if "$METAC" node --admin-socket "$T/$name.sock" >/dev/null 2>&1; then
-				_pids+=("$pid")
-				eval "PID_$name=$pid"
-				return 0
-			fi
-			sleep 0.05
-		done
-		kill "$pid" 2>/dev/null
-		wait "$pid" 2>/dev/null
-		grep -q "in use" "$T/$name.log" || break # not a lost race for the port
-	done
-	fail "daemon $name did not start"
-}
-daemon_start A
-daemon_start B
+daemon_start A || fail "daemon A did not start"
+daemon_start B || fail "daemon B did not start"
 for _ in $(seq 50); do [ -S "$T/sink.sock" ] && [ -S "$T/echo.sock" ] && break; sleep 0.05; done
 REF_SINK=$("$METAC" stream export --admin-socket "$T/A.sock" "unix:$T/sink.sock") ||
 	fail "stream export of the sink failed"
@@ -264,59 +142,6 @@ best_of "$M2" "$ECHO_BYTES" "$(src "$ECHO_BYTES") | $MB $REF_ECHO | wc -c >$T/ec
 unset CHECK
 
 # --- (c) OpenSSH ----------------------------------------------------------
-# A private sshd on a loopback port, keys and config under $T. Prints why
-# not and returns 1 if it cannot be used.
-ssh_start() {
-	local d="$T/ssh" port
-	command -v ssh >/dev/null && [ -x /usr/sbin/sshd ] ||
-		{ echo "ssh or /usr/sbin/sshd is not installed"; return 1; }
-	mkdir -p "$d" && chmod 700 "$d"
-	ssh-keygen -q -t ed25519 -N '' -f "$d/host_key" &&
-		ssh-keygen -q -t ed25519 -N '' -f "$d/client_key" ||
-		{ echo "ssh-keygen failed"; return 1; }
-	cp "$d/client_key.pub" "$d/authorized_keys"
-	port=$(free_port)
-	cat >"$d/sshd_config" <<-EOF
-		ListenAddress 127.0.0.1:$port
-		HostKey $d/host_key
-		PidFile $d/sshd.pid
-		AuthorizedKeysFile $d/authorized_keys
-		UsePAM no
-		StrictModes no
-		PermitRootLogin prohibit-password
-		PasswordAuthentication no
-		KbdInteractiveAuthentication no
-		Ciphers aes128-gcm@openssh.com,chacha20-poly1305@openssh.com
-		Compression no
-		UseDNS no
-		PrintMotd no
-		LogLevel ERROR
-		# The login shell must not read ~/.bashrc (bash does for sshd
-		# sessions unless SHLVL is set): it may be slow, and it is not
-		# what is measured.
-		SetEnv SHLVL=1
-		PermitUserRC no
-	EOF
-	if [ ! -d /run/sshd ]; then
-		mkdir -p /run/sshd 2>/dev/null && chmod 755 /run/sshd && _run_dir=/run/sshd
-	fi
-	/usr/sbin/sshd -t -f "$d/sshd_config" >"$T/sshd.log" 2>&1 ||
-		{ echo "sshd refuses its config: $(tail -n 1 "$T/sshd.log")"; return 1; }
-	/usr/sbin/sshd -D -e -f "$d/sshd_config" >>"$T/sshd.log" 2>&1 &
-	_pids+=($!); PID_SSHD=$!
-	SSH="ssh -F /dev/null -T -x -a -p $port -i $d/client_key -o BatchMode=yes
-		-o IdentitiesOnly=yes -o StrictHostKeyChecking=no
-		-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR $(id -un)@127.0.0.1"
-	SSH=$(echo $SSH)
-	for _ in $(seq 50); do
-		timeout 10 $SSH true 2>"$T/ssh.err" </dev/null && return 0
-		kill -0 "$PID_SSHD" 2>/dev/null || break
-		sleep 0.1
-	done
-	echo "ssh to a private sshd on 127.0.0.1:$port fails:" \
-		"$(tail -n 1 "$T/ssh.err") $(tail -n 1 "$T/sshd.log")"
-	return 1
-}
 HAVE_SSH=0
 if ssh_start >"$T/ssh_start.msg"; then
 	HAVE_SSH=1
@@ -385,21 +210,8 @@ fi
 
 # --- table ----------------------------------------------------------------
 echo
-printf '%-58s %10s %-5s %9s  %s\n' "" "" "" "CPU s/GiB" "(all processes; split)"
-for r in "${ROWS[@]}"; do
-	IFS='|' read -r name v unit cpu detail <<<"$r"
-	printf '%-58s %10s %-5s %9s  %s\n' "$name" "$v" "$unit" "$cpu" "$detail"
-done
+print_table 58 "CPU s/GiB" "(all processes; split)"
 
-ratio() { # LABEL NUM-ROW DEN-ROW GOAL
-	local n=${VAL[$2]:-} d=${VAL[$3]:-}
-	if [[ ! $n =~ ^[0-9.]+$ || ! $d =~ ^[0-9.]+$ ]]; then
-		printf '   %-34s %8s\n' "$1" "n/a"
-		return
-	fi
-	awk -v l="$1" -v n="$n" -v d="$d" -v g="$4" \
-		'BEGIN { printf "   %-34s %7.2fx  %s\n", l, (d > 0 ? n / d : 0), g }'
-}
 echo
 echo "ratios (metac one way, best run):"
 ratio "metac / AEAD raw (libsodium)" "$M1" "$AEAD" "goal >= 0.5x"
@@ -411,10 +223,4 @@ ratio "metac --direct / ssh aes128-gcm" "$M1D" "$S1" "goal >= 2x"
 ratio "metac --direct / ssh chacha20-poly1305" "$M1D" "$S2" "goal >= 2x"
 ratio "metac round trip / one way" "$M2" "$M1" ""
 echo "   load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
-if [ ${#BROKEN[@]} -gt 0 ]; then
-	echo
-	printf 'BROKEN: %s\n' "${BROKEN[@]}"
-	show_logs
-	exit 1
-fi
-exit 0
+finish
