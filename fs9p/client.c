@@ -1395,6 +1395,251 @@ int p9c_walk_getattr(struct p9c *c, uint32_t fid, uint32_t newfid, const char *n
 	return e[1];
 }
 
+/* --- batches ------------------------------------------------------- */
+
+enum { B_WALK_GETATTR, B_GETATTR, B_CLUNK, B_XATTR_NAMES };
+
+struct bitem {
+	int kind;
+	uint32_t fid, newfid;
+	const char *name;
+	struct p9_qid *qid;
+	struct p9_attr *attr;
+	int *err;
+	/* B_XATTR_NAMES */
+	void *buf;
+	size_t bufsz, *len;
+};
+
+struct p9c_batch {
+	struct p9c *c;
+	unsigned n, max;
+	struct bitem *items;
+};
+
+struct p9c_batch *p9c_batch_new(struct p9c *c, unsigned max)
+{
+	struct p9c_batch *b = calloc(1, sizeof(*b));
+	if (!b || !(b->items = calloc(max ? max : 1, sizeof(*b->items)))) {
+		free(b);
+		return NULL;
+	}
+	b->c = c;
+	b->max = max;
+	return b;
+}
+
+static struct bitem *batch_add(struct p9c_batch *b, int kind, int *err)
+{
+	struct bitem *it;
+	if (b->n == b->max) {
+		*err = -ENOBUFS;
+		return NULL;
+	}
+	it = &b->items[b->n++];
+	it->kind = kind;
+	it->err = err;
+	*err = 0;
+	return it;
+}
+
+void p9c_batch_walk_getattr(struct p9c_batch *b, uint32_t dfid, uint32_t newfid,
+			    const char *name, struct p9_qid *qid, struct p9_attr *attr, int *err)
+{
+	struct bitem *it = batch_add(b, B_WALK_GETATTR, err);
+	if (!it)
+		return;
+	it->fid = dfid;
+	it->newfid = newfid;
+	it->name = name;
+	it->qid = qid;
+	it->attr = attr;
+}
+
+void p9c_batch_getattr(struct p9c_batch *b, uint32_t fid, struct p9_qid *qid,
+		       struct p9_attr *attr, int *err)
+{
+	struct bitem *it = batch_add(b, B_GETATTR, err);
+	if (!it)
+		return;
+	it->fid = fid;
+	it->qid = qid;
+	it->attr = attr;
+}
+
+void p9c_batch_xattr_names(struct p9c_batch *b, uint32_t fid, uint32_t xfid, void *buf,
+			   size_t bufsz, size_t *len, int *err)
+{
+	struct bitem *it = batch_add(b, B_XATTR_NAMES, err);
+	if (!it)
+		return;
+	it->fid = fid;
+	it->newfid = xfid;
+	it->buf = buf;
+	it->bufsz = bufsz < b->c->msize - P9_IOHDR ? bufsz : b->c->msize - P9_IOHDR;
+	it->len = len;
+}
+
+/* The names list alone, for servers without per-fid order. */
+static int xattr_names(struct p9c *c, uint32_t fid, uint32_t xfid, void *buf, size_t bufsz,
+		       size_t *len)
+{
+	uint64_t size;
+	ssize_t n;
+	int e = p9c_xattrwalk(c, fid, xfid, "", &size);
+
+	if (e < 0)
+		return e;
+	if (size > bufsz) {
+		p9c_clunk(c, xfid);
+		return -ERANGE;
+	}
+	n = p9c_read(c, xfid, 0, buf, (size_t)size);
+	p9c_clunk(c, xfid);
+	if (n < 0)
+		return (int)n;
+	*len = (size_t)n;
+	return 0;
+}
+
+void p9c_batch_clunk(struct p9c_batch *b, uint32_t fid, int *err)
+{
+	struct bitem *it = batch_add(b, B_CLUNK, err);
+	if (it)
+		it->fid = fid;
+}
+
+/* Runs every request of the batch and frees it: all sent at once on a
+ * server that keeps per-fid order, else one after the other. */
+void p9c_batch_run(struct p9c_batch *b)
+{
+	struct p9c *c = b->c;
+	struct step *k;
+	unsigned i, n = 0;
+
+	if (!__atomic_load_n(&c->ordered, __ATOMIC_RELAXED) ||
+	    !(k = calloc(3 * (size_t)b->n + 1, sizeof(*k)))) {
+		for (i = 0; i < b->n; i++) {
+			struct bitem *it = &b->items[i];
+			if (*it->err)
+				continue;
+			*it->err = it->kind == B_WALK_GETATTR ?
+				   p9c_walk_getattr(c, it->fid, it->newfid, it->name, it->qid, it->attr) :
+				   it->kind == B_GETATTR ?
+				   p9c_getattr(c, it->fid, P9_GETATTR_BASIC, NULL, it->qid, it->attr) :
+				   it->kind == B_XATTR_NAMES ?
+				   xattr_names(c, it->fid, it->newfid, it->buf, it->bufsz, it->len) :
+				   p9c_clunk(c, it->fid);
+		}
+		goto out;
+	}
+	for (i = 0; i < b->n; i++) {
+		struct bitem *it = &b->items[i];
+		if (*it->err)
+			continue;
+		switch (it->kind) {
+		case B_WALK_GETATTR:
+			walk_step(&k[n], it->fid, it->newfid, it->name);
+			step_send(c, &k[n++], P9_RWALK);
+			getattr_step(&k[n], it->newfid);
+			step_send(c, &k[n++], P9_RGETATTR);
+			break;
+		case B_GETATTR:
+			getattr_step(&k[n], it->fid);
+			step_send(c, &k[n++], P9_RGETATTR);
+			break;
+		case B_CLUNK:
+			req_begin(&k[n].q, P9_TCLUNK);
+			p9_u32(&k[n].q.w, it->fid);
+			step_send(c, &k[n++], P9_RCLUNK);
+			break;
+		case B_XATTR_NAMES:
+			/* walk to the list, read it, let go: the server
+			 * runs the read after the walk, the clunk last */
+			req_begin(&k[n].q, P9_TXATTRWALK);
+			p9_u32(&k[n].q.w, it->fid);
+			p9_u32(&k[n].q.w, it->newfid);
+			p9_cstr(&k[n].q.w, "");
+			step_send(c, &k[n++], P9_RXATTRWALK);
+			req_begin(&k[n].q, P9_TREAD);
+			p9_u32(&k[n].q.w, it->newfid);
+			p9_u64(&k[n].q.w, 0);
+			p9_u32(&k[n].q.w, (uint32_t)it->bufsz);
+			step_send(c, &k[n++], P9_RREAD);
+			req_begin(&k[n].q, P9_TCLUNK);
+			p9_u32(&k[n].q.w, it->newfid);
+			step_send(c, &k[n++], P9_RCLUNK);
+			break;
+		}
+	}
+	n = 0;
+	for (i = 0; i < b->n; i++) {
+		struct bitem *it = &b->items[i];
+		int e, e2;
+		if (*it->err)
+			continue;
+		switch (it->kind) {
+		case B_WALK_GETATTR:
+			e = step_wait(c, &k[n]);
+			e2 = step_wait(c, &k[n + 1]);
+			if (e == 0)
+				e = walk_reply(&k[n].rep, *it->name ? 1 : 0, it->qid);
+			if (e2 == 0)
+				e2 = getattr_reply(&k[n + 1].rep, it->qid, it->attr);
+			if (e == 0 && e2 < 0)
+				p9c_clunk(c, it->newfid);
+			*it->err = e < 0 ? e : e2;
+			n += 2;
+			break;
+		case B_GETATTR:
+			e = step_wait(c, &k[n]);
+			*it->err = e == 0 ? getattr_reply(&k[n].rep, it->qid, it->attr) : e;
+			n++;
+			break;
+		case B_CLUNK:
+			e = step_wait(c, &k[n]);
+			*it->err = e == 0 ? reply_done(&k[n].rep, 0) : e;
+			n++;
+			break;
+		case B_XATTR_NAMES: {
+			uint64_t size = 0;
+			uint32_t got = 0;
+			const uint8_t *p;
+			int e3;
+			e = step_wait(c, &k[n]);
+			e2 = step_wait(c, &k[n + 1]);
+			e3 = step_wait(c, &k[n + 2]);
+			if (e == 0)
+				e = rd_u64(&k[n].rep.r, &size) < 0 ? reply_done(&k[n].rep, -EPROTO)
+								    : reply_done(&k[n].rep, 0);
+			if (e2 == 0) {
+				if (rd_u32(&k[n + 1].rep.r, &got) < 0 || got > it->bufsz ||
+				    rd_bytes(&k[n + 1].rep.r, &p, got) < 0)
+					e2 = reply_done(&k[n + 1].rep, -EPROTO);
+				else {
+					memcpy(it->buf, p, got);
+					e2 = reply_done(&k[n + 1].rep, 0);
+				}
+			}
+			if (e3 == 0)
+				reply_done(&k[n + 2].rep, 0);
+			/* A list longer than the buffer is no list. */
+			if (e == 0 && e2 == 0 && size != got)
+				e2 = -ERANGE;
+			*it->err = e < 0 ? e : e2;
+			if (!*it->err)
+				*it->len = got;
+			n += 3;
+			break;
+		}
+		}
+	}
+	free(k);
+out:
+	free(b->items);
+	free(b);
+}
+
 int p9c_clone_lopen(struct p9c *c, uint32_t fid, uint32_t newfid, uint32_t flags,
 		    struct p9_qid *qid)
 {

@@ -170,6 +170,25 @@ int p9c_xattrcreate(struct p9c *c, uint32_t fid, const char *name, uint64_t size
 void p9c_set_ordered(struct p9c *c, int on);
 int p9c_walk_getattr(struct p9c *c, uint32_t fid, uint32_t newfid, const char *name,
 		     struct p9_qid *qid, struct p9_attr *attr);
+/*
+ * A batch: independent requests (say, one per entry of a listing) sent
+ * together on a server that keeps per-fid order, one by one elsewhere.
+ * Each request's outcome goes to its err (set to 0 when added; strings
+ * and outputs must live until the batch runs). p9c_batch_run runs and
+ * frees it. NULL: out of memory. Adding past max sets err -ENOBUFS.
+ */
+struct p9c_batch;
+struct p9c_batch *p9c_batch_new(struct p9c *c, unsigned max);
+void p9c_batch_walk_getattr(struct p9c_batch *b, uint32_t dfid, uint32_t newfid,
+			    const char *name, struct p9_qid *qid, struct p9_attr *attr, int *err);
+void p9c_batch_getattr(struct p9c_batch *b, uint32_t fid, struct p9_qid *qid,
+		       struct p9_attr *attr, int *err);
+void p9c_batch_clunk(struct p9c_batch *b, uint32_t fid, int *err);
+/* fid's xattr names (NUL-separated) into buf, through xfid (a free fid,
+ * free again after): -ERANGE if they do not fit. */
+void p9c_batch_xattr_names(struct p9c_batch *b, uint32_t fid, uint32_t xfid, void *buf,
+			   size_t bufsz, size_t *len, int *err);
+void p9c_batch_run(struct p9c_batch *b);
 int p9c_clone_lopen(struct p9c *c, uint32_t fid, uint32_t newfid, uint32_t flags,
 		    struct p9_qid *qid);
 int p9c_clone_lcreate(struct p9c *c, uint32_t dfid, uint32_t newfid, const char *name,

@@ -48,7 +48,10 @@
 #include "lib/loop.h"
 
 /* How long the kernel may trust names and attributes without asking. */
-#define CACHE_S 1.0
+#define CACHE_S 2.0
+/* How long an absent xattr stays known to be absent: a listing's worth
+ * (ls -l asks after it has read the whole directory). */
+#define ABSENT_MS 10000
 /* Requests read ahead of the workers: every buffer is ~1 MiB. */
 #define QUEUE_MAX 16
 /* Between two reconnect attempts that failed. */
@@ -87,9 +90,10 @@ struct inode {
 	uint32_t fid;
 	unsigned gen;   /* session of fid; 0: none */
 	unsigned epoch; /* pf->epoch when fid was walked */
-	/* Until then (monotonic ms), the file is known to have no
-	 * security.capability: the kernel asks before every write. */
-	uint64_t nocaps_until;
+	/* Until then (monotonic ms), the file is known to lack the
+	 * extended attributes of the ASKED bits (see absent_*). */
+	uint64_t absent_until;
+	unsigned absent;
 	struct inode *lru_prev, *lru_next; /* holding a fid of the current session */
 	int on_lru;
 	unsigned wpending; /* writes on their way (under pf->wlock) */
@@ -177,11 +181,64 @@ static uint64_t now_ms(void)
 	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
-#define CAPS_XATTR "security.capability"
+/*
+ * Extended attributes asked for file after file and mostly absent: the
+ * kernel asks for security.capability before every write, ls -l for
+ * the SELinux label and the ACL of every file it lists. An absence seen
+ * (ENODATA, a names list without it, a file just made) is kept for
+ * ABSENT_MS; setting one here forgets it at once. Another client's
+ * new ACL or label shows after that long at most.
+ */
+static const char *const asked_xattrs[] = {
+	"security.capability", "security.selinux",
+	"system.posix_acl_access", "system.posix_acl_default",
+};
+#define N_ASKED (sizeof(asked_xattrs) / sizeof(asked_xattrs[0]))
+#define ALL_ASKED ((1u << N_ASKED) - 1)
 
-static void nocaps_set(struct inode *ino, uint64_t until)
+static int asked_index(const char *name)
 {
-	__atomic_store_n(&ino->nocaps_until, until, __ATOMIC_RELAXED);
+	for (unsigned i = 0; i < N_ASKED; i++)
+		if (!strcmp(name, asked_xattrs[i]))
+			return (int)i;
+	return -1;
+}
+
+static int absent_known(struct inode *ino, int k)
+{
+	return k >= 0 && now_ms() < __atomic_load_n(&ino->absent_until, __ATOMIC_RELAXED) &&
+	       (__atomic_load_n(&ino->absent, __ATOMIC_RELAXED) & (1u << k));
+}
+
+static void absent_note(struct inode *ino, unsigned bits)
+{
+	uint64_t now = now_ms();
+	if (now >= __atomic_load_n(&ino->absent_until, __ATOMIC_RELAXED))
+		__atomic_store_n(&ino->absent, bits, __ATOMIC_RELAXED);
+	else
+		__atomic_or_fetch(&ino->absent, bits, __ATOMIC_RELAXED);
+	__atomic_store_n(&ino->absent_until, now + ABSENT_MS, __ATOMIC_RELAXED);
+}
+
+static void absent_forget(struct inode *ino, int k)
+{
+	if (k >= 0)
+		__atomic_and_fetch(&ino->absent, ~(1u << k), __ATOMIC_RELAXED);
+}
+
+/* The asked-for names a NUL-separated names list lacks. */
+static unsigned absent_from_list(const char *list, size_t len)
+{
+	unsigned bits = ALL_ASKED;
+	for (size_t off = 0; off < len;) {
+		const char *name = list + off;
+		size_t n = strnlen(name, len - off);
+		int k = asked_index(name);
+		if (k >= 0 && n < len - off)
+			bits &= ~(1u << k);
+		off += n + 1;
+	}
+	return bits;
 }
 
 /* --- sessions ------------------------------------------------------ */
@@ -665,8 +722,31 @@ static void ino_free_chain(struct pf *pf, struct inode *chain)
  * fid. One more kernel lookup on it. NULL when out of memory (fid is
  * clunked).
  */
+/* Fids to clunk later, together (a listing's leftovers). */
+struct fidbag {
+	uint32_t fid[256];
+	unsigned n;
+};
+
+static struct inode *ino_found_bag(struct op *o, struct inode *parent, const char *name,
+				   const struct p9_qid *qid, uint32_t fid, struct fidbag *bag);
+
 static struct inode *ino_found(struct op *o, struct inode *parent, const char *name,
 			       const struct p9_qid *qid, uint32_t fid)
+{
+	return ino_found_bag(o, parent, name, qid, fid, NULL);
+}
+
+static void fid_dispose(struct op *o, uint32_t fid, struct fidbag *bag)
+{
+	if (bag && bag->n < sizeof(bag->fid) / sizeof(bag->fid[0]))
+		bag->fid[bag->n++] = fid;
+	else
+		fid_drop(o, fid);
+}
+
+static struct inode *ino_found_bag(struct op *o, struct inode *parent, const char *name,
+				   const struct p9_qid *qid, uint32_t fid, struct fidbag *bag)
 {
 	struct pf *pf = o->pf;
 	struct inode *ino, *freeme = NULL;
@@ -709,9 +789,9 @@ static struct inode *ino_found(struct op *o, struct inode *parent, const char *n
 	}
 	pthread_mutex_unlock(&pf->lock);
 	if (!keep && fid != P9_NOFID)
-		fid_drop(o, fid);
+		fid_dispose(o, fid, bag);
 	if (stale != P9_NOFID)
-		fid_drop(o, stale);
+		fid_dispose(o, stale, bag);
 	if (keep)
 		lru_add(o, ino);
 	ino_free_chain(pf, freeme);
@@ -1560,8 +1640,8 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
 	}
 	ino_hold(pf, x.ino); /* the handle's */
 	handle_link(pf, x.h);
-	/* A new file has no capabilities. */
-	nocaps_set(x.ino, now_ms() + (uint64_t)(CACHE_S * 1000));
+	/* A new file has none of them. */
+	absent_note(x.ino, ALL_ASKED);
 	x.ep.ino = nodeid_of(pf, x.ino);
 	x.ep.attr_timeout = CACHE_S;
 	x.ep.entry_timeout = CACHE_S;
@@ -1850,6 +1930,221 @@ static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	free(out);
 }
 
+/*
+ * A listing with every entry's attributes, so that `ls -l` or find+stat
+ * need no lookup per name: the walks and getattrs of all the entries
+ * that fit go out together (one round trip on metac's server). Each
+ * entry with a nodeid counts as a lookup; "." and "..", and entries
+ * that went away meanwhile, go as plain entries without one.
+ */
+#define PLUS_MAX 128
+#define PLUS_XATTR_LIST 512 /* an entry's xattr names; longer: not cached */
+
+struct plus_ctx {
+	struct inode *dir;
+	unsigned n; /* entries that fit */
+	const char *names[PLUS_MAX];
+	uint8_t dtype[PLUS_MAX];
+	uint64_t qpath[PLUS_MAX], next[PLUS_MAX];
+	struct fuse_entry_param ep[PLUS_MAX];
+};
+
+static int dotname(const char *n)
+{
+	return n[0] == '.' && (!n[1] || (n[1] == '.' && !n[2]));
+}
+
+static int do_plus_walks(struct op *o, void *arg)
+{
+	struct plus_ctx *x = arg;
+	struct pf *pf = o->pf;
+	struct inode *known[PLUS_MAX] = { NULL };
+	uint32_t fids[PLUS_MAX], dfid;
+	uint8_t walked[PLUS_MAX] = { 0 }, asked[PLUS_MAX] = { 0 };
+	struct p9_qid qids[PLUS_MAX];
+	struct p9_attr attrs[PLUS_MAX];
+	int errs[PLUS_MAX], e, lost = 0;
+	/* And each one's xattr names: ls -l asks for two of them. */
+	uint32_t xfids[PLUS_MAX];
+	size_t xlen[PLUS_MAX];
+	int xerr[PLUS_MAX];
+	uint8_t xasked[PLUS_MAX] = { 0 };
+	struct fidbag *bag = calloc(1, sizeof(*bag));
+	char *xbuf = malloc((size_t)PLUS_MAX * PLUS_XATTR_LIST);
+	struct p9c_batch *b = NULL;
+	unsigned i;
+
+	if (!bag || !xbuf || (e = ino_fid(o, x->dir, &dfid)) < 0 ||
+	    !(b = p9c_batch_new(o->c, 2 * PLUS_MAX))) {
+		free(bag);
+		free(xbuf);
+		return !bag || !xbuf || !b ? -ENOMEM : e;
+	}
+	/* A file already known with a fid needs only its attributes. */
+	pthread_mutex_lock(&pf->lock);
+	for (i = 0; i < x->n; i++)
+		if (!dotname(x->names[i]) && (known[i] = ino_find_name_locked(pf, x->dir, x->names[i])))
+			known[i]->refs++;
+	pthread_mutex_unlock(&pf->lock);
+	for (i = 0; i < x->n; i++) {
+		if (dotname(x->names[i]))
+			continue;
+		if (known[i]) {
+			pthread_mutex_lock(&known[i]->lock);
+			if (ino_fid_current(o, known[i]))
+				fids[i] = known[i]->fid;
+			else
+				fids[i] = P9_NOFID;
+			pthread_mutex_unlock(&known[i]->lock);
+			if (fids[i] != P9_NOFID) {
+				p9c_batch_getattr(b, fids[i], &qids[i], &attrs[i], &errs[i]);
+				asked[i] = 1;
+			}
+		}
+		if (!asked[i]) {
+			if (p9c_fid_alloc(o->c, &fids[i]) < 0)
+				continue;
+			p9c_batch_walk_getattr(b, dfid, fids[i], x->names[i], &qids[i], &attrs[i],
+					       &errs[i]);
+			asked[i] = walked[i] = 1;
+		}
+		if (p9c_fid_alloc(o->c, &xfids[i]) == 0) {
+			p9c_batch_xattr_names(b, fids[i], xfids[i], xbuf + (size_t)i * PLUS_XATTR_LIST,
+					      PLUS_XATTR_LIST, &xlen[i], &xerr[i]);
+			xasked[i] = 1;
+		}
+	}
+	p9c_batch_run(b);
+	for (i = 0; i < x->n; i++)
+		if (xasked[i])
+			p9c_fid_release(o->c, xfids[i]);
+	for (i = 0; i < x->n; i++)
+		if (asked[i] && (errs[i] == -ECONNRESET || errs[i] == -ETIMEDOUT))
+			lost = errs[i];
+	for (i = 0; i < x->n; i++) {
+		struct fuse_entry_param *ep = &x->ep[i];
+		struct inode *ino;
+		if (!asked[i])
+			goto next;
+		if (lost || errs[i] < 0) {
+			/* A lost connection: all again, on a new one. */
+			if (walked[i] && errs[i] == 0)
+				fid_dispose(o, fids[i], bag);
+			else if (walked[i])
+				p9c_fid_release(o->c, fids[i]);
+			goto next;
+		}
+		ino = ino_found_bag(o, x->dir, x->names[i], &qids[i], walked[i] ? fids[i] : P9_NOFID,
+				    bag);
+		if (ino) {
+			attr_to_stat(&qids[i], &attrs[i], &ep->attr);
+			ep->ino = nodeid_of(pf, ino);
+			ep->attr_timeout = CACHE_S;
+			ep->entry_timeout = CACHE_S;
+			if (xasked[i] && xerr[i] == 0)
+				absent_note(ino, absent_from_list(xbuf + (size_t)i * PLUS_XATTR_LIST,
+								  xlen[i]));
+			else if (xasked[i] && xerr[i] == -EOPNOTSUPP)
+				absent_note(ino, ALL_ASKED);
+		}
+next:
+		if (known[i])
+			ino_release(pf, known[i]);
+	}
+	/* Fids that turned out to be spare go in one round trip too. */
+	if (bag->n && (b = p9c_batch_new(o->c, bag->n))) {
+		int *ce = calloc(bag->n, sizeof(int));
+		for (i = 0; ce && i < bag->n; i++)
+			p9c_batch_clunk(b, bag->fid[i], &ce[i]);
+		p9c_batch_run(b);
+		free(ce);
+	}
+	for (i = 0; i < bag->n; i++)
+		p9c_fid_release(o->c, bag->fid[i]);
+	free(bag);
+	free(xbuf);
+	if (lost)
+		for (i = 0; i < x->n; i++)
+			memset(&x->ep[i], 0, sizeof(x->ep[i]));
+	return lost;
+}
+
+static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+			   struct fuse_file_info *fi)
+{
+	struct pf *pf = fuse_req_userdata(req);
+	struct plus_ctx *x = calloc(1, sizeof(*x));
+	struct io_ctx io = { .h = (struct handle *)(uintptr_t)fi->fh, .off = (uint64_t)off };
+	struct fuse_entry_param probe = { 0 };
+	char *out = NULL, *names = NULL;
+	size_t used = 0, room = 0, npos = 0;
+	struct p9c_dirent d;
+	struct rd r;
+	unsigned i;
+	int e;
+
+	if (size > MAX_IO)
+		size = MAX_IO;
+	if (!x || (!io_buf && !(io_buf = malloc(MAX_IO))) || !(out = malloc(size)) ||
+	    !(names = malloc(size))) {
+		free(x);
+		free(out);
+		reply_err(req, ENOMEM);
+		return;
+	}
+	x->dir = ino_of(pf, ino);
+	io.buf = io_buf;
+	io.size = size; /* a 9p entry is smaller than its FUSE one: enough */
+	if ((e = run(pf, do_readdir, &io)) < 0)
+		goto fail;
+	rd_init(&r, io.buf, (size_t)io.done);
+	while (x->n < PLUS_MAX && (e = p9c_dirent_next(&r, &d)) == 1) {
+		size_t need;
+		if (d.namelen > NAME_MAX)
+			continue;
+		memcpy(names + npos, d.name, d.namelen);
+		names[npos + d.namelen] = 0;
+		/* What fits: sized with the attributes to come. */
+		need = fuse_add_direntry_plus(req, NULL, 0, names + npos, &probe, 0);
+		if (room + need > size)
+			break;
+		room += need;
+		x->names[x->n] = names + npos;
+		x->dtype[x->n] = d.type;
+		x->qpath[x->n] = d.qid.path;
+		x->next[x->n] = d.offset;
+		npos += d.namelen + 1;
+		x->n++;
+	}
+	if (e < 0 && !x->n) {
+		e = -EIO;
+		goto fail;
+	}
+	if ((e = run(pf, do_plus_walks, x)) < 0)
+		goto fail;
+	for (i = 0; i < x->n; i++) {
+		struct fuse_entry_param *ep = &x->ep[i];
+		if (!ep->ino) {
+			/* No attributes: a plain entry, as readdir gives. */
+			memset(ep, 0, sizeof(*ep));
+			ep->attr.st_ino = x->qpath[i];
+			ep->attr.st_mode = (mode_t)x->dtype[i] << 12;
+		}
+		used += fuse_add_direntry_plus(req, out + used, size - used, x->names[i], ep,
+					       (off_t)x->next[i]);
+	}
+	fuse_reply_buf(req, out, used);
+	free(out);
+	free(names);
+	free(x);
+	return;
+fail:
+	reply_err(req, e);
+	free(out);
+	free(names);
+	free(x);
+}
+
 static void ll_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	ll_release(req, ino, fi);
@@ -1945,17 +2240,17 @@ static void getxattr_common(fuse_req_t req, fuse_ino_t ino, const char *name, si
 {
 	struct pf *pf = fuse_req_userdata(req);
 	struct xattr_ctx x = { .ino = ino_of(pf, ino), .name = name, .size = size };
-	int caps = !strcmp(name, CAPS_XATTR), e;
+	int k = *name ? asked_index(name) : -1, e;
 
-	/* Asked before every write (to drop capabilities): the answer is
-	 * kept as long as attributes are (CACHE_S). */
-	if (caps && now_ms() < __atomic_load_n(&x.ino->nocaps_until, __ATOMIC_RELAXED)) {
+	if (absent_known(x.ino, k)) {
 		reply_err(req, ENODATA);
 		return;
 	}
 	e = run(pf, do_getxattr, &x);
-	if (caps && (e == -ENODATA || e == -EOPNOTSUPP))
-		nocaps_set(x.ino, now_ms() + (uint64_t)(CACHE_S * 1000));
+	if (k >= 0 && (e == -ENODATA || e == -EOPNOTSUPP))
+		absent_note(x.ino, 1u << k);
+	else if (!*name && e == 0 && x.out)
+		absent_note(x.ino, absent_from_list(x.out, (size_t)x.len));
 	if (e < 0)
 		reply_err(req, e == -EOPNOTSUPP ? ENODATA : e);
 	else if (!size)
@@ -2011,8 +2306,7 @@ static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const 
 	struct pf *pf = fuse_req_userdata(req);
 	struct xattr_ctx x = { .ino = ino_of(pf, ino), .name = name, .value = value,
 			       .size = size, .flags = flags };
-	if (!strcmp(name, CAPS_XATTR))
-		nocaps_set(x.ino, 0);
+	absent_forget(x.ino, asked_index(name));
 	reply_err(req, run(pf, do_setxattr, &x));
 }
 
@@ -2119,6 +2413,15 @@ static void ll_init(void *userdata, struct fuse_conn_info *conn)
 	conn->want |= FUSE_CAP_ASYNC_READ;
 	if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA)
 		conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+	/* Listings always carry attributes on metac's server, where a
+	 * batch's walks take one round trip. Not "auto": the kernel then
+	 * asks for them only until the first plain batch, and find, which
+	 * reads a whole directory before it stats, would get none. */
+	conn->want &= ~FUSE_CAP_READDIRPLUS_AUTO;
+	if (pf->cfg->ordered && (conn->capable & FUSE_CAP_READDIRPLUS))
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	else
+		conn->want &= ~FUSE_CAP_READDIRPLUS;
 	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
 		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
 	if (conn->capable & FUSE_CAP_POSIX_LOCKS)
@@ -2151,6 +2454,7 @@ static const struct fuse_lowlevel_ops ll_ops = {
 	.fsync = ll_fsync,
 	.opendir = ll_opendir,
 	.readdir = ll_readdir,
+	.readdirplus = ll_readdirplus,
 	.releasedir = ll_releasedir,
 	.fsyncdir = ll_fsyncdir,
 	.statfs = ll_statfs,

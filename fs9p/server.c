@@ -72,7 +72,8 @@ struct req {
 	uint32_t fids[REQ_MAX_FIDS];
 	uint8_t nfids;
 	uint8_t barrier;         /* bit i: fids[i] is made or changed */
-	struct req *bnext;       /* on the session's list of barriers */
+	struct req *bnext;       /* on the session's list of requests in flight */
+	uint8_t ends_fid;        /* Tclunk/Tremove: after all else on fids[0] */
 	size_t len;
 	uint8_t data[]; /* the whole message */
 };
@@ -98,7 +99,7 @@ struct session {
 	uint8_t busy[65536 / 8];    /* tags in flight */
 	struct flushwait *flushes;
 	uint64_t next_seq;
-	struct req *barriers;       /* queued or running, with a barrier */
+	struct req *barriers;       /* queued or running (see req_order) */
 	pthread_cond_t order;       /* a barrier request finished */
 	int quit, broken;
 	struct buf *sync_out;       /* p9_session_feed: replies go here */
@@ -1700,7 +1701,9 @@ static void reply_and_finish(struct session *s, struct buf *out, uint16_t tag)
  * that fid (Tattach, Twalk's newfid, Txattrwalk's newfid, Tlopen,
  * Tlcreate, Txattrcreate, Tclunk, Tremove) or writes through it
  * (Twrite: so that writes sent back to back land in order, and a read
- * or fsync after them sees them) to finish. So a client may
+ * or fsync after them sees them) to finish; and a Tclunk or Tremove
+ * waits for every earlier request naming its fid, so that Txattrwalk,
+ * Tread and Tclunk of one fid may go together. So a client may
  * send Twalk(newfid) and Tgetattr(newfid) together and get both
  * answers in one round trip. Everything else still runs at once. A
  * request only ever waits for earlier ones, which the FIFO queue has
@@ -1715,6 +1718,7 @@ static void req_order(struct req *q)
 
 	q->nfids = 0;
 	q->barrier = 0;
+	q->ends_fid = q->type == P9_TCLUNK || q->type == P9_TREMOVE;
 	rd_init(&r, q->data + P9_HDR, q->len - P9_HDR);
 	if (rd_u32(&r, &f0) < 0)
 		return;
@@ -1757,6 +1761,8 @@ static int req_must_wait(struct session *s, const struct req *q)
 		if (b->seq >= q->seq)
 			continue;
 		for (int i = 0; i < b->nfids; i++) {
+			if (q->ends_fid && q->nfids && b->fids[i] == q->fids[0])
+				return 1;
 			if (!(b->barrier & (1u << i)))
 				continue;
 			for (int k = 0; k < q->nfids; k++)
@@ -1769,8 +1775,6 @@ static int req_must_wait(struct session *s, const struct req *q)
 
 static void req_done_order(struct session *s, struct req *q)
 {
-	if (!q->barrier)
-		return;
 	pthread_mutex_lock(&s->lock);
 	for (struct req **p = &s->barriers; *p; p = &(*p)->bnext) {
 		if (*p == q) {
@@ -1994,10 +1998,8 @@ int p9_serve(const struct p9_export *ex, int fd)
 			s->inflight++;
 			q->seq = s->next_seq++;
 			req_order(q);
-			if (q->barrier) {
-				q->bnext = s->barriers;
-				s->barriers = q;
-			}
+			q->bnext = s->barriers;
+			s->barriers = q;
 			if (s->tail)
 				s->tail->next = q;
 			else

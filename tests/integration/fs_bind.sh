@@ -120,13 +120,13 @@ cmp -s "$T/data" "$EX/data" || fail "32 MiB written through the mount differ on 
 head -c 20000000 /dev/urandom >"$EX/fromA"
 cmp -s "$EX/fromA" "$MNT/fromA" || fail "20 MB written on A read differently on B"
 # Written on A after B read it: B sees the new bytes once attributes
-# expire (1 s), with no stale page cache.
+# expire (2 s), with no stale page cache.
 head -c 20000000 /dev/urandom >"$T/fromA2"
 cp "$T/fromA2" "$EX/fromA.tmp" && mv "$EX/fromA.tmp" "$EX/fromA"
-sleep 1.5
+sleep 2.5
 cmp -s "$T/fromA2" "$MNT/fromA" || fail "B read stale data after A replaced the file"
 printf 'changed' | dd of="$EX/data" bs=1 seek=1000 conv=notrunc 2>/dev/null
-sleep 1.5
+sleep 2.5
 [ "$(dd if="$MNT/data" bs=1 skip=1000 count=7 2>/dev/null)" = changed ] ||
 	fail "B read stale bytes after A changed the file in place"
 
