@@ -80,13 +80,16 @@ deps:
 
 # Tests run $(O)/metac, so that `make SANITIZE=1 check` tests the
 # sanitized build and leaves the static ./metac alone.
+# The fuzz targets are built too: tests/integration/fuzz_corpus.sh
+# replays their seed corpora (crashes found once stay found).
 check: deps
-	$(Q)$(MAKE) --no-print-directory $(if $(SANITIZE),,metac) $(O)/metac unit
-	$(Q)METAC=$(CURDIR)/$(O)/metac UNIT_DIR=$(CURDIR)/$(O)/tests ./tests/run.sh
+	$(Q)$(MAKE) --no-print-directory $(if $(SANITIZE),,metac) $(O)/metac unit fuzz-build
+	$(Q)METAC=$(CURDIR)/$(O)/metac UNIT_DIR=$(CURDIR)/$(O)/tests FUZZ_DIR=$(CURDIR)/build/fuzz \
+		./tests/run.sh
 
 # libFuzzer targets: clang, always sanitized, linked against the sources directly.
 # Not svc/: the applets there need metac.c's applet table (and main).
-FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. \
+FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -I/usr/include/fuse3 \
                -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
 FUZZ_LIB_SRC := $(filter-out svc/%,$(LIB_SRC))
 build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
