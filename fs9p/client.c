@@ -896,13 +896,27 @@ int p9c_lcreate(struct p9c *c, uint32_t fid, const char *name, uint32_t flags,
 	return open_call(c, &q, P9_RLCREATE, qid, iounit);
 }
 
+/* Rread and Rreaddir: count[4] and at most n bytes, copied to buf.
+ * Returns the count. */
+static int data_reply(struct reply *rep, void *buf, uint32_t n)
+{
+	const uint8_t *p;
+	uint32_t got;
+	int e;
+
+	if (rd_u32(&rep->r, &got) < 0 || got > n || rd_bytes(&rep->r, &p, got) < 0)
+		return reply_done(rep, -EPROTO);
+	memcpy(buf, p, got);
+	if ((e = reply_done(rep, 0)) < 0)
+		return e;
+	return (int)got;
+}
+
 /* One Tread of at most msize - P9_IOHDR bytes; the byte count. */
 static int read_once(struct p9c *c, uint32_t fid, uint64_t offset, void *buf, uint32_t n)
 {
 	struct reply rep;
 	struct req q;
-	const uint8_t *p;
-	uint32_t got;
 	int e;
 
 	req_begin(&q, P9_TREAD);
@@ -911,12 +925,7 @@ static int read_once(struct p9c *c, uint32_t fid, uint64_t offset, void *buf, ui
 	p9_u32(&q.w, n);
 	if ((e = req_call(c, &q, NULL, 0, P9_RREAD, &rep)) < 0)
 		return e;
-	if (rd_u32(&rep.r, &got) < 0 || got > n || rd_bytes(&rep.r, &p, got) < 0)
-		return reply_done(&rep, -EPROTO);
-	memcpy(buf, p, got);
-	if ((e = reply_done(&rep, 0)) < 0)
-		return e;
-	return (int)got;
+	return data_reply(&rep, buf, n);
 }
 
 ssize_t p9c_read(struct p9c *c, uint32_t fid, uint64_t offset, void *buf, size_t count)
@@ -1065,8 +1074,7 @@ ssize_t p9c_readdir(struct p9c *c, uint32_t fid, uint64_t offset, void *buf,
 {
 	struct reply rep;
 	struct req q;
-	const uint8_t *p;
-	uint32_t got, n;
+	uint32_t n;
 	int e;
 
 	n = (uint32_t)(count < c->msize - P9C_READDIR_HDR ? count : c->msize - P9C_READDIR_HDR);
@@ -1076,12 +1084,7 @@ ssize_t p9c_readdir(struct p9c *c, uint32_t fid, uint64_t offset, void *buf,
 	p9_u32(&q.w, n);
 	if ((e = req_call(c, &q, NULL, 0, P9_RREADDIR, &rep)) < 0)
 		return e;
-	if (rd_u32(&rep.r, &got) < 0 || got > n || rd_bytes(&rep.r, &p, got) < 0)
-		return reply_done(&rep, -EPROTO);
-	memcpy(buf, p, got);
-	if ((e = reply_done(&rep, 0)) < 0)
-		return e;
-	return (ssize_t)got;
+	return data_reply(&rep, buf, n);
 }
 
 int p9c_dirent_next(struct rd *r, struct p9c_dirent *d)

@@ -129,6 +129,16 @@ void rpc_return(struct rpc_call *call)
 	call_finish(call, 0, NULL);
 }
 
+void rpc_return_cap(struct rpc_call *call, struct cap *c)
+{
+	int e = msg_put_cap(&call->results, c);
+	cap_unref(c);
+	if (e < 0)
+		rpc_return_error(call, e, "cannot return the object");
+	else
+		rpc_return(call);
+}
+
 void rpc_return_error(struct rpc_call *call, int err, const char *fmt, ...)
 {
 	char msg[RPC_MAX_ERRMSG];

@@ -112,6 +112,8 @@ struct rpc_call {
 void rpc_call(struct cap *target, uint16_t iface, uint16_t method,
 	      struct msg *params, rpc_done_fn done, void *arg);
 void rpc_return(struct rpc_call *call);
+/* Returns c as the one result; the caller's reference goes with it. */
+void rpc_return_cap(struct rpc_call *call, struct cap *c);
 void rpc_return_error(struct rpc_call *call, int err, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* The standard answer for an interface or method the object lacks. */

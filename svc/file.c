@@ -161,9 +161,7 @@ static void file_call(struct cap *c, struct rpc_call *call)
 		s->node = f->node;
 		s->offset = offset;
 		snprintf(s->path, sizeof(s->path), "%s", f->path);
-		msg_put_cap(&call->results, &s->cap);
-		cap_unref(&s->cap);
-		rpc_return(call);
+		rpc_return_cap(call, &s->cap);
 		return;
 	}
 	rpc_return_unknown(call, "file");

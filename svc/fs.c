@@ -148,9 +148,7 @@ static void fs_call(struct cap *c, struct rpc_call *call)
 			rpc_return_error(call, e, "%s", err);
 			return;
 		}
-		msg_put_cap(&call->results, ro);
-		cap_unref(ro);
-		rpc_return(call);
+		rpc_return_cap(call, ro);
 		return;
 	}
 	if (call->iface != IFACE_FILESYSTEM || call->method != FILESYSTEM_V9FS_STREAM) {
@@ -165,9 +163,7 @@ static void fs_call(struct cap *c, struct rpc_call *call)
 	s->node = fs->node;
 	s->ex = fs->ex;
 	p9_export_ref(s->ex);
-	msg_put_cap(&call->results, &s->cap);
-	cap_unref(&s->cap);
-	rpc_return(call);
+	rpc_return_cap(call, &s->cap);
 }
 
 static void fs_free(struct cap *c)
@@ -313,9 +309,7 @@ static void fs_proxy_call(struct cap *c, struct rpc_call *call)
 			rpc_return_error(call, e, "out of memory");
 			return;
 		}
-		msg_put_cap(&call->results, ro);
-		cap_unref(ro);
-		rpc_return(call);
+		rpc_return_cap(call, ro);
 		return;
 	}
 	if (call->iface != IFACE_FILESYSTEM || call->method != FILESYSTEM_V9FS_STREAM) {
