@@ -174,12 +174,6 @@ struct pf {
 	int nworkers;
 };
 
-static uint64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /*
  * Extended attributes asked for file after file and mostly absent: the
@@ -206,13 +200,13 @@ static int asked_index(const char *name)
 
 static int absent_known(struct inode *ino, int k)
 {
-	return k >= 0 && now_ms() < __atomic_load_n(&ino->absent_until, __ATOMIC_RELAXED) &&
+	return k >= 0 && clock_mono_ms() < __atomic_load_n(&ino->absent_until, __ATOMIC_RELAXED) &&
 	       (__atomic_load_n(&ino->absent, __ATOMIC_RELAXED) & (1u << k));
 }
 
 static void absent_note(struct inode *ino, unsigned bits)
 {
-	uint64_t now = now_ms();
+	uint64_t now = clock_mono_ms();
 	if (now >= __atomic_load_n(&ino->absent_until, __ATOMIC_RELAXED))
 		__atomic_store_n(&ino->absent, bits, __ATOMIC_RELAXED);
 	else
@@ -273,7 +267,7 @@ static void sess_broken(struct pf *pf, struct sess *s)
 	was_cur = pf->cur == s;
 	if (was_cur) {
 		pf->cur = NULL;
-		pf->down_since = now_ms();
+		pf->down_since = clock_mono_ms();
 		sess_put_locked(pf, s, &closeme);
 	}
 	pthread_mutex_unlock(&pf->lock);
@@ -376,7 +370,7 @@ static void reconnect_locked(struct pf *pf, uint64_t deadline)
 		pf->gone = 1;
 		fuse_session_exit(pf->se);
 	}
-	pf->next_try = now_ms() + RETRY_MS;
+	pf->next_try = clock_mono_ms() + RETRY_MS;
 	pthread_cond_broadcast(&pf->cv);
 }
 
@@ -392,7 +386,7 @@ static int op_session(struct op *o)
 
 	pthread_mutex_lock(&pf->lock);
 	for (;;) {
-		uint64_t now = now_ms(), deadline;
+		uint64_t now = clock_mono_ms(), deadline;
 
 		if (pf->cur) {
 			o->s = pf->cur;
@@ -1053,6 +1047,16 @@ static int entry_of(struct op *o, struct inode *parent, uint32_t dfid, const cha
 	return 0;
 }
 
+/* An attempt begins: a live session, and what its fids may be judged by
+ * if one goes stale meanwhile (op_retry). */
+static int op_begin(struct op *o)
+{
+	int e = op_session(o);
+	o->epoch = epoch_now(o->pf);
+	o->evictions = __atomic_load_n(&o->pf->evictions, __ATOMIC_RELAXED);
+	return e;
+}
+
 /* The body of every request: run attempt(o, ctx) on a live session
  * until it succeeds or fails for a reason other than the connection. */
 static int run(struct pf *pf, int (*attempt)(struct op *o, void *ctx), void *ctx)
@@ -1061,10 +1065,8 @@ static int run(struct pf *pf, int (*attempt)(struct op *o, void *ctx), void *ctx
 	int e;
 
 	do {
-		if ((e = op_session(&o)) < 0)
+		if ((e = op_begin(&o)) < 0)
 			return e;
-		o.epoch = epoch_now(pf);
-		o.evictions = __atomic_load_n(&pf->evictions, __ATOMIC_RELAXED);
 		e = attempt(&o, ctx);
 	} while (op_retry(&o, &e));
 	return e;
@@ -1516,22 +1518,14 @@ struct open_ctx {
 static int do_open(struct op *o, void *arg)
 {
 	struct open_ctx *x = arg;
-	struct handle *h = x->h;
-	uint32_t fid, nf;
-	struct p9_qid q;
-	int e;
+	uint32_t fid;
+	/* A new handle has no session yet: fh_fid opens it. */
+	int e = fh_fid(o, x->h, &fid);
 
-	if ((e = ino_fid(o, x->ino, &fid)) < 0 || (e = p9c_fid_alloc(o->c, &nf)) < 0)
-		return e;
-	if ((e = p9c_clone_lopen(o->c, fid, nf, h->flags, &q)) < 0) {
-		p9c_fid_release(o->c, nf);
-		return e;
-	}
-	h->fid = nf;
-	h->gen = o->s->gen;
 	/* Opened once with O_TRUNC is enough: not again on a reconnect. */
-	h->flags &= ~P9_DOTL_TRUNC;
-	return 0;
+	if (e == 0)
+		x->h->flags &= ~P9_DOTL_TRUNC;
+	return e;
 }
 
 static void handle_link(struct pf *pf, struct handle *h)
@@ -1821,12 +1815,10 @@ static int write_behind(struct pf *pf, struct handle *h, const char *buf, size_t
 		return e;
 	if (!(w = calloc(1, sizeof(*w))))
 		return -EAGAIN;
-	if (op_session(&o) < 0) {
+	if (op_begin(&o) < 0) {
 		free(w);
 		return -EAGAIN;
 	}
-	o.epoch = epoch_now(pf);
-	o.evictions = __atomic_load_n(&pf->evictions, __ATOMIC_RELAXED);
 	if ((e = fh_fid(&o, h, &fid)) < 0 ||
 	    !(w->p = p9c_write_start(o.c, fid, off, buf, (uint32_t)size))) {
 		sess_put(pf, o.s);

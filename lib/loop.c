@@ -98,7 +98,7 @@ static struct {
 } loop_signals[_NSIG];
 static pthread_mutex_t loop_signals_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static uint64_t loop_clock_ms(void)
+uint64_t clock_mono_ms(void)
 {
 	struct timespec ts;
 
@@ -121,7 +121,7 @@ struct loop *loop_new(void)
 		return NULL;
 	}
 	l->defer_tail = &l->defer_head;
-	l->now_ms = loop_clock_ms();
+	l->now_ms = clock_mono_ms();
 	return l;
 }
 
@@ -380,7 +380,7 @@ int loop_run_once(struct loop *l, int timeout_ms)
 	n = epoll_wait(l->epfd, ev, LOOP_MAX_EVENTS, timeout_ms);
 	if (n < 0)
 		n = errno == EINTR ? 0 : -errno;
-	l->now_ms = loop_clock_ms();
+	l->now_ms = clock_mono_ms();
 	for (i = 0; i < n; i++)
 		loop_dispatch(ev[i].data.ptr, ev[i].events);
 	if (--l->depth == 0)

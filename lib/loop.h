@@ -32,6 +32,9 @@ int loop_run(struct loop *l);
 /* Process ready events once, waiting at most timeout_ms (-1 forever). */
 int loop_run_once(struct loop *l, int timeout_ms);
 void loop_stop(struct loop *l);
+/* Monotonic milliseconds now, for code outside a loop (threads, blocking
+ * helpers). */
+uint64_t clock_mono_ms(void);
 /* Monotonic milliseconds, cached per dispatch round. */
 uint64_t loop_now_ms(struct loop *l);
 

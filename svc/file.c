@@ -265,12 +265,6 @@ struct cat {
 	char buf[256 << 10];
 };
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 static void human(uint64_t n, char *out, size_t outsz)
 {
@@ -286,7 +280,7 @@ static void human(uint64_t n, char *out, size_t outsz)
 
 static void show_progress(struct cat *ct, int final)
 {
-	uint64_t now = mono_ms(), ms = now - ct->start_ms;
+	uint64_t now = clock_mono_ms(), ms = now - ct->start_ms;
 	char got[32], size[32], rate[32];
 
 	if (!ct->progress || (!final && now - ct->last_ms < 200))
@@ -386,7 +380,7 @@ static int file_cat(const struct applet *self, int argc, char **argv)
 		goto out;
 	}
 	ct->progress = isatty(STDERR_FILENO) && !isatty(STDOUT_FILENO);
-	ct->start_ms = mono_ms();
+	ct->start_ms = clock_mono_ms();
 	if (!(w = loop_watch_fd(a.loop, pfd[0], EPOLLIN, cat_readable, ct)))
 		goto out;
 	/* Nothing to send: our side of the stream ends at once. */

@@ -36,6 +36,7 @@
 #include "fs9p/fuse.h"
 #include "lib/cli.h"
 #include "lib/log.h"
+#include "lib/loop.h"
 #include "lib/net.h"
 #include "svc/fs_bridge.h"
 
@@ -74,12 +75,6 @@ static void bridge_mounted(void *arg, int err, const char *why)
 	ctl_line(b, line);
 }
 
-static uint64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
 
 /* One message from the daemon: 'F' and a descriptor, or 'E' and why. */
 static int ctl_recv(struct bridge *b, int flags, char *kind, int *fd)
@@ -109,7 +104,7 @@ static void ctl_read_line(struct bridge *b, char *why, size_t whysz, uint64_t de
 	size_t n = 0;
 	for (;;) {
 		struct pollfd p = { b->ctl, POLLIN, 0 };
-		uint64_t now = mono_ms();
+		uint64_t now = clock_mono_ms();
 		char c;
 		if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0 ||
 		    recv(b->ctl, &c, 1, 0) != 1 || c == '\n')
@@ -131,12 +126,12 @@ static int bridge_reconnect(void *arg, uint64_t deadline)
 		if (fd >= 0)
 			close(fd);
 		if (kind == 'E')
-			ctl_read_line(b, why, sizeof(why), mono_ms() + 100);
+			ctl_read_line(b, why, sizeof(why), clock_mono_ms() + 100);
 	}
 	ctl_line(b, "reconnect\n");
 	for (;;) {
 		struct pollfd p = { b->ctl, POLLIN, 0 };
-		uint64_t now = mono_ms();
+		uint64_t now = clock_mono_ms();
 		if (now >= deadline)
 			return -ETIMEDOUT;
 		e = poll(&p, 1, (int)(deadline - now));
@@ -217,7 +212,7 @@ static int dial(struct dialer *d, uint64_t deadline)
 		return fd;
 	p.fd = fd;
 	p.events = POLLOUT;
-	now = mono_ms();
+	now = clock_mono_ms();
 	e = poll(&p, 1, now < deadline ? (int)(deadline - now) : 0);
 	if (e <= 0) {
 		close(fd);
@@ -289,7 +284,7 @@ int fs_mount9p_main(const struct applet *self, int argc, char **argv)
 	}
 	net_addr_format(&d.addr, d.where, sizeof(d.where));
 	log_init("metac", LOG_LVL_INFO, 0);
-	if ((fd = dial(&d, mono_ms() + 10000)) < 0) {
+	if ((fd = dial(&d, clock_mono_ms() + 10000)) < 0) {
 		fprintf(stderr, "metac fs mount9p: cannot connect to %s: %s\n", d.where,
 			strerror(-fd));
 		return EXIT_FAIL;
