@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "lib/cli.h"
+#include "lib/loop.h"
 
 int cli_usage_error(const struct applet *a, const char *fmt, ...)
 {
@@ -46,4 +47,39 @@ void cli_json_str(FILE *f, const char *s)
 			fputc(*p, f);
 	}
 	fputc('"', f);
+}
+
+static void human(uint64_t n, char *out, size_t outsz)
+{
+	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
+	double v = (double)n;
+	int u = 0;
+	while (v >= 1024 && u < 4) {
+		v /= 1024;
+		u++;
+	}
+	snprintf(out, outsz, u ? "%.1f %s" : "%.0f %s", v, units[u]);
+}
+
+void cli_progress_start(struct cli_progress *p, uint64_t total, int on)
+{
+	p->total = total;
+	p->done = 0;
+	p->start_ms = p->last_ms = clock_mono_ms();
+	p->on = on;
+}
+
+void cli_progress_show(struct cli_progress *p, int final)
+{
+	uint64_t now = clock_mono_ms(), ms = now - p->start_ms;
+	char done[32], total[32], rate[32];
+
+	if (!p->on || (!final && now - p->last_ms < 200))
+		return;
+	p->last_ms = now;
+	human(p->done, done, sizeof(done));
+	human(p->total, total, sizeof(total));
+	human(ms ? p->done * 1000 / ms : 0, rate, sizeof(rate));
+	fprintf(stderr, "\r%s of %s (%3u%%), %s/s%s", done, total,
+		p->total ? (unsigned)(p->done * 100 / p->total) : 100, rate, final ? "\n" : "  ");
 }

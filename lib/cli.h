@@ -3,6 +3,7 @@
 #ifndef METAC_CLI_H
 #define METAC_CLI_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 #define EXIT_OK 0
@@ -28,5 +29,18 @@ int cli_wants_help(int argc, char **argv);
 const struct applet *applet_find(const char *name);
 /* Writes s as a JSON string literal, escaped. */
 void cli_json_str(FILE *f, const char *s);
+
+/* Progress of a long transfer on stderr ("1.0 GiB of 2.0 GiB (50%),
+ * 300.0 MiB/s"), redrawn at most every 200 ms; shown only when on (a
+ * terminal: see DESIGN.md "Command line"). */
+struct cli_progress {
+	uint64_t total, done;
+	uint64_t start_ms, last_ms;
+	int on;
+};
+
+void cli_progress_start(struct cli_progress *p, uint64_t total, int on);
+/* final: draw now, and end the line. */
+void cli_progress_show(struct cli_progress *p, int final);
 
 #endif

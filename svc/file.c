@@ -3,7 +3,8 @@
  * regular file or a block device) whose bytes can be read over a Stream.
  *   metac file export [--persistent] [--read-only] local:FILE   -> ref
  *   metac file cat REF       the file's bytes on stdout
- * A ref's description is the file's absolute path. cat shows progress on
+ * A ref's description is the file's absolute path; File.openAsBlock
+ * makes it a BlockDevice (svc/block.c). cat shows progress on
  * stderr when that is a terminal (and stdout is not), and fails unless
  * exactly the file's size arrived.
  */
@@ -26,12 +27,14 @@
 #include "proto/node.h"
 #include "svc/admin_client.h"
 #include "svc/applets.h"
+#include "svc/block.h"
 #include "svc/services.h"
 #include "wire/conn.h"
 
 struct file_obj {
 	struct cap cap;
 	struct node *node;
+	int read_only;
 	char path[REF_MAX_DESC];
 };
 
@@ -163,6 +166,20 @@ static void file_call(struct cap *c, struct rpc_call *call)
 		snprintf(s->path, sizeof(s->path), "%s", f->path);
 		rpc_return_cap(call, &s->cap);
 		return;
+	case FILE_OPEN_AS_BLOCK: {
+		struct cap *blk;
+		char err[512];
+		int ro = 0, e;
+		msg_rd_init(&r, &call->params);
+		msg_get_bool(&r, &ro); /* absent: as exported */
+		if ((e = block_device_new(f->node, f->path, f->read_only || ro, &blk, err,
+					  sizeof(err))) < 0) {
+			rpc_return_error(call, e, "%s", err);
+			return;
+		}
+		rpc_return_cap(call, blk);
+		return;
+	}
 	}
 	rpc_return_unknown(call, "file");
 }
@@ -200,6 +217,7 @@ static int file_restore(struct node *n, const struct ref_record *rec, struct cap
 		return -ENOMEM;
 	cap_init(&f->cap, &file_ops);
 	f->node = n;
+	f->read_only = rec->read_only;
 	snprintf(f->path, sizeof(f->path), "%s", rec->description);
 	*out = &f->cap;
 	return 0;
@@ -257,41 +275,12 @@ static int file_export(const struct applet *self, int argc, char **argv)
 }
 
 struct cat {
-	uint64_t size, got;
+	uint64_t size;
 	int done, err, eof;
-	int progress;
-	uint64_t start_ms, last_ms;
+	struct cli_progress progress;
 	int out_err;
 	char buf[256 << 10];
 };
-
-
-static void human(uint64_t n, char *out, size_t outsz)
-{
-	static const char *const units[] = { "B", "KiB", "MiB", "GiB", "TiB" };
-	double v = (double)n;
-	int u = 0;
-	while (v >= 1024 && u < 4) {
-		v /= 1024;
-		u++;
-	}
-	snprintf(out, outsz, u ? "%.1f %s" : "%.0f %s", v, units[u]);
-}
-
-static void show_progress(struct cat *ct, int final)
-{
-	uint64_t now = clock_mono_ms(), ms = now - ct->start_ms;
-	char got[32], size[32], rate[32];
-
-	if (!ct->progress || (!final && now - ct->last_ms < 200))
-		return;
-	ct->last_ms = now;
-	human(ct->got, got, sizeof(got));
-	human(ct->size, size, sizeof(size));
-	human(ms ? ct->got * 1000 / ms : 0, rate, sizeof(rate));
-	fprintf(stderr, "\r%s of %s (%3u%%), %s/s%s", got, size,
-		ct->size ? (unsigned)(ct->got * 100 / ct->size) : 100, rate, final ? "\n" : "  ");
-}
 
 static void cat_done(void *arg, int err)
 {
@@ -313,7 +302,7 @@ static void cat_readable(struct loop *l, int fd, uint32_t ev, void *arg)
 		ct->eof = 1;
 		return;
 	}
-	ct->got += (uint64_t)n;
+	ct->progress.done += (uint64_t)n;
 	for (ssize_t done = 0; done < n && !ct->out_err;) {
 		ssize_t w = write(STDOUT_FILENO, ct->buf + done, (size_t)(n - done));
 		if (w < 0 && errno == EINTR)
@@ -323,7 +312,7 @@ static void cat_readable(struct loop *l, int fd, uint32_t ev, void *arg)
 		else
 			done += w;
 	}
-	show_progress(ct, 0);
+	cli_progress_show(&ct->progress, 0);
 }
 
 static int file_cat(const struct applet *self, int argc, char **argv)
@@ -379,8 +368,8 @@ static int file_cat(const struct applet *self, int argc, char **argv)
 		fprintf(stderr, "metac file: %m\n");
 		goto out;
 	}
-	ct->progress = isatty(STDERR_FILENO) && !isatty(STDOUT_FILENO);
-	ct->start_ms = clock_mono_ms();
+	cli_progress_start(&ct->progress, ct->size,
+			   isatty(STDERR_FILENO) && !isatty(STDOUT_FILENO));
 	if (!(w = loop_watch_fd(a.loop, pfd[0], EPOLLIN, cat_readable, ct)))
 		goto out;
 	/* Nothing to send: our side of the stream ends at once. */
@@ -389,17 +378,18 @@ static int file_cat(const struct applet *self, int argc, char **argv)
 	while (!(ct->done && ct->eof) && !a.err && !ct->out_err)
 		if (loop_run_once(a.loop, ct->done ? 100 : -1) < 0)
 			break;
-	show_progress(ct, 1);
+	cli_progress_show(&ct->progress, 1);
 	if (ct->out_err)
 		fprintf(stderr, "metac file: cannot write to stdout: %s\n", strerror(ct->out_err));
 	else if (!ct->done)
 		fprintf(stderr, "metac file: %s\n", a.errmsg);
 	else if (ct->err)
 		fprintf(stderr, "metac file: the transfer broke off after %llu bytes: %s\n",
-			(unsigned long long)ct->got, strerror(-ct->err));
-	else if (ct->got != ct->size)
+			(unsigned long long)ct->progress.done, strerror(-ct->err));
+	else if (ct->progress.done != ct->size)
 		fprintf(stderr, "metac file: got %llu bytes of %llu: the file changed while "
-			"being read\n", (unsigned long long)ct->got, (unsigned long long)ct->size);
+			"being read\n", (unsigned long long)ct->progress.done,
+			(unsigned long long)ct->size);
 	else
 		r = EXIT_OK;
 out:
