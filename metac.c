@@ -32,6 +32,10 @@ static const struct applet applets[] = {
 	{ "file", file_main, "share a file: export it, read it from anywhere",
 	  "metac file export [--persistent] [--read-only] local:FILE\n"
 	  "       metac file cat REF   (its bytes on stdout; progress when stderr is a terminal)\n" },
+	{ "block", block_main, "serve disks as NBD, copy them",
+	  "metac block serve --listen unix:PATH|ADDR:PORT [--read-only] [--direct] [--insecure]\n"
+	  "                  local:PATH|REF   (plain NBD for qemu, nbdcopy, nbdinfo, nbd-client)\n"
+	  "       metac block copy [--direct] SRC DST   (each local:PATH or REF; progress on a terminal)\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

@@ -80,6 +80,18 @@ enum {
 	/* (u64 offset) -> (cap stream): each data connection to the stream
 	 * carries the file's bytes from offset to the end, then ends. */
 	FILE_READ_STREAM = 2,
+	/* (bool read_only) -> (cap block device): the file as a BlockDevice,
+	 * read-only if asked or if the ref was exported so. */
+	FILE_OPEN_AS_BLOCK = 3,
+};
+
+/* BlockDevice: a disk's bytes, read and written at offsets. */
+enum {
+	/* () -> (u64 size, bool read_only, u64 min_block) */
+	BLOCK_DEVICE_INFO = 1,
+	/* () -> (cap stream): each data connection to the stream is an NBD
+	 * session (fixed newstyle) on the device, its default export "". */
+	BLOCK_DEVICE_NBD_STREAM = 2,
 };
 
 /* ServiceAdmin of the fs service: folders mounted here. */

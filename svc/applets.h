@@ -2,6 +2,7 @@
 #ifndef METAC_APPLETS_H
 #define METAC_APPLETS_H
 
+int block_main(int argc, char **argv);
 int daemon_main(int argc, char **argv);
 int file_main(int argc, char **argv);
 int fs_main(int argc, char **argv);

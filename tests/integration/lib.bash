@@ -8,6 +8,7 @@ T=$(mktemp -d /tmp/metac-it.XXXXXX)
 NS_PREFIX="mt$$"
 _pids=()
 _netns=()
+_atexit=()
 
 # Mounts under $T, deepest first.
 mounts_under_t() {
@@ -15,12 +16,13 @@ mounts_under_t() {
 }
 
 cleanup() {
-	local p ns mp
+	local p ns mp c
 	for p in "${_pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
 	for p in "${_pids[@]}"; do
 		for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
 		kill -KILL "$p" 2>/dev/null
 	done
+	for c in "${_atexit[@]}"; do eval "$c"; done
 	# Whatever a daemon mounted and left (killed -9, say): never let rm
 	# walk into a mount.
 	for mp in $(mounts_under_t); do umount -l "$mp" 2>/dev/null; done
@@ -39,6 +41,12 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+# at_exit CMD: cleanup runs CMD (a string for eval) once the test's
+# processes are gone, however the test ends.
+at_exit() {
+	_atexit+=("$1")
+}
 
 fail() {
 	echo "FAIL: $*" >&2
@@ -111,6 +119,22 @@ daemon_start() {
 		sleep 0.05
 	done
 	fail "daemon $name did not start"
+}
+
+# bg_start NAME CMD...: CMD in the background, its output in $T/NAME.log
+# (checked like a daemon's), its pid in PID_NAME; cleanup stops it.
+bg_start() {
+	local name=$1
+	shift
+	"$@" >"$T/$name.log" 2>&1 &
+	_pids+=($!)
+	eval "PID_$name=$!"
+}
+
+# wait_socket PATH: until a unix socket is there (5 s at most).
+wait_socket() {
+	for _ in $(seq 100); do [ -S "$1" ] && return 0; sleep 0.05; done
+	fail "nothing listens on $1"
 }
 
 # m NAME ARGS...: metac ARGS as a client of daemon NAME.

@@ -1,0 +1,961 @@
+/*
+ * The block service and applet. A BlockDevice (File.openAsBlock on a
+ * file ref) serves its file or device as NBD, one session per data
+ * connection of its stream (nbd/server.c).
+ *   metac block serve --listen unix:PATH|ADDR:PORT [--read-only]
+ *                     [--direct] [--insecure] local:PATH|REF
+ *   metac block copy SRC DST      (each local:PATH or a ref)
+ * serve is a plain NBD endpoint for qemu, nbdcopy, nbdinfo or nbd-client:
+ * for local:PATH it serves the file itself; for a REF it relays every
+ * connection to the remote device over the encrypted transport (each
+ * one restores the ref anew, so a restarted node is picked up). Plain
+ * NBD has no authentication, so it listens on unix sockets and loopback
+ * only, unless --insecure.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/cli.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/net.h"
+#include "nbd/client.h"
+#include "nbd/proto.h"
+#include "nbd/server.h"
+#include "proto/node.h"
+#include "svc/admin_client.h"
+#include "svc/applets.h"
+#include "svc/block.h"
+#include "wire/conn.h"
+
+#define SERVE_MAX_SESSIONS 64
+/* Socket buffers between the daemon's loop and a session's threads:
+ * room for a few large requests at once. */
+#define SESSION_SOCKBUF (4 << 20)
+
+/* --- the service --------------------------------------------------- */
+
+struct blk_obj {
+	struct cap cap;
+	struct node *node;
+	struct nbd_export *ex;
+};
+
+struct blk_stream {
+	struct cap cap;
+	struct node *node;
+	struct nbd_export *ex;
+};
+
+static void blk_stream_call(struct cap *c, struct rpc_call *call)
+{
+	node_stream_call(((struct blk_stream *)c)->node, c, call, "nbd stream");
+}
+
+static void set_sockbufs(int fd)
+{
+	int sz = SESSION_SOCKBUF;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+}
+
+static void blk_stream_attach(struct cap *c, struct wire_conn *data)
+{
+	struct blk_stream *s = (struct blk_stream *)c;
+	int sv[2], e;
+
+	/* The loop pipes the connection to a socket pair; the session's
+	 * threads read the other end with blocking calls. */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		log_warn("block: cannot create a socket pair: %m");
+		wire_conn_close(data);
+		return;
+	}
+	set_sockbufs(sv[0]);
+	set_sockbufs(sv[1]);
+	net_set_nonblock(sv[0]);
+	if ((e = node_pipe_fds(data, sv[0], sv[0], NULL, NULL)) < 0) {
+		log_warn("block: %s", strerror(-e));
+		close(sv[0]);
+		close(sv[1]);
+		wire_conn_close(data);
+		return;
+	}
+	if ((e = nbd_serve_async(s->ex, sv[1])) < 0)
+		log_warn("block: cannot start an NBD session: %s", strerror(-e));
+}
+
+static void blk_stream_free(struct cap *c)
+{
+	nbd_export_unref(((struct blk_stream *)c)->ex);
+	free(c);
+}
+
+static const struct cap_ops blk_stream_ops = {
+	.name = "nbd stream",
+	.call = blk_stream_call,
+	.free = blk_stream_free,
+	.attach = blk_stream_attach,
+};
+
+static void blk_call(struct cap *c, struct rpc_call *call)
+{
+	struct blk_obj *b = (struct blk_obj *)c;
+	struct blk_stream *s;
+
+	if (call->iface != IFACE_BLOCK_DEVICE) {
+		rpc_return_unknown(call, "block device");
+		return;
+	}
+	switch (call->method) {
+	case BLOCK_DEVICE_INFO:
+		msg_put_u64(&call->results, nbd_export_size(b->ex));
+		msg_put_bool(&call->results, nbd_export_read_only(b->ex));
+		msg_put_u64(&call->results, nbd_export_min_block(b->ex));
+		rpc_return(call);
+		return;
+	case BLOCK_DEVICE_NBD_STREAM:
+		if (!(s = calloc(1, sizeof(*s)))) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		cap_init(&s->cap, &blk_stream_ops);
+		s->node = b->node;
+		s->ex = b->ex;
+		nbd_export_ref(s->ex);
+		rpc_return_cap(call, &s->cap);
+		return;
+	}
+	rpc_return_unknown(call, "block device");
+}
+
+static void blk_free(struct cap *c)
+{
+	nbd_export_unref(((struct blk_obj *)c)->ex);
+	free(c);
+}
+
+static const struct cap_ops blk_ops = {
+	.name = "block device",
+	.call = blk_call,
+	.free = blk_free,
+};
+
+static const char *base_name(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	return b && b[1] ? b + 1 : path;
+}
+
+int block_device_new(struct node *n, const char *path, int read_only, struct cap **out,
+		     char *err, size_t errsz)
+{
+	struct blk_obj *b = calloc(1, sizeof(*b));
+	int e;
+
+	if (!b) {
+		snprintf(err, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	if (!(b->ex = nbd_export_open(path, base_name(path), &read_only, &e))) {
+		snprintf(err, errsz, "%s: %s", path,
+			 e == -EINVAL ? "not a regular file or block device" : strerror(-e));
+		free(b);
+		return e;
+	}
+	cap_init(&b->cap, &blk_ops);
+	b->node = n;
+	*out = &b->cap;
+	return 0;
+}
+
+/* --- block serve --------------------------------------------------- */
+
+/* "local:PATH" -> PATH; NULL for anything else. */
+static const char *local_path(const char *arg)
+{
+	return strncmp(arg, "local:", 6) || !arg[6] ? NULL : arg + 6;
+}
+
+static int serve_local(struct nbd_export *ex, int lfd)
+{
+	struct net_addr peer;
+	for (;;) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		if (poll(&p, 1, -1) < 0 && errno != EINTR)
+			return EXIT_FAIL;
+		int fd = net_accept(lfd, &peer);
+		if (fd >= 0) {
+			/* The sessions' threads block; the listener does not. */
+			int fl = fcntl(fd, F_GETFL);
+			fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
+			nbd_serve_async(ex, fd);
+		} else if (fd != -EAGAIN && fd != -EINTR && fd != -ECONNABORTED) {
+			log_warn("nbd: accept: %s", strerror(-fd));
+		}
+	}
+}
+
+/* Relaying to a remote BlockDevice: each connection restores the ref,
+ * opens the device and pipes itself to a fresh NBD stream. */
+struct relay {
+	struct admin *a;
+	const char *ref;
+	int read_only, direct;
+	int lfd, conns, stop;
+};
+
+struct relay_conn {
+	struct relay *r;
+	int fd;
+	struct cap *file, *blk, *stream;
+};
+
+static void relay_conn_end(struct relay_conn *rc)
+{
+	if (rc->fd >= 0)
+		close(rc->fd);
+	cap_unref(rc->stream);
+	cap_unref(rc->blk);
+	cap_unref(rc->file);
+	rc->r->conns--;
+	free(rc);
+}
+
+/* The cap a call answered with, as a new reference; NULL (and the
+ * reason logged) if it failed. */
+static struct cap *answer_cap(int err, const char *errmsg, struct msg *res, const char *what)
+{
+	struct msg_rd rd;
+	struct cap *c;
+
+	if (err) {
+		log_warn("nbd relay: %s: %s", what, errmsg);
+		return NULL;
+	}
+	msg_rd_init(&rd, res);
+	if (msg_get_cap(&rd, &c) < 0) {
+		log_warn("nbd relay: %s: the answer holds no object", what);
+		return NULL;
+	}
+	return cap_ref(c);
+}
+
+static void relay_done(void *arg, int err)
+{
+	struct relay_conn *rc = arg;
+	if (err)
+		log_info("nbd relay: a session ended: %s", strerror(-err));
+	relay_conn_end(rc);
+}
+
+static void relay_have_stream(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct relay_conn *rc = arg;
+	if (!(rc->stream = answer_cap(err, errmsg, res, "cannot open an NBD stream"))) {
+		relay_conn_end(rc);
+		return;
+	}
+	admin_stream_pipe(rc->r->a, rc->stream, rc->r->direct, rc->fd, rc->fd, relay_done, rc);
+	rc->fd = -1;
+}
+
+static void relay_have_blk(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct relay_conn *rc = arg;
+	struct msg params;
+
+	if (!(rc->blk = answer_cap(err, errmsg, res, "cannot open the block device"))) {
+		relay_conn_end(rc);
+		return;
+	}
+	msg_init(&params);
+	rpc_call(rc->blk, IFACE_BLOCK_DEVICE, BLOCK_DEVICE_NBD_STREAM, &params,
+		 relay_have_stream, rc);
+}
+
+static void relay_have_file(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct relay_conn *rc = arg;
+	struct msg params;
+
+	if (!(rc->file = answer_cap(err, errmsg, res, "cannot restore the ref"))) {
+		relay_conn_end(rc);
+		return;
+	}
+	msg_init(&params);
+	msg_put_bool(&params, rc->r->read_only);
+	rpc_call(rc->file, IFACE_FILE, FILE_OPEN_AS_BLOCK, &params, relay_have_blk, rc);
+}
+
+static void relay_accept(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct relay *r = arg;
+	struct relay_conn *rc;
+	struct net_addr peer;
+	struct msg params;
+	int c = net_accept(r->lfd, &peer);
+
+	if (c < 0)
+		return;
+	if (r->conns >= SERVE_MAX_SESSIONS || !(rc = calloc(1, sizeof(*rc)))) {
+		log_warn("nbd relay: too many sessions; refusing a connection");
+		close(c);
+		return;
+	}
+	r->conns++;
+	rc->r = r;
+	rc->fd = c;
+	msg_init(&params);
+	msg_put_str(&params, r->ref);
+	rpc_call(r->a->node_admin, IFACE_NODE_ADMIN, NODE_ADMIN_RESTORE, &params,
+		 relay_have_file, rc);
+}
+
+static void relay_stop(struct loop *l, int signo, void *arg)
+{
+	((struct relay *)arg)->stop = 1;
+}
+
+/* Opens REF as a block device through the daemon (to check it, and say
+ * what it is) and relays connections to it until a signal. */
+static int serve_remote(const char *sock, const char *ref, int read_only, int direct,
+			int lfd, const char *where)
+{
+	struct admin a;
+	struct relay r = { .a = &a, .ref = ref, .read_only = read_only, .direct = direct,
+			   .lfd = lfd };
+	struct cap *file = NULL, *blk = NULL;
+	struct msg params, res;
+	struct msg_rd rd;
+	struct loop_watch *w = NULL;
+	struct loop_signal *si = NULL, *st = NULL;
+	uint64_t size = 0;
+	int ro = 0, ret = EXIT_FAIL;
+
+	msg_init(&res);
+	if (admin_open(&a, admin_socket_path(sock)) < 0 || admin_restore(&a, ref, &file) < 0)
+		goto out;
+	msg_init(&params);
+	msg_put_bool(&params, read_only);
+	if (admin_call_cap(&a, file, IFACE_FILE, FILE_OPEN_AS_BLOCK, &params, &blk,
+			   "the ref is not a file or block device") < 0 ||
+	    admin_call(&a, blk, IFACE_BLOCK_DEVICE, BLOCK_DEVICE_INFO, NULL, &res,
+		       "cannot read the block device's size") < 0)
+		goto out;
+	msg_rd_init(&rd, &res);
+	msg_get_u64(&rd, &size);
+	msg_get_bool(&rd, &ro);
+	/* Never the ref itself: it is a secret. */
+	log_info("serving a remote block device (%llu bytes%s) as NBD on %s",
+		 (unsigned long long)size, ro ? ", read-only" : "", where);
+	cap_unref(blk);
+	cap_unref(file);
+	blk = file = NULL;
+	w = loop_watch_fd(a.loop, lfd, EPOLLIN, relay_accept, &r);
+	si = loop_signal_new(a.loop, SIGINT, relay_stop, &r);
+	st = loop_signal_new(a.loop, SIGTERM, relay_stop, &r);
+	if (!w || !si || !st)
+		goto out;
+	while (!r.stop && !a.err)
+		if (loop_run_once(a.loop, -1) < 0)
+			break;
+	if (a.err)
+		fprintf(stderr, "metac block: %s\n", a.errmsg);
+	else
+		ret = EXIT_OK;
+out:
+	msg_free(&res);
+	loop_watch_del(w);
+	loop_signal_del(si);
+	loop_signal_del(st);
+	cap_unref(blk);
+	cap_unref(file);
+	admin_close(&a);
+	return ret;
+}
+
+static int block_serve(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "direct", no_argument, NULL, 'd' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *listen = NULL, *path, *sock = NULL;
+	struct nbd_export *ex = NULL;
+	struct net_addr addr;
+	char where[160];
+	int c, insecure = 0, read_only = 0, direct = 0, lfd, e;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "l:rda:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': listen = optarg; break;
+		case 'r': read_only = 1; break;
+		case 'd': direct = 1; break;
+		case 'I': insecure = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage_error(self, "serve takes one local:PATH or REF");
+	path = local_path(argv[optind]);
+	if (!path && strncmp(argv[optind], "ref://", 6))
+		return cli_usage_error(self, "serve takes one local:PATH or REF");
+	if (!listen)
+		return cli_usage_error(self, "serve needs --listen unix:PATH or ADDR:PORT");
+	if (path && direct)
+		return cli_usage_error(self, "--direct applies to a REF");
+	if (net_addr_parse(listen, 0, &addr) < 0) {
+		fprintf(stderr, "metac block: cannot parse listen address '%s'\n", listen);
+		return EXIT_FAIL;
+	}
+	if (addr.ss.ss_family != AF_UNIX && !net_addr_is_loopback(&addr) && !insecure) {
+		fprintf(stderr, "metac block: serve speaks plain NBD, with no encryption or "
+				"authentication; it listens on loopback or unix sockets only "
+				"(--insecure to override)\n");
+		return EXIT_FAIL;
+	}
+	if (path && !(ex = nbd_export_open(path, base_name(path), &read_only, &e))) {
+		fprintf(stderr, "metac block: cannot export %s: %s\n", path,
+			e == -EINVAL ? "not a regular file or block device" : strerror(-e));
+		return EXIT_FAIL;
+	}
+	if ((lfd = net_listen(&addr, 64)) < 0) {
+		fprintf(stderr, "metac block: cannot listen on %s: %s\n", listen, strerror(-lfd));
+		nbd_export_unref(ex);
+		return EXIT_FAIL;
+	}
+	net_addr_format(&addr, where, sizeof(where));
+	if (!path)
+		return serve_remote(sock, argv[optind], read_only, direct, lfd, where);
+	log_info("serving %s (%llu bytes%s) as NBD on %s", path,
+		 (unsigned long long)nbd_export_size(ex), read_only ? ", read-only" : "", where);
+	return serve_local(ex, lfd);
+}
+
+/* --- block copy ---------------------------------------------------- */
+
+#define COPY_CHUNK (2u << 20)
+#define COPY_BATCH 16 /* chunks in flight */
+
+/* One side of a copy: a local file or device, or an NBD connection to
+ * a remote one. */
+struct endpoint {
+	const char *spec;
+	const char *path; /* local */
+	int fd;
+	int sock; /* remote: our end of the data connection */
+	struct nbd_client *nbd;
+	uint64_t size;
+	int is_blk;
+	int fresh; /* a regular file we truncated: holes need no writing */
+};
+
+struct copy {
+	struct endpoint src, dst;
+	struct cli_progress progress;
+	char err[512];
+	int notify[2]; /* the copy thread says it is done */
+	int finished;
+};
+
+static int ep_open_src(struct endpoint *e, char *err, size_t errsz)
+{
+	struct stat st;
+
+	if (e->sock >= 0) {
+		if (!(e->nbd = nbd_client_new(e->sock, "", err, errsz)))
+			return -1;
+		e->sock = -1;
+		e->size = nbd_client_size(e->nbd);
+		return 0;
+	}
+	if ((e->fd = open(e->path, O_RDONLY | O_CLOEXEC)) < 0 || fstat(e->fd, &st) < 0) {
+		snprintf(err, errsz, "%s: %s", e->path, strerror(errno));
+		return -1;
+	}
+	e->is_blk = S_ISBLK(st.st_mode);
+	if (e->is_blk ? ioctl(e->fd, BLKGETSIZE64, &e->size) < 0 : !S_ISREG(st.st_mode)) {
+		snprintf(err, errsz, "%s: not a regular file or block device", e->path);
+		return -1;
+	}
+	if (!e->is_blk)
+		e->size = (uint64_t)st.st_size;
+	return 0;
+}
+
+static int ep_open_dst(struct endpoint *e, const struct endpoint *src, char *err,
+		       size_t errsz)
+{
+	struct stat st, sst;
+
+	if (e->sock >= 0) {
+		if (!(e->nbd = nbd_client_new(e->sock, "", err, errsz)))
+			return -1;
+		e->sock = -1;
+		e->size = nbd_client_size(e->nbd);
+		if (nbd_client_flags(e->nbd) & NBD_FLAG_READ_ONLY) {
+			snprintf(err, errsz, "the destination is read-only");
+			return -1;
+		}
+		if (e->size < src->size) {
+			snprintf(err, errsz, "the destination (%llu bytes) is smaller than the "
+				 "source (%llu bytes)", (unsigned long long)e->size,
+				 (unsigned long long)src->size);
+			return -1;
+		}
+		return 0;
+	}
+	if (stat(e->path, &st) == 0 && S_ISBLK(st.st_mode)) {
+		if ((e->fd = open(e->path, O_WRONLY | O_CLOEXEC)) < 0 ||
+		    ioctl(e->fd, BLKGETSIZE64, &e->size) < 0) {
+			snprintf(err, errsz, "%s: %s", e->path, strerror(errno));
+			return -1;
+		}
+		e->is_blk = 1;
+		if (e->size < src->size) {
+			snprintf(err, errsz, "%s (%llu bytes) is smaller than the source "
+				 "(%llu bytes)", e->path, (unsigned long long)e->size,
+				 (unsigned long long)src->size);
+			return -1;
+		}
+		return 0;
+	}
+	if ((e->fd = open(e->path, O_WRONLY | O_CREAT | O_CLOEXEC, 0666)) < 0 ||
+	    fstat(e->fd, &st) < 0) {
+		snprintf(err, errsz, "%s: %s", e->path, strerror(errno));
+		return -1;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		snprintf(err, errsz, "%s: not a regular file or block device", e->path);
+		return -1;
+	}
+	/* Truncating the source itself would lose it. */
+	if (src->fd >= 0 && fstat(src->fd, &sst) == 0 && sst.st_dev == st.st_dev &&
+	    sst.st_ino == st.st_ino) {
+		snprintf(err, errsz, "%s is the source itself", e->path);
+		return -1;
+	}
+	if (ftruncate(e->fd, 0) < 0 || ftruncate(e->fd, (off_t)src->size) < 0) {
+		snprintf(err, errsz, "%s: %s", e->path, strerror(errno));
+		return -1;
+	}
+	e->size = src->size;
+	e->fresh = 1;
+	return 0;
+}
+
+static void ep_close(struct endpoint *e)
+{
+	nbd_client_free(e->nbd);
+	e->nbd = NULL;
+	if (e->fd >= 0)
+		close(e->fd);
+	if (e->sock >= 0)
+		close(e->sock);
+	e->fd = e->sock = -1;
+}
+
+/* The extent at off (at most len): its length, and whether it reads as
+ * zeros. */
+static int ep_extent(struct endpoint *e, uint64_t off, uint64_t len, uint64_t *elen,
+		     int *zero, char *err, size_t errsz)
+{
+	*elen = len;
+	*zero = 0;
+	if (e->nbd) {
+		uint32_t l, flags;
+		int r;
+		if (!nbd_client_has_block_status(e->nbd))
+			return 0;
+		r = nbd_client_block_status(e->nbd, off, len > 0x80000000u ? 0x80000000u
+								      : (uint32_t)len,
+					    &l, &flags);
+		if (r < 0) {
+			snprintf(err, errsz, "%s", nbd_client_error(e->nbd));
+			return -1;
+		}
+		if (r == 0) {
+			*elen = l < len ? l : len;
+			*zero = !!(flags & NBD_STATE_ZERO);
+		}
+		return 0;
+	}
+	if (!e->is_blk) {
+		off_t d = lseek(e->fd, (off_t)off, SEEK_DATA);
+		if (d < 0 && errno == ENXIO) {
+			*zero = 1;
+		} else if (d > (off_t)off) {
+			*zero = 1;
+			*elen = (uint64_t)d - off < len ? (uint64_t)d - off : len;
+		} else if (d == (off_t)off) {
+			off_t h = lseek(e->fd, (off_t)off, SEEK_HOLE);
+			if (h > (off_t)off && (uint64_t)h - off < len)
+				*elen = (uint64_t)h - off;
+		}
+	}
+	return 0;
+}
+
+static int is_zero(const uint8_t *p, size_t n)
+{
+	return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1));
+}
+
+/* A piece of a batch: read from the source (unless zero), then written. */
+struct piece {
+	uint64_t off;
+	uint32_t len;
+	int zero;
+	uint8_t *buf;
+};
+
+static int nbd_fail(struct endpoint *e, const char *what, uint64_t off, int r, char *err,
+		    size_t errsz)
+{
+	if (r < 0)
+		snprintf(err, errsz, "%s: %s", e->spec, nbd_client_error(e->nbd));
+	else
+		snprintf(err, errsz, "%s: %s at offset %llu: %s", e->spec, what,
+			 (unsigned long long)off, strerror(r));
+	return -1;
+}
+
+/* Waits for every request in flight on e. */
+static int drain(struct endpoint *e, const char *what, char *err, size_t errsz)
+{
+	int r, nerr, first = 0;
+	while ((r = nbd_client_complete(e->nbd, &nerr)) == 0)
+		if (nerr && !first)
+			first = nerr;
+	if (r != -EAGAIN)
+		return nbd_fail(e, what, 0, r, err, errsz);
+	if (first)
+		return nbd_fail(e, what, 0, first, err, errsz);
+	return 0;
+}
+
+static int read_pieces(struct endpoint *e, struct piece *p, int n, char *err, size_t errsz)
+{
+	for (int i = 0; i < n; i++) {
+		if (p[i].zero)
+			continue;
+		if (!e->nbd) {
+			for (uint32_t done = 0; done < p[i].len;) {
+				ssize_t r = pread(e->fd, p[i].buf + done, p[i].len - done,
+						  (off_t)(p[i].off + done));
+				if (r <= 0) {
+					snprintf(err, errsz, "%s: reading at %llu: %s", e->spec,
+						 (unsigned long long)p[i].off,
+						 r ? strerror(errno) : "the file shrank");
+					return -1;
+				}
+				done += (uint32_t)r;
+			}
+		} else {
+			int r = nbd_client_submit(e->nbd, NBD_CMD_READ, 0, p[i].off, p[i].len, NULL,
+						  p[i].buf);
+			if (r < 0)
+				return nbd_fail(e, "read", p[i].off, r, err, errsz);
+		}
+	}
+	return e->nbd ? drain(e, "read", err, errsz) : 0;
+}
+
+/* Zeros on a local destination that may hold data. */
+static int local_zero(struct endpoint *e, uint64_t off, uint32_t len)
+{
+	static const uint8_t zeros[1 << 16];
+	if (fallocate(e->fd, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, (off_t)off,
+		      (off_t)len) == 0)
+		return 0;
+	if (e->is_blk && !((off | len) & 511)) {
+		uint64_t range[2] = { off, len };
+		if (ioctl(e->fd, BLKZEROOUT, range) == 0)
+			return 0;
+	}
+	while (len) {
+		uint32_t k = len < sizeof(zeros) ? len : sizeof(zeros);
+		if (pwrite(e->fd, zeros, k, (off_t)off) != (ssize_t)k)
+			return -1;
+		off += k;
+		len -= k;
+	}
+	return 0;
+}
+
+static int write_pieces(struct endpoint *e, struct piece *p, int n, char *err, size_t errsz)
+{
+	static const uint8_t zeros[COPY_CHUNK];
+	int can_zero = e->nbd && (nbd_client_flags(e->nbd) & NBD_FLAG_SEND_WRITE_ZEROES);
+
+	for (int i = 0; i < n; i++) {
+		int zero = p[i].zero || is_zero(p[i].buf, p[i].len);
+		if (!e->nbd) {
+			ssize_t r = 0;
+			if (zero && e->fresh)
+				continue;
+			if (zero)
+				r = local_zero(e, p[i].off, p[i].len) ? -1 : (ssize_t)p[i].len;
+			else
+				for (uint32_t done = 0; done < p[i].len && r >= 0; done += (uint32_t)r)
+					r = pwrite(e->fd, p[i].buf + done, p[i].len - done,
+						   (off_t)(p[i].off + done));
+			if (r < 0) {
+				snprintf(err, errsz, "%s: writing at %llu: %s", e->spec,
+					 (unsigned long long)p[i].off, strerror(errno));
+				return -1;
+			}
+			continue;
+		}
+		int r = zero && can_zero
+				? nbd_client_submit(e->nbd, NBD_CMD_WRITE_ZEROES, 0, p[i].off,
+						    p[i].len, NULL, NULL)
+				: nbd_client_submit(e->nbd, NBD_CMD_WRITE, 0, p[i].off, p[i].len,
+						    zero ? zeros : p[i].buf, NULL);
+		if (r < 0)
+			return nbd_fail(e, "write", p[i].off, r, err, errsz);
+	}
+	return e->nbd ? drain(e, "write", err, errsz) : 0;
+}
+
+static int copy_run(struct copy *cp)
+{
+	struct piece p[COPY_BATCH];
+	uint8_t *bufs = malloc((size_t)COPY_BATCH * COPY_CHUNK);
+	uint64_t pos = 0, size;
+	int r = -1;
+
+	if (!bufs) {
+		snprintf(cp->err, sizeof(cp->err), "out of memory");
+		return -1;
+	}
+	if (ep_open_src(&cp->src, cp->err, sizeof(cp->err)) < 0 ||
+	    ep_open_dst(&cp->dst, &cp->src, cp->err, sizeof(cp->err)) < 0)
+		goto out;
+	size = cp->src.size;
+	cli_progress_start(&cp->progress, size, isatty(STDERR_FILENO));
+	while (pos < size) {
+		int n = 0;
+		/* A batch: extents of the source cut into chunks. */
+		while (n < COPY_BATCH && pos < size) {
+			uint64_t elen;
+			int zero;
+			if (ep_extent(&cp->src, pos, size - pos, &elen, &zero, cp->err,
+				      sizeof(cp->err)) < 0)
+				goto out;
+			if (zero) {
+				/* One piece for the whole run: nothing to read. */
+				uint64_t l = elen < 0x40000000u ? elen : 0x40000000u;
+				p[n++] = (struct piece){ .off = pos, .len = (uint32_t)l, .zero = 1 };
+				pos += l;
+				continue;
+			}
+			while (n < COPY_BATCH && elen) {
+				uint32_t l = elen < COPY_CHUNK ? (uint32_t)elen : COPY_CHUNK;
+				p[n] = (struct piece){ .off = pos, .len = l,
+						       .buf = bufs + (size_t)n * COPY_CHUNK };
+				n++;
+				pos += l;
+				elen -= l;
+			}
+		}
+		if (read_pieces(&cp->src, p, n, cp->err, sizeof(cp->err)) < 0 ||
+		    write_pieces(&cp->dst, p, n, cp->err, sizeof(cp->err)) < 0)
+			goto out;
+		cp->progress.done = pos;
+		cli_progress_show(&cp->progress, 0);
+	}
+	if (cp->dst.nbd) {
+		int e = nbd_client_flush(cp->dst.nbd);
+		if (e) {
+			nbd_fail(&cp->dst, "flush", 0, e, cp->err, sizeof(cp->err));
+			goto out;
+		}
+	} else if (fsync(cp->dst.fd) < 0) {
+		snprintf(cp->err, sizeof(cp->err), "%s: %s", cp->dst.spec, strerror(errno));
+		goto out;
+	}
+	cli_progress_show(&cp->progress, 1);
+	r = 0;
+out:
+	if (r < 0 && cp->progress.on && cp->progress.done)
+		fputc('\n', stderr);
+	free(bufs);
+	ep_close(&cp->src);
+	ep_close(&cp->dst);
+	return r;
+}
+
+static void *copy_thread(void *arg)
+{
+	struct copy *cp = arg;
+	char one = copy_run(cp) == 0 ? 'y' : 'n';
+	if (write(cp->notify[1], &one, 1) != 1)
+		abort(); /* a pipe of our own */
+	return NULL;
+}
+
+static void copy_notified(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	((struct copy *)arg)->finished = 1;
+}
+
+static void pipe_ended(void *arg, int err)
+{
+	/* The copy thread sees the connection end by itself. */
+}
+
+/* A connected socket whose other end the daemon (or the remote node,
+ * with direct) pipes to REF's NBD stream. */
+static int open_remote(struct admin *a, const char *ref, int read_only, int direct, int *sock)
+{
+	struct cap *file = NULL, *blk = NULL, *stream = NULL;
+	struct msg params;
+	int sv[2] = { -1, -1 }, r = -1;
+
+	if (admin_restore(a, ref, &file) < 0)
+		goto out;
+	msg_init(&params);
+	msg_put_bool(&params, read_only);
+	if (admin_call_cap(a, file, IFACE_FILE, FILE_OPEN_AS_BLOCK, &params, &blk,
+			   "the ref is not a file or block device") < 0)
+		goto out;
+	msg_init(&params);
+	if (admin_call_cap(a, blk, IFACE_BLOCK_DEVICE, BLOCK_DEVICE_NBD_STREAM, &params, &stream,
+			   "cannot open an NBD stream") < 0)
+		goto out;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		fprintf(stderr, "metac block: %m\n");
+		goto out;
+	}
+	set_sockbufs(sv[0]);
+	set_sockbufs(sv[1]);
+	admin_stream_pipe(a, stream, direct, sv[0], sv[0], pipe_ended, NULL);
+	*sock = sv[1];
+	r = 0;
+out:
+	cap_unref(stream);
+	cap_unref(blk);
+	cap_unref(file);
+	return r;
+}
+
+static int endpoint_init(struct endpoint *e, const char *spec)
+{
+	memset(e, 0, sizeof(*e));
+	e->spec = spec;
+	e->fd = e->sock = -1;
+	if ((e->path = local_path(spec)))
+		return 0;
+	return strncmp(spec, "ref://", 6) ? -1 : 0;
+}
+
+static int block_copy(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "direct", no_argument, NULL, 'd' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	struct copy *cp = calloc(1, sizeof(*cp));
+	const char *sock = NULL;
+	struct admin a = { 0 };
+	struct loop_watch *w = NULL;
+	pthread_t t;
+	int c, r = EXIT_FAIL, started = 0, direct = 0, use_admin;
+
+	if (!cp)
+		return EXIT_FAIL;
+	cp->notify[0] = cp->notify[1] = -1;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "da:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': direct = 1; break;
+		case 'a': sock = optarg; break;
+		default:
+			free(cp);
+			return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 2 || endpoint_init(&cp->src, argv[optind]) < 0 ||
+	    endpoint_init(&cp->dst, argv[optind + 1]) < 0) {
+		free(cp);
+		return cli_usage_error(self, "copy takes SRC and DST, each local:PATH or a ref");
+	}
+	use_admin = !cp->src.path || !cp->dst.path;
+	if (use_admin) {
+		if (admin_open(&a, admin_socket_path(sock)) < 0)
+			goto out;
+		if ((!cp->src.path &&
+		     open_remote(&a, cp->src.spec, 1, direct, &cp->src.sock) < 0) ||
+		    (!cp->dst.path && open_remote(&a, cp->dst.spec, 0, direct, &cp->dst.sock) < 0))
+			goto out;
+	} else if (!(a.loop = loop_new())) {
+		goto out;
+	}
+	if (pipe2(cp->notify, O_CLOEXEC) < 0 ||
+	    !(w = loop_watch_fd(a.loop, cp->notify[0], EPOLLIN, copy_notified, cp)) ||
+	    pthread_create(&t, NULL, copy_thread, cp) != 0) {
+		fprintf(stderr, "metac block: cannot start the copy: %m\n");
+		goto out;
+	}
+	started = 1;
+	/* This thread pipes the data connections; the copy thread does
+	 * blocking I/O on their other ends. */
+	while (!cp->finished)
+		if (loop_run_once(a.loop, -1) < 0)
+			break;
+	pthread_join(t, NULL);
+	if (cp->err[0])
+		fprintf(stderr, "metac block: copy failed: %s\n", cp->err);
+	else
+		r = EXIT_OK;
+out:
+	if (!started) {
+		ep_close(&cp->src);
+		ep_close(&cp->dst);
+	}
+	loop_watch_del(w);
+	for (int i = 0; i < 2; i++)
+		if (cp->notify[i] >= 0)
+			close(cp->notify[i]);
+	if (use_admin)
+		admin_close(&a);
+	else if (a.loop)
+		loop_free(a.loop);
+	free(cp);
+	return r;
+}
+
+int block_main(int argc, char **argv)
+{
+	const struct applet *self = applet_find("block");
+	if (argc < 2)
+		return cli_usage_error(self, "missing command");
+	if (!strcmp(argv[1], "serve"))
+		return block_serve(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "copy"))
+		return block_copy(self, argc - 1, argv + 1);
+	return cli_usage_error(self, "unknown command '%s'", argv[1]);
+}
