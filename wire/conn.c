@@ -469,7 +469,9 @@ static void conn_process(struct wire_conn *c)
 			break;
 	}
 	c->in_dispatch = 0;
-	if (r == 0 && c->rd_eof)
+	/* At the end of input, "more needed" (r == 1: a frame cut off)
+	 * will never be met: that is an end too. */
+	if (r >= 0 && c->rd_eof)
 		input_ended(c);
 	if (r < 0) {
 		const char *what = r == -EMSGSIZE ? "oversized frame" :

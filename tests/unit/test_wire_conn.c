@@ -304,3 +304,35 @@ TEST(end_while_paused_delivers_everything_first)
 	CHECK_INT(b.err, 0);
 	loop_free(l);
 }
+
+/* A peer that dies halfway through a frame (a node killed mid-transfer):
+ * the receiver sees the end as a reset at once, with and without a pause
+ * in between, rather than waiting forever for the rest of the frame. */
+TEST(peer_gone_mid_frame_is_a_reset)
+{
+	for (int paused = 0; paused < 2; paused++) {
+		struct loop *l = loop_new();
+		struct end b = { 0 };
+		uint8_t frame[4 + 10] = { 0, 0, 0, 100 }; /* claims 100 bytes */
+		int sv[2];
+
+		CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+		b.wc = wire_conn_new(l, sv[1], WIRE_PLAIN, NULL, NULL, &ops, &b);
+		for (int k = 0; k < 3; k++)
+			loop_run_once(l, 0);
+		if (paused)
+			wire_conn_pause(b.wc, 1);
+		CHECK_INT(write(sv[0], frame, sizeof(frame)), sizeof(frame));
+		close(sv[0]);
+		for (int k = 0; k < 5; k++)
+			loop_run_once(l, 0);
+		if (paused)
+			wire_conn_pause(b.wc, 0);
+		for (int k = 0; k < 5; k++)
+			loop_run_once(l, 0);
+		CHECK(b.closed);
+		CHECK_INT(b.err, -ECONNRESET);
+		CHECK_INT(b.records, 0);
+		loop_free(l);
+	}
+}
