@@ -21,6 +21,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/sendfile.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -30,7 +31,13 @@
 #include "nbd/proto.h"
 #include "nbd/server.h"
 
-#define IN_BUF_SIZE (256u << 10)
+/* Input: room for the largest option; requests are read in small
+ * gulps so that a write's payload goes straight to its own buffer. */
+#define IN_BUF_SIZE (80u << 10)
+#define IN_GULP (16u << 10)
+/* Payload buffers kept for reuse per session (see struct pool). */
+#define POOL_MAX 32
+#define POOL_BYTES (32u << 20)
 #define ZERO_CHUNK (1u << 20)
 
 struct nbd_export {
@@ -44,6 +51,16 @@ struct nbd_export {
 
 enum phase { PH_FLAGS, PH_OPTIONS, PH_TRANSMISSION, PH_DONE };
 
+/* Payload buffers, reused: a fresh large malloc per request costs page
+ * faults and mmap/munmap (and the mm lock every worker then fights for). */
+struct pool {
+	pthread_mutex_t lock;
+	void *buf[POOL_MAX];
+	size_t size[POOL_MAX];
+	int n;
+	size_t held;
+};
+
 /* What negotiation agreed; read-only once transmission starts. */
 struct conn {
 	struct nbd_export *ex;
@@ -54,6 +71,7 @@ struct conn {
 	unsigned noptions;
 	uint64_t size;
 	uint16_t tflags;
+	struct pool *pool; /* NULL: plain malloc */
 };
 
 #define META_ALLOC_ID 1
@@ -61,14 +79,74 @@ struct conn {
 /* Where replies go: a socket under a lock, or a buffer. */
 struct sink {
 	int (*send)(struct sink *k, const struct iovec *iov, int n);
+	/* Optional: a structured read reply straight from the file (see
+	 * fd_send_read). */
+	int (*send_read)(struct sink *k, const struct nbd_request *r, int fd);
 };
 
+/* Reads this large go out with sendfile: the kernel hands the page
+ * cache's pages to the socket instead of two copies through a buffer. */
+#define SENDFILE_MIN (64u << 10)
+
 struct req {
-	struct req *next;
 	struct nbd_request r;
 	uint8_t *data; /* a write's payload */
+	size_t cap;    /* data's size */
 	size_t cost;   /* bytes counted against the in-flight limit */
 };
+
+/* A buffer of at least len bytes; *cap gets its size. */
+static void *pool_get(struct pool *p, size_t len, size_t *cap)
+{
+	int best = -1;
+	void *b;
+
+	if (p) {
+		pthread_mutex_lock(&p->lock);
+		for (int i = 0; i < p->n; i++)
+			if (p->size[i] >= len && (best < 0 || p->size[i] < p->size[best]))
+				best = i;
+		if (best >= 0) {
+			b = p->buf[best];
+			*cap = p->size[best];
+			p->held -= *cap;
+			p->n--;
+			p->buf[best] = p->buf[p->n];
+			p->size[best] = p->size[p->n];
+			pthread_mutex_unlock(&p->lock);
+			return b;
+		}
+		pthread_mutex_unlock(&p->lock);
+		/* Round up, so that a buffer fits the next request too. */
+		len = (len + 65535) & ~(size_t)65535;
+	}
+	*cap = len;
+	return malloc(len ? len : 1);
+}
+
+static void pool_put(struct pool *p, void *b, size_t cap)
+{
+	if (!b)
+		return;
+	if (p) {
+		pthread_mutex_lock(&p->lock);
+		if (p->n < POOL_MAX && p->held + cap <= POOL_BYTES) {
+			p->buf[p->n] = b;
+			p->size[p->n++] = cap;
+			p->held += cap;
+			b = NULL;
+		}
+		pthread_mutex_unlock(&p->lock);
+	}
+	free(b);
+}
+
+static void pool_drain(struct pool *p)
+{
+	while (p->n)
+		free(p->buf[--p->n]);
+	p->held = 0;
+}
 
 /* --- the export ---------------------------------------------------- */
 
@@ -731,23 +809,26 @@ static int req_run(const struct conn *c, struct sink *k, const struct nbd_reques
 	switch (r->type) {
 	case NBD_CMD_READ: {
 		uint8_t off[8], *p;
+		size_t cap;
 		if (!r->length) {
 			if (c->structured)
 				return send_chunk(k, r->cookie, NBD_REPLY_FLAG_DONE,
 						  NBD_REPLY_TYPE_NONE, NULL, 0, NULL, 0);
 			return send_simple(k, r->cookie, 0, NULL, 0);
 		}
-		if (!(p = malloc(r->length)))
+		if (k->send_read && c->structured && r->length >= SENDFILE_MIN)
+			return k->send_read(k, r, ex->fd);
+		if (!(p = pool_get(c->pool, r->length, &cap)))
 			return reply_error(c, k, r, NBD_ENOMEM, "out of memory");
 		if ((e = ex_pread(ex, p, r->length, r->offset)) < 0) {
-			free(p);
+			pool_put(c->pool, p, cap);
 			return reply_error(c, k, r, errno_to_nbd(e), strerror(-e));
 		}
 		nbd_put_be64(off, r->offset);
 		e = c->structured ? send_chunk(k, r->cookie, NBD_REPLY_FLAG_DONE,
 					       NBD_REPLY_TYPE_OFFSET_DATA, off, 8, p, r->length)
 				  : send_simple(k, r->cookie, 0, p, r->length);
-		free(p);
+		pool_put(c->pool, p, cap);
 		return e;
 	}
 	case NBD_CMD_WRITE:
@@ -803,16 +884,19 @@ struct session {
 	struct sink sink;
 	pthread_mutex_t wlock; /* one reply at a time on fd */
 	int send_failed;
+	/* Reading requests: one thread at a time, under rlock. */
+	pthread_mutex_t rlock;
 	uint8_t *in;
 	size_t in_off, in_len;
+	int stop; /* DISC, the client gone, or broken framing */
+	int err;
+	/* Payload bytes of requests being run, bounded (room). */
 	pthread_mutex_t lock;
-	pthread_cond_t work, room;
-	struct req *head, *tail;
-	unsigned inflight;
+	pthread_cond_t room;
 	size_t inflight_bytes;
-	int quit;
-	pthread_t workers[NBD_SRV_WORKERS];
-	int nworkers;
+	pthread_t threads[NBD_SRV_THREADS];
+	int nthreads;
+	struct pool pool;
 };
 
 static int write_all_iov(int fd, struct iovec *iov, int n)
@@ -854,6 +938,75 @@ static int fd_send(struct sink *k, const struct iovec *iov, int n)
 	return e;
 }
 
+/* A structured read reply whose data comes from fd by sendfile: a data
+ * chunk (not final: the file may fail midway), then NONE, or, if the file
+ * failed, zeros to the chunk's end (the protocol wants it whole) and an
+ * error chunk. All under the write lock, so chunks do not interleave. */
+static int fd_send_read(struct sink *k, const struct nbd_request *r, int fd)
+{
+	struct session *s = (struct session *)((char *)k - offsetof(struct session, sink));
+	uint8_t h[NBD_CHUNK_HEADER_SIZE + 8], t[NBD_CHUNK_HEADER_SIZE + 6];
+	struct iovec iov = { h, sizeof(h) };
+	off_t off = (off_t)r->offset;
+	size_t left = r->length;
+	int e, ferr = 0;
+
+	put_be32(h, NBD_STRUCTURED_REPLY_MAGIC);
+	nbd_put_be16(h + 4, 0);
+	nbd_put_be16(h + 6, NBD_REPLY_TYPE_OFFSET_DATA);
+	nbd_put_be64(h + 8, r->cookie);
+	put_be32(h + 16, 8 + r->length);
+	nbd_put_be64(h + 20, r->offset);
+	pthread_mutex_lock(&s->wlock);
+	if (s->send_failed) {
+		e = -EPIPE;
+		goto out;
+	}
+	if ((e = write_all_iov(s->fd, &iov, 1)) < 0)
+		goto out;
+	while (left && !ferr) {
+		ssize_t n = sendfile(s->fd, fd, &off, left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n > 0) {
+			left -= (size_t)n;
+			continue;
+		}
+		/* The file ended or failed: which one is ours to find out, as
+		 * sendfile's errors mix the socket's and the file's. */
+		if (n < 0 && (errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN)) {
+			e = -errno;
+			goto out;
+		}
+		ferr = n < 0 ? errno : 0;
+		break;
+	}
+	/* What the file did not give: zeros (past a shrunk file's end they
+	 * are the data; after an error, padding). */
+	while (left) {
+		struct iovec z = { (void *)zeros, left < ZERO_CHUNK ? left : ZERO_CHUNK };
+		left -= z.iov_len;
+		if ((e = write_all_iov(s->fd, &z, 1)) < 0)
+			goto out;
+	}
+	put_be32(t, NBD_STRUCTURED_REPLY_MAGIC);
+	nbd_put_be16(t + 4, NBD_REPLY_FLAG_DONE);
+	nbd_put_be16(t + 6, ferr ? NBD_REPLY_TYPE_ERROR : NBD_REPLY_TYPE_NONE);
+	nbd_put_be64(t + 8, r->cookie);
+	put_be32(t + 16, ferr ? 6 : 0);
+	put_be32(t + 20, (uint32_t)errno_to_nbd(ferr));
+	nbd_put_be16(t + 24, 0);
+	iov = (struct iovec){ t, ferr ? sizeof(t) : NBD_CHUNK_HEADER_SIZE };
+	e = write_all_iov(s->fd, &iov, 1);
+out:
+	if (e < 0 && !s->send_failed) {
+		s->send_failed = 1;
+		shutdown(s->fd, SHUT_RDWR);
+	}
+	pthread_mutex_unlock(&s->wlock);
+	return e;
+}
+
 /* Makes n bytes available at s->in + s->in_off, reading as needed; with
  * a deadline (monotonic ms, 0 for none) a silent client times out. */
 static int in_fill(struct session *s, size_t n, uint64_t deadline)
@@ -876,7 +1029,12 @@ static int in_fill(struct session *s, size_t n, uint64_t deadline)
 			if (pr == 0)
 				return -ETIMEDOUT;
 		}
-		r = read(s->fd, s->in + s->in_len, IN_BUF_SIZE - s->in_len);
+		size_t want = n - (s->in_len - s->in_off);
+		if (want < IN_GULP)
+			want = IN_GULP;
+		if (want > IN_BUF_SIZE - s->in_len)
+			want = IN_BUF_SIZE - s->in_len;
+		r = read(s->fd, s->in + s->in_len, want);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0)
@@ -953,35 +1111,19 @@ static int negotiate(struct session *s)
 	return e;
 }
 
-static void *worker(void *arg)
+/* A request is over: its bytes and buffer go back. */
+static void req_done(struct session *s, struct req *q)
 {
-	struct session *s = arg;
-
 	pthread_mutex_lock(&s->lock);
-	for (;;) {
-		struct req *q;
-		while (!s->head && !s->quit)
-			pthread_cond_wait(&s->work, &s->lock);
-		if (!s->head)
-			break;
-		q = s->head;
-		s->head = q->next;
-		if (!s->head)
-			s->tail = NULL;
-		pthread_mutex_unlock(&s->lock);
-		req_run(&s->c, &s->sink, &q->r, q->data);
-		pthread_mutex_lock(&s->lock);
-		s->inflight--;
-		s->inflight_bytes -= q->cost;
-		pthread_cond_signal(&s->room);
-		free(q->data);
-		free(q);
-	}
+	s->inflight_bytes -= q->cost;
+	pthread_cond_broadcast(&s->room);
 	pthread_mutex_unlock(&s->lock);
-	return NULL;
+	pool_put(&s->pool, q->data, q->cap);
+	free(q);
 }
 
-/* Reads one request (and a write's payload): 0, 1 for DISC, or -errno. */
+/* Reads one request (and a write's payload), holding rlock: 0, 1 for
+ * DISC, or -errno. */
 static int read_request(struct session *s, struct req **out)
 {
 	struct nbd_request r;
@@ -1004,21 +1146,61 @@ static int read_request(struct session *s, struct req **out)
 	if (!(q = calloc(1, sizeof(*q))))
 		return -ENOMEM;
 	q->r = r;
-	if (r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE)
-		q->cost = r.length <= NBD_MAX_PAYLOAD ? r.length : 0;
+	if ((r.type == NBD_CMD_READ || r.type == NBD_CMD_WRITE) && r.length <= NBD_MAX_PAYLOAD)
+		q->cost = r.length;
+	/* A client can make us hold only so much: wait for room (the
+	 * others finish without needing rlock). */
+	pthread_mutex_lock(&s->lock);
+	while (s->inflight_bytes && s->inflight_bytes + q->cost > NBD_SRV_MAX_INFLIGHT_BYTES)
+		pthread_cond_wait(&s->room, &s->lock);
+	s->inflight_bytes += q->cost;
+	pthread_mutex_unlock(&s->lock);
 	if (r.type == NBD_CMD_WRITE && r.length) {
-		if (!(q->data = malloc(r.length))) {
-			free(q);
-			return -ENOMEM;
-		}
-		if ((e = in_read(s, q->data, r.length)) < 0) {
-			free(q->data);
-			free(q);
+		if (!(q->data = pool_get(&s->pool, r.length, &q->cap)))
+			e = -ENOMEM;
+		else
+			e = in_read(s, q->data, r.length);
+		if (e < 0) {
+			req_done(s, q);
 			return e;
 		}
 	}
 	*out = q;
 	return 0;
+}
+
+/*
+ * Each of a session's threads takes its turn at reading one request,
+ * then runs it and replies while another reads the next: no hand-over
+ * between threads, and at most NBD_SRV_THREADS requests in flight.
+ */
+static void *session_thread(void *arg)
+{
+	struct session *s = arg;
+
+	for (;;) {
+		struct req *q = NULL;
+		int e;
+
+		pthread_mutex_lock(&s->rlock);
+		if (s->stop) {
+			pthread_mutex_unlock(&s->rlock);
+			break;
+		}
+		if ((e = read_request(s, &q)) != 0) {
+			/* DISC or the client gone: requests already read still
+			 * run (the protocol asks that of DISC), then all stop. */
+			s->stop = 1;
+			if (e < 0 && e != -ECONNRESET)
+				s->err = e;
+			pthread_mutex_unlock(&s->rlock);
+			break;
+		}
+		pthread_mutex_unlock(&s->rlock);
+		req_run(&s->c, &s->sink, &q->r, q->data);
+		req_done(s, q);
+	}
+	return NULL;
 }
 
 int nbd_serve(struct nbd_export *ex, int fd)
@@ -1032,61 +1214,32 @@ int nbd_serve(struct nbd_export *ex, int fd)
 		return -ENOMEM;
 	}
 	s->c.ex = ex;
+	s->c.pool = &s->pool;
 	s->fd = fd;
 	s->sink.send = fd_send;
+	s->sink.send_read = fd_send_read;
+	pthread_mutex_init(&s->pool.lock, NULL);
+	pthread_mutex_init(&s->rlock, NULL);
 	pthread_mutex_init(&s->lock, NULL);
 	pthread_mutex_init(&s->wlock, NULL);
-	pthread_cond_init(&s->work, NULL);
 	pthread_cond_init(&s->room, NULL);
 
 	if ((e = negotiate(s)) < 0 || s->c.phase == PH_DONE)
 		goto done;
-	for (int i = 0; i < NBD_SRV_WORKERS; i++) {
-		if (pthread_create(&s->workers[i], NULL, worker, s) != 0)
-			break;
-		s->nworkers++;
-	}
-	if (!s->nworkers) {
-		e = -EAGAIN;
-		goto done;
-	}
-	for (;;) {
-		struct req *q = NULL;
-		/* Wait for room before reading more: a client can make us
-		 * hold only so much. */
-		pthread_mutex_lock(&s->lock);
-		while (s->inflight && (s->inflight >= NBD_SRV_MAX_INFLIGHT ||
-				       s->inflight_bytes >= NBD_SRV_MAX_INFLIGHT_BYTES))
-			pthread_cond_wait(&s->room, &s->lock);
-		pthread_mutex_unlock(&s->lock);
-		if ((e = read_request(s, &q)) != 0)
-			break;
-		pthread_mutex_lock(&s->lock);
-		s->inflight++;
-		s->inflight_bytes += q->cost;
-		if (s->tail)
-			s->tail->next = q;
-		else
-			s->head = q;
-		s->tail = q;
-		pthread_cond_signal(&s->work);
-		pthread_mutex_unlock(&s->lock);
-	}
-	if (e == 1 || e == -ECONNRESET)
-		e = 0; /* DISC, or the client went */
+	for (int i = 1; i < NBD_SRV_THREADS; i++)
+		if (pthread_create(&s->threads[s->nthreads], NULL, session_thread, s) == 0)
+			s->nthreads++;
+	session_thread(s);
+	for (int i = 0; i < s->nthreads; i++)
+		pthread_join(s->threads[i], NULL);
+	e = s->err;
 done:
-	/* Requests already read still run (the protocol asks that of DISC),
-	 * then the workers stop. */
-	pthread_mutex_lock(&s->lock);
-	s->quit = 1;
-	pthread_cond_broadcast(&s->work);
-	pthread_mutex_unlock(&s->lock);
-	for (int i = 0; i < s->nworkers; i++)
-		pthread_join(s->workers[i], NULL);
 	close(fd);
+	pool_drain(&s->pool);
+	pthread_mutex_destroy(&s->pool.lock);
+	pthread_mutex_destroy(&s->rlock);
 	pthread_mutex_destroy(&s->lock);
 	pthread_mutex_destroy(&s->wlock);
-	pthread_cond_destroy(&s->work);
 	pthread_cond_destroy(&s->room);
 	free(s->in);
 	free(s);

@@ -5,10 +5,13 @@
  * base:allocation) and the transmission phase (READ, WRITE, FLUSH, TRIM,
  * CACHE, WRITE_ZEROES, BLOCK_STATUS, DISC; FUA everywhere).
  *
- * Each session reads requests in the thread that serves it and runs them
- * on NBD_SRV_WORKERS worker threads, so many requests are in flight and
- * replies may go out of order, as the protocol allows. Every connection
+ * Each session runs NBD_SRV_THREADS threads that take turns reading a
+ * request and then run it, so many requests are in flight and replies
+ * may go out of order, as the protocol allows. Every connection
  * shares the file's page cache, so the export offers CAN_MULTI_CONN.
+ *
+ * Replies go out with write and sendfile: the process must ignore
+ * SIGPIPE, or a client that hangs up kills it.
  *
  * Nothing from the client is trusted: a request beyond the end, not
  * aligned to the minimum block size, larger than NBD_MAX_PAYLOAD or with
@@ -22,8 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define NBD_SRV_WORKERS 4
-#define NBD_SRV_MAX_INFLIGHT 64
+#define NBD_SRV_THREADS 8 /* so as many requests in flight */
 /* Payload bytes of requests in flight (reads' replies, writes' data). */
 #define NBD_SRV_MAX_INFLIGHT_BYTES (128u << 20)
 /* Negotiation must end within this, and within this many options. */

@@ -951,6 +951,9 @@ out:
 int block_main(int argc, char **argv)
 {
 	const struct applet *self = applet_find("block");
+	/* A client that hangs up is an error on its connection, not a
+	 * reason to die (nbd/server.h). */
+	signal(SIGPIPE, SIG_IGN);
 	if (argc < 2)
 		return cli_usage_error(self, "missing command");
 	if (!strcmp(argv[1], "serve"))
