@@ -1,7 +1,8 @@
 # A disk exported on host A (`metac file export`) is used on host B
 # through `metac block serve REF` (a plain NBD endpoint relaying over
 # the encrypted transport) by clients nobody here wrote: nbdinfo,
-# nbdcopy, qemu-img and qemu-io. Also `metac block copy` between refs
+# nbdcopy, qemu-img and qemu-io (also with --direct, the endpoint's own
+# connection to A). Also `metac block copy` between refs
 # and local files, a read-only ref, and A killed mid-copy: the client
 # gets an error; after A restarts, the copy completes with the right
 # data.
@@ -108,6 +109,13 @@ cmp -s "$T/a/sparse" "$T/sparse.copy" || fail "block copy of the sparse disk dif
 [ "$(stat -c %b "$T/sparse.copy")" -lt 8192 ] || fail "block copy did not keep the holes"
 expect_fail "read-only" "$T/B.m" block copy "local:$T/sparse.copy" "$RO"
 expect_fail "smaller" "$T/B.m" block copy "$DISK" "$SPARSE"
+
+# --- --direct: the endpoint talks to A itself (from B's network) ---
+bg_start serve_direct nsenter --net="/run/netns/$NS_PREFIX-b" "$T/B.m" block serve --direct \
+	--listen "unix:$T/direct.sock" "$SPARSE"
+wait_socket "$T/direct.sock"
+nbdcopy "$(uri direct)" "$T/direct.copy" || fail "nbdcopy through block serve --direct"
+cmp -s "$T/direct.copy" "$T/a/sparse" || fail "block serve --direct: the bytes differ"
 
 # --- plain NBD only where nobody else can reach it ---
 expect_fail "loopback or unix" "$T/B.m" block serve --listen 10.77.0.2:10809 "$DISK"
