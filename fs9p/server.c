@@ -33,6 +33,7 @@
 #include "fs9p/p9.h"
 #include "fs9p/server.h"
 #include "lib/buf.h"
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/safepath.h"
 
@@ -122,38 +123,6 @@ static void tag_set(struct session *s, uint16_t t, int on)
 		s->busy[t >> 3] &= ~(1u << (t & 7));
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t k = write(fd, p, n);
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		p += k;
-		n -= k;
-	}
-	return 0;
-}
-
-static int read_all(int fd, uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t k = read(fd, p, n);
-		if (k < 0) {
-			if (errno == EINTR)
-				continue;
-			return -errno;
-		}
-		if (k == 0)
-			return -ECONNRESET;
-		p += k;
-		n -= k;
-	}
-	return 0;
-}
-
 static void send_buf(struct session *s, struct buf *b)
 {
 	if (s->sync_out) {
@@ -161,7 +130,7 @@ static void send_buf(struct session *s, struct buf *b)
 		return;
 	}
 	pthread_mutex_lock(&s->wlock);
-	if (!s->broken && write_all(s->fd, buf_head(b), buf_avail(b)) < 0)
+	if (!s->broken && io_write_all(s->fd, buf_head(b), buf_avail(b)) < 0)
 		s->broken = 1;
 	pthread_mutex_unlock(&s->wlock);
 }
@@ -1677,7 +1646,7 @@ static void reply_and_finish(struct session *s, struct buf *out, uint16_t tag)
 	s->inflight--;
 	pthread_cond_broadcast(&s->idle);
 	pthread_mutex_unlock(&s->lock);
-	if (!s->broken && out && write_all(s->fd, buf_head(out), buf_avail(out)) < 0)
+	if (!s->broken && out && io_write_all(s->fd, buf_head(out), buf_avail(out)) < 0)
 		s->broken = 1;
 	while (done) {
 		struct flushwait *fw = done;
@@ -1687,7 +1656,7 @@ static void reply_and_finish(struct session *s, struct buf *out, uint16_t tag)
 		buf_init(&b);
 		p9_begin(&w, &b, P9_RFLUSH, fw->tag);
 		if (p9_end(&w, s->msize) == 0 && !s->broken &&
-		    write_all(s->fd, buf_head(&b), buf_avail(&b)) < 0)
+		    io_write_all(s->fd, buf_head(&b), buf_avail(&b)) < 0)
 			s->broken = 1;
 		buf_free(&b);
 		free(fw);
@@ -1894,7 +1863,7 @@ static int read_request(struct session *s, struct req **out)
 	struct req *q;
 	int e;
 
-	if ((e = read_all(s->fd, hdr, sizeof(hdr))) < 0)
+	if ((e = io_read_all(s->fd, hdr, sizeof(hdr))) < 0)
 		return e;
 	size = get_le32(hdr);
 	if (size < P9_HDR || size > s->msize) {
@@ -1905,7 +1874,7 @@ static int read_request(struct session *s, struct req **out)
 	if (!(q = malloc(sizeof(*q) + size)))
 		return -ENOMEM;
 	memcpy(q->data, hdr, sizeof(hdr));
-	if ((e = read_all(s->fd, q->data + P9_HDR, size - P9_HDR)) < 0) {
+	if ((e = io_read_all(s->fd, q->data + P9_HDR, size - P9_HDR)) < 0) {
 		free(q);
 		return e;
 	}
@@ -2081,8 +2050,6 @@ static void *serve_thread(void *arg)
 int p9_serve_async(struct p9_export *ex, int fd)
 {
 	struct async { struct p9_export *ex; int fd; } *a = malloc(sizeof(*a));
-	pthread_attr_t attr;
-	pthread_t t;
 	int e;
 
 	if (!a) {
@@ -2092,15 +2059,11 @@ int p9_serve_async(struct p9_export *ex, int fd)
 	p9_export_ref(ex);
 	a->ex = ex;
 	a->fd = fd;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	e = pthread_create(&t, &attr, serve_thread, a);
-	pthread_attr_destroy(&attr);
-	if (e) {
+	if ((e = io_thread_detached(serve_thread, a)) < 0) {
 		free(a);
 		close(fd);
 		p9_export_unref(ex);
-		return -e;
+		return e;
 	}
 	return 0;
 }

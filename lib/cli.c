@@ -35,6 +35,11 @@ int cli_wants_help(int argc, char **argv)
 	return 0;
 }
 
+const char *cli_local_path(const char *arg)
+{
+	return strncmp(arg, "local:", 6) || !arg[6] ? NULL : arg + 6;
+}
+
 void cli_json_str(FILE *f, const char *s)
 {
 	fputc('"', f);

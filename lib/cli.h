@@ -27,6 +27,8 @@ int cli_help(const struct applet *a);
 int cli_wants_help(int argc, char **argv);
 /* Looks an applet up by name; NULL if unknown. */
 const struct applet *applet_find(const char *name);
+/* "local:PATH" -> PATH; NULL for anything else (or an empty PATH). */
+const char *cli_local_path(const char *arg);
 /* Writes s as a JSON string literal, escaped. */
 void cli_json_str(FILE *f, const char *s);
 

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "lib/log.h"
 #include "lib/net.h"
 
 static int parse_port(const char *s, int *port)
@@ -259,4 +261,23 @@ int net_accept(int lfd, struct net_addr *peer)
 		return -errno;
 	tune_tcp(fd, p->ss.ss_family);
 	return fd;
+}
+
+int net_accept_each(int lfd, void (*fn)(int fd, const struct net_addr *peer, void *arg),
+		    void *arg, const char *what)
+{
+	struct net_addr peer;
+
+	for (;;) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		if (poll(&p, 1, -1) < 0 && errno != EINTR)
+			return -errno;
+		int fd = net_accept(lfd, &peer);
+		if (fd >= 0) {
+			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+			fn(fd, &peer, arg);
+		} else if (fd != -EAGAIN && fd != -EINTR && fd != -ECONNABORTED) {
+			log_warn("%s: accept: %s", what, strerror(-fd));
+		}
+	}
 }

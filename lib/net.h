@@ -32,5 +32,10 @@ int net_connect_result(int fd);
 /* Accepts one connection, non-blocking and close-on-exec. */
 int net_accept(int lfd, struct net_addr *peer);
 int net_set_nonblock(int fd);
+/* Accepts connections on lfd for ever, each handed to fn as a blocking
+ * descriptor (fn owns it): for servers whose sessions run in threads.
+ * what names the server in logs. Returns only if waiting fails. */
+int net_accept_each(int lfd, void (*fn)(int fd, const struct net_addr *peer, void *arg),
+		    void *arg, const char *what);
 
 #endif

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "lib/buf.h"
+#include "lib/io.h"
 #include "nbd/client.h"
 #include "nbd/proto.h"
 
@@ -67,7 +68,7 @@ static int fail(struct nbd_client *c, int e, const char *fmt, ...)
 
 static int cl_read(struct nbd_client *c, void *p, size_t n)
 {
-	uint8_t *q = p;
+	int e;
 
 	if (c->broken)
 		return -EPIPE;
@@ -78,17 +79,10 @@ static int cl_read(struct nbd_client *c, void *p, size_t n)
 		c->mem_off += n;
 		return 0;
 	}
-	while (n) {
-		ssize_t r = read(c->fd, q, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0)
-			return fail(c, -errno, "reading from the server: %s", strerror(errno));
-		if (r == 0)
-			return fail(c, -ECONNRESET, "the server hung up");
-		q += r;
-		n -= (size_t)r;
-	}
+	if ((e = io_read_all(c->fd, p, n)) == -ECONNRESET)
+		return fail(c, e, "the server hung up");
+	if (e < 0)
+		return fail(c, e, "reading from the server: %s", strerror(-e));
 	return 0;
 }
 
@@ -108,26 +102,14 @@ static int cl_skip(struct nbd_client *c, uint64_t n)
 
 static int cl_writev(struct nbd_client *c, struct iovec *iov, int n)
 {
+	int e;
+
 	if (c->broken)
 		return -EPIPE;
 	if (c->mem)
 		return 0;
-	while (n > 0) {
-		ssize_t w = writev(c->fd, iov, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return fail(c, -errno, "writing to the server: %s", strerror(errno));
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
+	if ((e = io_writev_all(c->fd, iov, n)) < 0)
+		return fail(c, e, "writing to the server: %s", strerror(-e));
 	return 0;
 }
 

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "lib/buf.h"
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "nbd/proto.h"
@@ -899,27 +900,6 @@ struct session {
 	struct pool pool;
 };
 
-static int write_all_iov(int fd, struct iovec *iov, int n)
-{
-	while (n > 0) {
-		ssize_t w = writev(fd, iov, n);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -errno;
-		while (n > 0 && (size_t)w >= iov->iov_len) {
-			w -= (ssize_t)iov->iov_len;
-			iov++;
-			n--;
-		}
-		if (n > 0) {
-			iov->iov_base = (uint8_t *)iov->iov_base + w;
-			iov->iov_len -= (size_t)w;
-		}
-	}
-	return 0;
-}
-
 static int fd_send(struct sink *k, const struct iovec *iov, int n)
 {
 	struct session *s = (struct session *)((char *)k - offsetof(struct session, sink));
@@ -928,7 +908,7 @@ static int fd_send(struct sink *k, const struct iovec *iov, int n)
 
 	memcpy(v, iov, (size_t)n * sizeof(*v));
 	pthread_mutex_lock(&s->wlock);
-	e = s->send_failed ? -EPIPE : write_all_iov(s->fd, v, n);
+	e = s->send_failed ? -EPIPE : io_writev_all(s->fd, v, n);
 	if (e < 0 && !s->send_failed) {
 		s->send_failed = 1;
 		/* Wake the reader: nobody hears us any more. */
@@ -962,7 +942,7 @@ static int fd_send_read(struct sink *k, const struct nbd_request *r, int fd)
 		e = -EPIPE;
 		goto out;
 	}
-	if ((e = write_all_iov(s->fd, &iov, 1)) < 0)
+	if ((e = io_writev_all(s->fd, &iov, 1)) < 0)
 		goto out;
 	while (left && !ferr) {
 		ssize_t n = sendfile(s->fd, fd, &off, left);
@@ -986,7 +966,7 @@ static int fd_send_read(struct sink *k, const struct nbd_request *r, int fd)
 	while (left) {
 		struct iovec z = { (void *)zeros, left < ZERO_CHUNK ? left : ZERO_CHUNK };
 		left -= z.iov_len;
-		if ((e = write_all_iov(s->fd, &z, 1)) < 0)
+		if ((e = io_writev_all(s->fd, &z, 1)) < 0)
 			goto out;
 	}
 	put_be32(t, NBD_STRUCTURED_REPLY_MAGIC);
@@ -997,7 +977,7 @@ static int fd_send_read(struct sink *k, const struct nbd_request *r, int fd)
 	put_be32(t + 20, (uint32_t)errno_to_nbd(ferr));
 	nbd_put_be16(t + 24, 0);
 	iov = (struct iovec){ t, ferr ? sizeof(t) : NBD_CHUNK_HEADER_SIZE };
-	e = write_all_iov(s->fd, &iov, 1);
+	e = io_writev_all(s->fd, &iov, 1);
 out:
 	if (e < 0 && !s->send_failed) {
 		s->send_failed = 1;
@@ -1054,18 +1034,7 @@ static int in_read(struct session *s, uint8_t *p, size_t n)
 		have = n;
 	memcpy(p, s->in + s->in_off, have);
 	s->in_off += have;
-	p += have;
-	n -= have;
-	while (n) {
-		ssize_t r = read(s->fd, p, n);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return r < 0 ? -errno : -ECONNRESET;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
+	return io_read_all(s->fd, p + have, n - have);
 }
 
 static int negotiate(struct session *s)
@@ -1080,7 +1049,7 @@ static int negotiate(struct session *s)
 	while (s->c.phase != PH_TRANSMISSION && s->c.phase != PH_DONE) {
 		ssize_t used;
 		struct iovec iov = { buf_head(&out), buf_avail(&out) };
-		if (buf_avail(&out) && (e = write_all_iov(s->fd, &iov, 1)) < 0)
+		if (buf_avail(&out) && (e = io_writev_all(s->fd, &iov, 1)) < 0)
 			break;
 		buf_reset(&out);
 		if ((e = in_fill(s, need, deadline)) < 0)
@@ -1102,7 +1071,7 @@ static int negotiate(struct session *s)
 	}
 	if (e == 0 && buf_avail(&out)) {
 		struct iovec iov = { buf_head(&out), buf_avail(&out) };
-		e = write_all_iov(s->fd, &iov, 1);
+		e = io_writev_all(s->fd, &iov, 1);
 	}
 	buf_free(&out);
 	if (e == -ETIMEDOUT)
@@ -1263,8 +1232,6 @@ static void *serve_thread(void *arg)
 int nbd_serve_async(struct nbd_export *ex, int fd)
 {
 	struct serve_args *a = malloc(sizeof(*a));
-	pthread_attr_t attr;
-	pthread_t t;
 	int e;
 
 	if (!a) {
@@ -1274,15 +1241,11 @@ int nbd_serve_async(struct nbd_export *ex, int fd)
 	nbd_export_ref(ex);
 	a->ex = ex;
 	a->fd = fd;
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	e = pthread_create(&t, &attr, serve_thread, a);
-	pthread_attr_destroy(&attr);
-	if (e) {
+	if ((e = io_thread_detached(serve_thread, a)) < 0) {
 		free(a);
 		close(fd);
 		nbd_export_unref(ex);
-		return -e;
+		return e;
 	}
 	return 0;
 }

@@ -89,5 +89,10 @@ void node_pipe(struct wire_conn *a, struct wire_conn *b);
  * socket). Takes ownership of the fds; done (may be NULL) runs at the end. */
 int node_pipe_fds(struct wire_conn *wc, int rfd, int wfd,
 		  void (*done)(void *arg, int err), void *arg);
+/* Pipes a data connection to one end of a new socket pair and gives the
+ * other end (blocking) to a server that runs in threads of its own;
+ * sockbuf, if not 0, sizes both ends' socket buffers. On failure the
+ * connection is closed and -errno returned. */
+int node_pipe_pair(struct wire_conn *data, int sockbuf, int *fd);
 
 #endif

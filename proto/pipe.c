@@ -359,3 +359,28 @@ fail:
 	}
 	return r;
 }
+
+int node_pipe_pair(struct wire_conn *data, int sockbuf, int *fd)
+{
+	int sv[2], e;
+
+	/* The loop pipes the connection to sv[0]; the server's threads
+	 * read sv[1] with blocking calls. */
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		e = -errno;
+		wire_conn_close(data);
+		return e;
+	}
+	for (int i = 0; sockbuf && i < 2; i++) {
+		setsockopt(sv[i], SOL_SOCKET, SO_SNDBUF, &sockbuf, sizeof(sockbuf));
+		setsockopt(sv[i], SOL_SOCKET, SO_RCVBUF, &sockbuf, sizeof(sockbuf));
+	}
+	if ((e = node_pipe_fds(data, sv[0], sv[0], NULL, NULL)) < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		wire_conn_close(data);
+		return e;
+	}
+	*fd = sv[1];
+	return 0;
+}

@@ -1,6 +1,7 @@
 /* Applets talk to the local daemon over the admin socket: plain records,
  * the same RPC as between nodes, NodeAdmin as the bootstrap. */
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -205,6 +206,36 @@ int admin_export(struct admin *a, const char *service, const char *description,
 		r = msg_get_str(&rd, ref, refsz) == 0 ? 0 : -1;
 	}
 	msg_free(&res);
+	return r;
+}
+
+static void serve_stop(struct loop *l, int signo, void *arg)
+{
+	*(int *)arg = 1;
+}
+
+int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const char *what)
+{
+	struct loop_watch *w = loop_watch_fd(a->loop, lfd, EPOLLIN, accept, arg);
+	int stop = 0, r = -1;
+	struct loop_signal *si = loop_signal_new(a->loop, SIGINT, serve_stop, &stop);
+	struct loop_signal *st = loop_signal_new(a->loop, SIGTERM, serve_stop, &stop);
+
+	if (!w || !si || !st) {
+		fprintf(stderr, "%s: out of memory\n", what);
+		goto out;
+	}
+	while (!stop && !a->err)
+		if (loop_run_once(a->loop, -1) < 0)
+			break;
+	if (a->err)
+		fprintf(stderr, "%s: %s\n", what, a->errmsg);
+	else
+		r = 0;
+out:
+	loop_watch_del(w);
+	loop_signal_del(si);
+	loop_signal_del(st);
 	return r;
 }
 

@@ -2,6 +2,7 @@
 #ifndef METAC_ADMIN_CLIENT_H
 #define METAC_ADMIN_CLIENT_H
 
+#include "lib/loop.h"
 #include "proto/rpc.h"
 
 struct loop;
@@ -38,6 +39,10 @@ int admin_call(struct admin *a, struct cap *target, uint16_t iface,
 int admin_call_cap(struct admin *a, struct cap *target, uint16_t iface,
 		   uint16_t method, struct msg *params, struct cap **out,
 		   const char *what);
+/* Runs a->loop with lfd watched (accept is called when a connection
+ * waits) until SIGINT or SIGTERM, or until the daemon's connection fails:
+ * 0, or -1 with the reason printed, prefixed by what. */
+int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const char *what);
 /* Restores a ref through the daemon. */
 int admin_restore(struct admin *a, const char *ref, struct cap **out);
 /* Exports through NodeAdmin; the new ref is written to ref. */

@@ -18,7 +18,6 @@
 #include <limits.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
-#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -66,36 +65,14 @@ static void blk_stream_call(struct cap *c, struct rpc_call *call)
 	node_stream_call(((struct blk_stream *)c)->node, c, call, "nbd stream");
 }
 
-static void set_sockbufs(int fd)
-{
-	int sz = SESSION_SOCKBUF;
-	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-}
-
 static void blk_stream_attach(struct cap *c, struct wire_conn *data)
 {
 	struct blk_stream *s = (struct blk_stream *)c;
-	int sv[2], e;
+	int fd, e;
 
-	/* The loop pipes the connection to a socket pair; the session's
-	 * threads read the other end with blocking calls. */
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		log_warn("block: cannot create a socket pair: %m");
-		wire_conn_close(data);
-		return;
-	}
-	set_sockbufs(sv[0]);
-	set_sockbufs(sv[1]);
-	net_set_nonblock(sv[0]);
-	if ((e = node_pipe_fds(data, sv[0], sv[0], NULL, NULL)) < 0) {
-		log_warn("block: %s", strerror(-e));
-		close(sv[0]);
-		close(sv[1]);
-		wire_conn_close(data);
-		return;
-	}
-	if ((e = nbd_serve_async(s->ex, sv[1])) < 0)
+	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0)
+		log_warn("block: cannot pipe a data connection: %s", strerror(-e));
+	else if ((e = nbd_serve_async(s->ex, fd)) < 0)
 		log_warn("block: cannot start an NBD session: %s", strerror(-e));
 }
 
@@ -185,29 +162,9 @@ int block_device_new(struct node *n, const char *path, int read_only, struct cap
 
 /* --- block serve --------------------------------------------------- */
 
-/* "local:PATH" -> PATH; NULL for anything else. */
-static const char *local_path(const char *arg)
+static void serve_one(int fd, const struct net_addr *peer, void *arg)
 {
-	return strncmp(arg, "local:", 6) || !arg[6] ? NULL : arg + 6;
-}
-
-static int serve_local(struct nbd_export *ex, int lfd)
-{
-	struct net_addr peer;
-	for (;;) {
-		struct pollfd p = { .fd = lfd, .events = POLLIN };
-		if (poll(&p, 1, -1) < 0 && errno != EINTR)
-			return EXIT_FAIL;
-		int fd = net_accept(lfd, &peer);
-		if (fd >= 0) {
-			/* The sessions' threads block; the listener does not. */
-			int fl = fcntl(fd, F_GETFL);
-			fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-			nbd_serve_async(ex, fd);
-		} else if (fd != -EAGAIN && fd != -EINTR && fd != -ECONNABORTED) {
-			log_warn("nbd: accept: %s", strerror(-fd));
-		}
-	}
+	nbd_serve_async(arg, fd);
 }
 
 /* Relaying to a remote BlockDevice: each connection restores the ref,
@@ -216,7 +173,7 @@ struct relay {
 	struct admin *a;
 	const char *ref;
 	int read_only, direct;
-	int lfd, conns, stop;
+	int lfd, conns;
 };
 
 struct relay_conn {
@@ -326,11 +283,6 @@ static void relay_accept(struct loop *l, int fd, uint32_t ev, void *arg)
 		 relay_have_file, rc);
 }
 
-static void relay_stop(struct loop *l, int signo, void *arg)
-{
-	((struct relay *)arg)->stop = 1;
-}
-
 /* Opens REF as a block device through the daemon (to check it, and say
  * what it is) and relays connections to it until a signal. */
 static int serve_remote(const char *sock, const char *ref, int read_only, int direct,
@@ -342,8 +294,6 @@ static int serve_remote(const char *sock, const char *ref, int read_only, int di
 	struct cap *file = NULL, *blk = NULL;
 	struct msg params, res;
 	struct msg_rd rd;
-	struct loop_watch *w = NULL;
-	struct loop_signal *si = NULL, *st = NULL;
 	uint64_t size = 0;
 	int ro = 0, ret = EXIT_FAIL;
 
@@ -366,23 +316,10 @@ static int serve_remote(const char *sock, const char *ref, int read_only, int di
 	cap_unref(blk);
 	cap_unref(file);
 	blk = file = NULL;
-	w = loop_watch_fd(a.loop, lfd, EPOLLIN, relay_accept, &r);
-	si = loop_signal_new(a.loop, SIGINT, relay_stop, &r);
-	st = loop_signal_new(a.loop, SIGTERM, relay_stop, &r);
-	if (!w || !si || !st)
-		goto out;
-	while (!r.stop && !a.err)
-		if (loop_run_once(a.loop, -1) < 0)
-			break;
-	if (a.err)
-		fprintf(stderr, "metac block: %s\n", a.errmsg);
-	else
+	if (admin_serve(&a, lfd, relay_accept, &r, "metac block") == 0)
 		ret = EXIT_OK;
 out:
 	msg_free(&res);
-	loop_watch_del(w);
-	loop_signal_del(si);
-	loop_signal_del(st);
 	cap_unref(blk);
 	cap_unref(file);
 	admin_close(&a);
@@ -418,7 +355,7 @@ static int block_serve(const struct applet *self, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error(self, "serve takes one local:PATH or REF");
-	path = local_path(argv[optind]);
+	path = cli_local_path(argv[optind]);
 	if (!path && strncmp(argv[optind], "ref://", 6))
 		return cli_usage_error(self, "serve takes one local:PATH or REF");
 	if (!listen)
@@ -450,7 +387,7 @@ static int block_serve(const struct applet *self, int argc, char **argv)
 		return serve_remote(sock, argv[optind], read_only, direct, lfd, where);
 	log_info("serving %s (%llu bytes%s) as NBD on %s", path,
 		 (unsigned long long)nbd_export_size(ex), read_only ? ", read-only" : "", where);
-	return serve_local(ex, lfd);
+	return net_accept_each(lfd, serve_one, ex, "nbd") < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
 /* --- block copy ---------------------------------------------------- */
@@ -849,8 +786,6 @@ static int open_remote(struct admin *a, const char *ref, int read_only, int dire
 		fprintf(stderr, "metac block: %m\n");
 		goto out;
 	}
-	set_sockbufs(sv[0]);
-	set_sockbufs(sv[1]);
 	admin_stream_pipe(a, stream, direct, sv[0], sv[0], pipe_ended, NULL);
 	*sock = sv[1];
 	r = 0;
@@ -866,7 +801,7 @@ static int endpoint_init(struct endpoint *e, const char *spec)
 	memset(e, 0, sizeof(*e));
 	e->spec = spec;
 	e->fd = e->sock = -1;
-	if ((e->path = local_path(spec)))
+	if ((e->path = cli_local_path(spec)))
 		return 0;
 	return strncmp(spec, "ref://", 6) ? -1 : 0;
 }

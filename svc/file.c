@@ -257,9 +257,8 @@ static int file_export(const struct applet *self, int argc, char **argv)
 		default: return cli_usage_error(self, "unknown option");
 		}
 	}
-	if (optind != argc - 1 || strncmp(argv[optind], "local:", 6) || !argv[optind][6])
+	if (optind != argc - 1 || !(path = cli_local_path(argv[optind])))
 		return cli_usage_error(self, "file export takes one local:FILE");
-	path = argv[optind] + 6;
 	/* The daemon has its own working directory. */
 	if (!realpath(path, abs)) {
 		fprintf(stderr, "metac file: %s: %m\n", path);

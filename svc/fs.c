@@ -34,6 +34,7 @@
 
 #include "fs9p/server.h"
 #include "lib/cli.h"
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/net.h"
@@ -53,12 +54,6 @@ static int is_mountpoint(const char *path)
 	return statx(AT_FDCWD, path, AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &sx) == 0 &&
 	       (sx.stx_attributes_mask & STATX_ATTR_MOUNT_ROOT) &&
 	       (sx.stx_attributes & STATX_ATTR_MOUNT_ROOT);
-}
-
-/* "local:PATH" -> PATH; NULL for anything else. */
-static const char *local_path(const char *arg)
-{
-	return strncmp(arg, "local:", 6) || !arg[6] ? NULL : arg + 6;
 }
 
 static int fs_parse_map(const char *s, enum p9_idmap *map)
@@ -97,24 +92,11 @@ static void fs_stream_call(struct cap *c, struct rpc_call *call)
 static void fs_stream_attach(struct cap *c, struct wire_conn *data)
 {
 	struct fs_stream *s = (struct fs_stream *)c;
-	int sv[2], e;
+	int fd, e;
 
-	/* The daemon's loop pipes the connection to a socket pair; the
-	 * session's threads read the other end with blocking calls. */
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
-		log_warn("fs: cannot create a socket pair: %m");
-		wire_conn_close(data);
-		return;
-	}
-	net_set_nonblock(sv[0]);
-	if ((e = node_pipe_fds(data, sv[0], sv[0], NULL, NULL)) < 0) {
-		log_warn("fs: %s", strerror(-e));
-		close(sv[0]);
-		close(sv[1]);
-		wire_conn_close(data);
-		return;
-	}
-	if ((e = p9_serve_async(s->ex, sv[1])) < 0)
+	if ((e = node_pipe_pair(data, 0, &fd)) < 0)
+		log_warn("fs: cannot pipe a data connection: %s", strerror(-e));
+	else if ((e = p9_serve_async(s->ex, fd)) < 0)
 		log_warn("fs: cannot start a 9p session: %s", strerror(-e));
 }
 
@@ -860,7 +842,7 @@ static void bind_start(struct node *n, const char *mountpoint, const char *sourc
 	}
 	b->next = binds;
 	binds = b;
-	if ((dir = local_path(source))) {
+	if ((dir = cli_local_path(source))) {
 		b->local = 1;
 		if (mount(dir, mountpoint, NULL, MS_BIND | MS_REC, NULL) < 0) {
 			int e = -errno;
@@ -993,7 +975,7 @@ static void binds_restore(struct loop *l, void *arg)
 		if (!mp || !src)
 			continue;
 		/* A bind mount outlives the daemon: it is still there. */
-		if (local_path(src) && is_mountpoint(mp))
+		if (cli_local_path(src) && is_mountpoint(mp))
 			continue;
 		bind_start(n, mp, src, 1, (uint32_t)sqlite3_column_int64(st, 2),
 			   (uint32_t)sqlite3_column_int64(st, 3),
@@ -1060,47 +1042,25 @@ static void *session_thread(void *arg)
 	return NULL;
 }
 
-static void serve_one(const struct p9_export *ex, int fd, const struct net_addr *peer)
+/* Serves dir itself: one thread (and its workers) per connection. */
+static void serve_one(int fd, const struct net_addr *peer, void *arg)
 {
+	const struct p9_export *ex = arg;
 	struct conn *c;
-	pthread_attr_t attr;
-	pthread_t t;
 
 	if (atomic_load(&sessions) >= SERVE9P_MAX_SESSIONS || !(c = calloc(1, sizeof(*c)))) {
 		log_warn("9p: too many sessions; refusing a connection");
 		close(fd);
 		return;
 	}
-	/* The session reads and writes with blocking calls in threads of
-	 * its own. */
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	c->ex = ex;
 	c->fd = fd;
 	net_addr_format(peer, c->peer, sizeof(c->peer));
 	atomic_fetch_add(&sessions, 1);
-	pthread_attr_init(&attr);
-	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, session_thread, c) != 0) {
+	if (io_thread_detached(session_thread, c) < 0) {
 		atomic_fetch_sub(&sessions, 1);
 		close(fd);
 		free(c);
-	}
-	pthread_attr_destroy(&attr);
-}
-
-/* Serves dir itself: one thread (and its workers) per connection. */
-static int serve_local(struct p9_export *ex, int lfd)
-{
-	struct net_addr peer;
-	for (;;) {
-		struct pollfd p = { .fd = lfd, .events = POLLIN };
-		if (poll(&p, 1, -1) < 0 && errno != EINTR)
-			return EXIT_FAIL;
-		int fd = net_accept(lfd, &peer);
-		if (fd >= 0)
-			serve_one(ex, fd, &peer);
-		else if (fd != -EAGAIN && fd != -EINTR && fd != -ECONNABORTED)
-			log_warn("9p: accept: %s", strerror(-fd));
 	}
 }
 
@@ -1108,7 +1068,7 @@ static int serve_local(struct p9_export *ex, int lfd)
 struct relay {
 	struct admin *a;
 	struct cap *stream;
-	int lfd, conns, stop;
+	int lfd, conns;
 };
 
 static void relay_done(void *arg, int err)
@@ -1136,19 +1096,12 @@ static void relay_accept(struct loop *l, int fd, uint32_t ev, void *arg)
 	admin_stream_pipe(r->a, r->stream, 0, c, c, relay_done, r);
 }
 
-static void relay_stop(struct loop *l, int signo, void *arg)
-{
-	((struct relay *)arg)->stop = 1;
-}
-
 static int serve_remote(const char *sock, const char *ref, int lfd)
 {
 	struct admin a;
 	struct relay r = { .a = &a, .lfd = lfd };
 	struct cap *fs = NULL;
 	struct msg params;
-	struct loop_watch *w = NULL;
-	struct loop_signal *si = NULL, *st = NULL;
 	int ret = EXIT_FAIL;
 
 	if (admin_open(&a, admin_socket_path(sock)) < 0 || admin_restore(&a, ref, &fs) < 0)
@@ -1157,22 +1110,9 @@ static int serve_remote(const char *sock, const char *ref, int lfd)
 	if (admin_call_cap(&a, fs, IFACE_FILESYSTEM, FILESYSTEM_V9FS_STREAM, &params,
 			   &r.stream, "the ref is not a filesystem") < 0)
 		goto out;
-	w = loop_watch_fd(a.loop, lfd, EPOLLIN, relay_accept, &r);
-	si = loop_signal_new(a.loop, SIGINT, relay_stop, &r);
-	st = loop_signal_new(a.loop, SIGTERM, relay_stop, &r);
-	if (!w || !si || !st)
-		goto out;
-	while (!r.stop && !a.err)
-		if (loop_run_once(a.loop, -1) < 0)
-			break;
-	if (a.err)
-		fprintf(stderr, "metac fs: %s\n", a.errmsg);
-	else
+	if (admin_serve(&a, lfd, relay_accept, &r, "metac fs") == 0)
 		ret = EXIT_OK;
 out:
-	loop_watch_del(w);
-	loop_signal_del(si);
-	loop_signal_del(st);
 	cap_unref(r.stream);
 	cap_unref(fs);
 	admin_close(&a);
@@ -1212,7 +1152,7 @@ static int serve9p(const struct applet *self, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error(self, "serve9p takes one local:PATH or REF");
-	dir = local_path(argv[optind]);
+	dir = cli_local_path(argv[optind]);
 	if (!dir && strncmp(argv[optind], "ref://", 6))
 		return cli_usage_error(self, "serve9p takes one local:PATH or REF");
 	if (!listen)
@@ -1241,7 +1181,9 @@ static int serve9p(const struct applet *self, int argc, char **argv)
 	/* Never the ref itself: it is a secret. */
 	log_info("serving %s%s as 9P2000.L on %s", dir ? dir : "a remote filesystem",
 		 read_only ? " (read-only)" : "", where);
-	return dir ? serve_local(ex, lfd) : serve_remote(sock, argv[optind], lfd);
+	if (dir)
+		return net_accept_each(lfd, serve_one, ex, "9p") < 0 ? EXIT_FAIL : EXIT_OK;
+	return serve_remote(sock, argv[optind], lfd);
 }
 
 static int fs_export(const struct applet *self, int argc, char **argv)
@@ -1282,7 +1224,7 @@ static int fs_export(const struct applet *self, int argc, char **argv)
 			return cli_usage_error(self, "--map is for local:PATH; a REF keeps its own");
 		snprintf(desc, sizeof(desc), "%s", src);
 	} else {
-		if (!(dir = local_path(src)))
+		if (!(dir = cli_local_path(src)))
 			return cli_usage_error(self, "fs export takes one local:PATH or REF");
 		/* The daemon has its own working directory. */
 		if (!realpath(dir, abs)) {
@@ -1345,17 +1287,17 @@ static int fs_bind(const struct applet *self, int argc, char **argv)
 	if (optind != argc - 2)
 		return cli_usage_error(self, "bind takes a mountpoint and local:PATH or a REF");
 	src = argv[optind + 1];
-	if (strncmp(src, "ref://", 6) && !local_path(src))
+	if (strncmp(src, "ref://", 6) && !cli_local_path(src))
 		return cli_usage_error(self, "the source is local:PATH or a REF");
 	/* The daemon has its own working directory. */
 	if (!realpath(argv[optind], mp)) {
 		fprintf(stderr, "metac fs: %s: %m\n", argv[optind]);
 		return EXIT_FAIL;
 	}
-	if (local_path(src)) {
+	if (cli_local_path(src)) {
 		char dir[PATH_MAX];
-		if (!realpath(local_path(src), dir)) {
-			fprintf(stderr, "metac fs: %s: %m\n", local_path(src));
+		if (!realpath(cli_local_path(src), dir)) {
+			fprintf(stderr, "metac fs: %s: %m\n", cli_local_path(src));
 			return EXIT_FAIL;
 		}
 		snprintf(abs, sizeof(abs), "local:%s", dir);

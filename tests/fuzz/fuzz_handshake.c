@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include "wire/noise.h"
+#include "tests/fuzz/check.h"
 
 #define PROLOGUE "metac wire 1"
 
@@ -43,15 +44,6 @@ static uint8_t resp_pub[NOISE_KEY_LEN];
 
 static uint8_t payload[NOISE_MAX_MSG];
 static uint8_t out[NOISE_MAX_MSG];
-
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			fprintf(stderr, "%s:%d: check failed: %s\n",       \
-				__FILE__, __LINE__, #cond);                \
-			abort();                                           \
-		}                                                          \
-	} while (0)
 
 static int hs_init(struct noise_hs *hs, int initiator)
 {

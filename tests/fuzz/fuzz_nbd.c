@@ -29,14 +29,7 @@
 #include "lib/log.h"
 #include "nbd/proto.h"
 #include "nbd/server.h"
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "tests/fuzz/check.h"
 
 #define SIZE 65536
 #define FLAG_READ_ONLY 1

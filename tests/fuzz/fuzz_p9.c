@@ -40,14 +40,7 @@
 #include "fs9p/server.h"
 #include "lib/buf.h"
 #include "lib/log.h"
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond);   \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
+#include "tests/fuzz/check.h"
 
 #define MSIZE 65536
 #define FLAG_READ_ONLY 1

@@ -39,18 +39,10 @@
 #include "proto/iface.h"
 #include "proto/rpc.h"
 #include "wire/conn.h"
+#include "tests/fuzz/check.h"
 
 #define MAX_HELD 2
 #define RAW_CAPS 3
-
-#define CHECK(cond)                                                        \
-	do {                                                               \
-		if (!(cond)) {                                             \
-			fprintf(stderr, "%s:%d: check failed: %s\n",       \
-				__FILE__, __LINE__, #cond);                \
-			abort();                                           \
-		}                                                          \
-	} while (0)
 
 enum { M_ECHO = 1, M_NEW, M_READ, M_CALL_CAPS, M_HOLD, M_DROP_BOOT };
 
