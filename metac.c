@@ -36,6 +36,12 @@ static const struct applet applets[] = {
 	  "metac block serve --listen unix:PATH|ADDR:PORT [--read-only] [--direct] [--insecure]\n"
 	  "                  local:PATH|REF   (plain NBD for qemu, nbdcopy, nbdinfo, nbd-client)\n"
 	  "       metac block copy [--direct] SRC DST   (each local:PATH or REF; progress on a terminal)\n" },
+	{ "net", net_main, "join Ethernet segments across nodes (encrypted tunnels)",
+	  "metac net export [--persistent] newlocal:DEV|local:DEV\n"
+	  "       metac net bind [--persistent] newlocal:DEV|local:DEV REF\n"
+	  "       metac net bind [--persistent] --plain newlocal:DEV|local:DEV vxlan://HOST[:PORT]/VNI\n"
+	  "       metac net unbind DEV\n"
+	  "       metac net list [--json]\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

@@ -24,6 +24,8 @@ const char *iface_name(unsigned id)
 		[IFACE_SOUND_DEVICE] = "SoundDevice",
 		[IFACE_MIXER] = "Mixer",
 		[IFACE_USB_DEVICE] = "UsbDevice",
+		[IFACE_TUNNEL] = "Tunnel",
+		[IFACE_KERNEL_NETNS] = "KernelNetworkNamespace",
 	};
 	if (id < sizeof(names) / sizeof(names[0]) && names[id])
 		return names[id];

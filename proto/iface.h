@@ -26,6 +26,8 @@ enum iface_id {
 	IFACE_SOUND_DEVICE = 18,
 	IFACE_MIXER = 19,
 	IFACE_USB_DEVICE = 20,
+	IFACE_TUNNEL = 21,       /* one end of an L2Interface binding */
+	IFACE_KERNEL_NETNS = 22, /* KernelNetworkNamespace */
 };
 
 /* Node: what any peer holding nothing can ask. */
@@ -103,6 +105,60 @@ enum {
 	FS_ADMIN_UNBIND = 2, /* (string mountpoint) -> () */
 	/* () -> (u64 n, n * (string mountpoint, string kind, bool persistent)) */
 	FS_ADMIN_LIST = 3,
+};
+
+/* L2Interface: one end of an Ethernet segment. */
+enum {
+	/* (u64 vni, u64 rx_index, bytes rx_key, string host_hint,
+	 *  u64 mtu_hint, cap peer_tunnel) -> (cap tunnel, u64 rx_index,
+	 *  bytes rx_key, string host, u64 port, u64 mtu): the callee starts
+	 *  an encrypted tunnel towards the caller, whose end receives with
+	 *  (rx_index, rx_key), and answers with its own end. host_hint is
+	 *  where the caller may be found (a hint: the callee learns the
+	 *  caller's address from its first packet); mtu_hint the largest MTU
+	 *  the caller's path allows (0: unknown); mtu the one both use. */
+	L2_INTERFACE_SETUP_VXLAN = 1,
+	/* (cap other, u64 vni) -> (cap holder): joins this interface and
+	 * other into one segment until the holder is dropped. */
+	L2_INTERFACE_BIND_TO = 2,
+};
+
+/* KernelInterface: an L2Interface that is a network device here. */
+enum {
+	KERNEL_INTERFACE_GET_NAME = 1, /* () -> (string name) */
+	KERNEL_INTERFACE_RENAME = 2,   /* (string name) -> () */
+	KERNEL_INTERFACE_DESTROY = 3,  /* () -> () */
+};
+
+/* Tunnel: an end of a binding, kept by the other end. */
+enum {
+	TUNNEL_REKEY = 1,   /* (u64 rx_index, bytes rx_key) -> (): send with these */
+	TUNNEL_PING = 2,    /* () -> () */
+	TUNNEL_SET_MTU = 3, /* (u64 mtu) -> () */
+};
+
+/* KernelNetworkNamespace: the network devices of a node. */
+enum {
+	/* () -> (u64 n, n * (string name, string kind, u64 mtu, bool up)) */
+	KERNEL_NETNS_LIST_INTERFACES = 1,
+	/* (string name) -> (cap KernelInterface): a new TAP device */
+	KERNEL_NETNS_CREATE_INTERFACE = 2,
+};
+
+/* ServiceAdmin of the net service: tunnels bound here. */
+enum {
+	/* (string local, string remote, bool persistent) -> (): local is
+	 * newlocal:DEV or local:DEV; remote a ref to an L2Interface, or
+	 * vxlan://HOST[:PORT]/VNI for a plain VTEP. */
+	NET_ADMIN_BIND = 1,
+	NET_ADMIN_UNBIND = 2, /* (string device) -> () */
+	/* () -> (u64 n, n * (string device, string remote, string mode,
+	 *  string state, bool persistent, string peer, u64 mtu, 13 * u64
+	 *  counters: tx_packets tx_bytes tx_dropped rx_packets rx_bytes
+	 *  rx_bad rx_vni rx_index rx_auth rx_replay rx_stranger
+	 *  keepalives_tx keepalives_rx)) */
+	NET_ADMIN_LIST = 3,
+	NET_ADMIN_NETNS = 4, /* () -> (cap KernelNetworkNamespace) */
 };
 
 const char *iface_name(unsigned id);

@@ -104,6 +104,7 @@ static const struct node_service *find_service(struct node *n, const char *name)
 struct loop *node_loop(struct node *n) { return n->loop; }
 struct sqlite3 *node_db(struct node *n) { return n->db; }
 const struct node_keys *node_keys(struct node *n) { return &n->keys; }
+const char *node_advertise(struct node *n) { return n->advertise; }
 
 /* Restore a ref of this node from its secret; on success results hold
  * the capability. */

@@ -55,6 +55,8 @@ struct loop *node_loop(struct node *n);
 struct sqlite3;
 struct sqlite3 *node_db(struct node *n);
 const struct node_keys *node_keys(struct node *n);
+/* The address peers are told to reach this node at. */
+const char *node_advertise(struct node *n);
 
 /* A one-time token: the first data connection presenting it is handed to
  * stream's attach (see node_stream_attach). */

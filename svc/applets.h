@@ -6,6 +6,7 @@ int block_main(int argc, char **argv);
 int daemon_main(int argc, char **argv);
 int file_main(int argc, char **argv);
 int fs_main(int argc, char **argv);
+int net_main(int argc, char **argv);
 int node_main(int argc, char **argv);
 int ref_main(int argc, char **argv);
 int stream_main(int argc, char **argv);

@@ -8,5 +8,6 @@ int services_register(struct node *n);
 int stream_service_register(struct node *n);
 int fs_service_register(struct node *n);
 int file_service_register(struct node *n);
+int net_service_register(struct node *n);
 
 #endif

@@ -1,0 +1,1514 @@
+/*
+ * The net service and applet: Ethernet segments between nodes.
+ *
+ * An L2Interface is a TAP device of this node ("newlocal:DEV" makes it,
+ * "local:DEV" takes one that exists). Binding two of them (bindTo, which
+ * calls the other's setupVxlan) starts a tunnel engine (vxlan/tunnel.c)
+ * at each end: encrypted datagrams whose keys the two ends tell each
+ * other over the capability connection, and change every
+ * NET_REKEY_MS. The end that bound pings the other every NET_PING_MS;
+ * when that fails (the other node went away), the daemon's binding
+ * drops its tunnel and binds again, with backoff, until it works.
+ *
+ *   metac net export [--persistent] newlocal:DEV|local:DEV      -> ref
+ *   metac net bind [--persistent] newlocal:DEV|local:DEV REF|vxlan://HOST[:PORT]/VNI
+ *   metac net unbind DEV
+ *   metac net list [--json]
+ * vxlan://... is a plain RFC 7348 VTEP (a kernel vxlan device, a switch):
+ * no encryption, so bind asks for --plain to say so.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "lib/cli.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/net.h"
+#include "lib/netlink.h"
+#include "proto/node.h"
+#include "svc/admin_client.h"
+#include "svc/applets.h"
+#include "svc/services.h"
+#include "vxlan/tunnel.h"
+
+#define NET_VNI 1 /* the VNI inside encrypted tunnels: one segment each */
+#define NET_PING_MS 5000
+#define NET_PING_TIMEOUT_MS 15000
+#define NET_REKEY_MS 120000
+#define NET_RETRY_MIN_MS 500
+#define NET_RETRY_MAX_MS 10000
+#define NET_DEFAULT_MTU 1500
+
+/* --- interfaces ---------------------------------------------------- */
+
+struct tend;
+
+/* A TAP device this node serves, and the tunnel end using it (at most
+ * one: a TAP descriptor goes to one engine). */
+struct netif {
+	char name[IFNAMSIZ];
+	struct tend *end;
+	struct netif *next;
+};
+
+struct net_state {
+	struct node *node;
+	struct netif *ifs;
+	struct nbind *binds;
+};
+
+static struct net_state S;
+
+static struct netif *netif_find(const char *name)
+{
+	for (struct netif *i = S.ifs; i; i = i->next)
+		if (!strcmp(i->name, name))
+			return i;
+	return NULL;
+}
+
+static struct netif *netif_get(const char *name)
+{
+	struct netif *i = netif_find(name);
+	if (!i && (i = calloc(1, sizeof(*i)))) {
+		snprintf(i->name, sizeof(i->name), "%s", name);
+		i->next = S.ifs;
+		S.ifs = i;
+	}
+	return i;
+}
+
+/* Opens a TAP device: made (persistent, so that its addresses outlive
+ * a restart of the daemon) when create, else it must exist and be a TAP.
+ * Returns the descriptor, or -errno with why. */
+static int tap_open(const char *name, int create, char *err, size_t errsz)
+{
+	char got[IFNAMSIZ];
+	int fd;
+
+	if (!*name || strlen(name) >= IFNAMSIZ || strchr(name, '/') || strchr(name, '%')) {
+		snprintf(err, errsz, "'%s' is not an interface name (1 to 15 characters)", name);
+		return -EINVAL;
+	}
+	if (!create && !if_nametoindex(name)) {
+		snprintf(err, errsz, "there is no interface named %s (newlocal:%s makes one)",
+			 name, name);
+		return -ENODEV;
+	}
+	if ((fd = vx_tap_open(name, create, got)) < 0) {
+		if (fd == -EINVAL || fd == -EBUSY)
+			snprintf(err, errsz, "%s exists and is not a TAP device of ours", name);
+		else
+			snprintf(err, errsz, "cannot open TAP device %s: %s", name, strerror(-fd));
+	}
+	return fd;
+}
+
+static void set_mtu(const char *name, unsigned mtu)
+{
+	struct nl *nl;
+	if (nl_open(&nl) < 0)
+		return;
+	if (nl_link_set_mtu(nl, name, mtu) < 0)
+		log_warn("net: cannot set the MTU of %s to %u: %s", name, mtu, nl_error(nl));
+	nl_close(nl);
+}
+
+/* The MTU a tunnel towards peer can carry without fragmenting. */
+static unsigned tunnel_mtu(enum vx_mode mode, const struct sockaddr_storage *peer,
+			   socklen_t len)
+{
+	const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)peer;
+	int v4 = peer->ss_family == AF_INET ||
+		 (peer->ss_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr));
+	unsigned path = len ? vx_path_mtu((const struct sockaddr *)peer, len) : 0;
+	unsigned over = vx_overhead(mode, v4 ? AF_INET : AF_INET6) + 14;
+
+	if (!path)
+		path = NET_DEFAULT_MTU;
+	return path > over + 576 ? path - over : 576;
+}
+
+/* HOST:PORT as a peer address for a dual-stack socket (IPv4 mapped). */
+static int peer_addr(const char *host, int port, struct sockaddr_storage *out, socklen_t *len)
+{
+	char spec[300];
+	struct net_addr a;
+	struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)out;
+
+	snprintf(spec, sizeof(spec), strchr(host, ':') ? "[%s]:%d" : "%s:%d", host, port);
+	if (net_addr_parse(spec, port, &a) < 0)
+		return -EINVAL;
+	memset(out, 0, sizeof(*out));
+	if (a.ss.ss_family == AF_INET) {
+		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&a.ss;
+		s6->sin6_family = AF_INET6;
+		s6->sin6_port = s4->sin_port;
+		s6->sin6_addr.s6_addr[10] = s6->sin6_addr.s6_addr[11] = 0xff;
+		memcpy(&s6->sin6_addr.s6_addr[12], &s4->sin_addr, 4);
+		*len = sizeof(*s6);
+		return 0;
+	}
+	memcpy(out, &a.ss, a.len);
+	*len = a.len;
+	return 0;
+}
+
+static int have_ipv6(void)
+{
+	int fd = socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
+}
+
+/* An engine on a dual-stack socket (or IPv4 only, on a host without
+ * IPv6); peer is v4-mapped for IPv4 (see peer_addr). */
+static int engine_start(enum vx_mode mode, int tap, uint32_t vni, int local_port,
+			const struct sockaddr_storage *peer, socklen_t peer_len,
+			struct vx_tunnel **out)
+{
+	struct vx_tunnel_config cfg = { .mode = mode, .tap_fd = tap, .vni = vni };
+	const struct sockaddr_in6 *p6 = (const struct sockaddr_in6 *)peer;
+
+	if (have_ipv6()) {
+		struct sockaddr_in6 *l6 = (struct sockaddr_in6 *)&cfg.local;
+		l6->sin6_family = AF_INET6;
+		l6->sin6_addr = in6addr_any;
+		l6->sin6_port = htons((uint16_t)local_port);
+		cfg.local_len = sizeof(*l6);
+		if (peer_len) {
+			memcpy(&cfg.peer, peer, peer_len);
+			cfg.peer_len = peer_len;
+		}
+	} else {
+		struct sockaddr_in *l4 = (struct sockaddr_in *)&cfg.local;
+		l4->sin_family = AF_INET;
+		l4->sin_port = htons((uint16_t)local_port);
+		cfg.local_len = sizeof(*l4);
+		if (peer_len && IN6_IS_ADDR_V4MAPPED(&p6->sin6_addr)) {
+			struct sockaddr_in *q4 = (struct sockaddr_in *)&cfg.peer;
+			q4->sin_family = AF_INET;
+			q4->sin_port = p6->sin6_port;
+			memcpy(&q4->sin_addr, &p6->sin6_addr.s6_addr[12], 4);
+			cfg.peer_len = sizeof(*q4);
+		} else if (peer_len) {
+			close(tap);
+			return -EAFNOSUPPORT;
+		}
+	}
+	return vx_tunnel_new(&cfg, out);
+}
+
+/* --- tunnel ends --------------------------------------------------- */
+
+/* One end of a binding: the engine on this node's TAP, and the other
+ * end (a capability) to tell new keys and to ping. */
+struct tend {
+	struct cap cap;
+	struct netif *nif;
+	struct vx_tunnel *tun;
+	struct cap *peer;        /* the other end's Tunnel */
+	uint32_t rx_index;
+	struct loop_timer *rekey, *ping;
+	int rekeying;           /* a new key told, not yet acknowledged */
+	uint64_t ping_sent;     /* when the ping in flight left (0: none) */
+	/* The binding this end belongs to, told when the other end fails. */
+	void (*failed)(void *arg, const char *why);
+	void *failed_arg;
+};
+
+static void tend_stop(struct tend *t)
+{
+	if (t->tun)
+		vx_tunnel_free(t->tun);
+	t->tun = NULL;
+	if (t->nif && t->nif->end == t)
+		t->nif->end = NULL;
+	t->nif = NULL;
+	loop_timer_del(t->rekey);
+	loop_timer_del(t->ping);
+	t->rekey = t->ping = NULL;
+	t->failed = NULL;
+	cap_unref(t->peer);
+	t->peer = NULL;
+}
+
+static void tend_fail(struct tend *t, const char *why)
+{
+	void (*failed)(void *, const char *) = t->failed;
+	void *arg = t->failed_arg;
+	tend_stop(t);
+	if (failed)
+		failed(arg, why);
+}
+
+static void new_key(uint32_t *index, uint8_t key[VX_KEY_LEN])
+{
+	randombytes_buf(index, sizeof(*index));
+	randombytes_buf(key, VX_KEY_LEN);
+}
+
+static void rekey_done(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct tend *t = arg;
+	t->rekeying = 0;
+	if (err && t->failed)
+		tend_fail(t, errmsg);
+	cap_unref(&t->cap);
+}
+
+/* A new key to receive with: installed here first (the old one stays
+ * valid), then told to the other end, which sends with it from then on. */
+static void tend_rekey(struct loop *l, struct loop_timer *tm, void *arg)
+{
+	struct tend *t = arg;
+	uint8_t key[VX_KEY_LEN];
+	struct msg p;
+
+	/* One new key at a time: until the other end has it, it sends with
+	 * the one before, which must stay valid here. */
+	if (!t->tun || !t->peer || t->rekeying)
+		return;
+	t->rekeying = 1;
+	new_key(&t->rx_index, key);
+	vx_tunnel_rx_key(t->tun, t->rx_index, key);
+	msg_init(&p);
+	msg_put_u64(&p, t->rx_index);
+	msg_put_bytes(&p, key, VX_KEY_LEN);
+	sodium_memzero(key, sizeof(key));
+	rpc_call(t->peer, IFACE_TUNNEL, TUNNEL_REKEY, &p, rekey_done, cap_ref(&t->cap));
+}
+
+static void ping_done(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct tend *t = arg;
+	t->ping_sent = 0;
+	if (err && t->failed)
+		tend_fail(t, errmsg);
+	cap_unref(&t->cap);
+}
+
+static void tend_ping(struct loop *l, struct loop_timer *tm, void *arg)
+{
+	struct tend *t = arg;
+	struct rpc_conn *rc;
+	struct msg p;
+
+	if (!t->peer)
+		return;
+	if (t->ping_sent) {
+		/* A connection that answers nothing (the other side's address
+		 * went away under it) is given up, so that binding again
+		 * starts afresh. */
+		if (loop_now_ms(l) - t->ping_sent >= NET_PING_TIMEOUT_MS &&
+		    (rc = cap_conn(t->peer)))
+			rpc_conn_abort(rc, "no answer to a tunnel ping");
+		return;
+	}
+	t->ping_sent = loop_now_ms(l);
+	msg_init(&p);
+	rpc_call(t->peer, IFACE_TUNNEL, TUNNEL_PING, &p, ping_done, cap_ref(&t->cap));
+}
+
+static void tend_call(struct cap *c, struct rpc_call *call)
+{
+	struct tend *t = (struct tend *)c;
+	struct msg_rd r;
+	const uint8_t *key;
+	size_t klen;
+	uint64_t index, mtu;
+
+	if (call->iface != IFACE_TUNNEL) {
+		rpc_return_unknown(call, "tunnel");
+		return;
+	}
+	msg_rd_init(&r, &call->params);
+	switch (call->method) {
+	case TUNNEL_PING:
+		rpc_return(call);
+		return;
+	case TUNNEL_REKEY:
+		if (msg_get_u64(&r, &index) < 0 || index > UINT32_MAX ||
+		    msg_get_bytes(&r, &key, &klen) < 0 || klen != VX_KEY_LEN) {
+			rpc_return_error(call, -EINVAL, "malformed key");
+			return;
+		}
+		if (!t->tun) {
+			rpc_return_error(call, -ENOTCONN, "this tunnel has stopped");
+			return;
+		}
+		vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
+		rpc_return(call);
+		return;
+	case TUNNEL_SET_MTU:
+		if (msg_get_u64(&r, &mtu) < 0 || mtu < 576 || mtu > VX_MAX_FRAME) {
+			rpc_return_error(call, -EINVAL, "malformed MTU");
+			return;
+		}
+		if (t->nif)
+			set_mtu(t->nif->name, (unsigned)mtu);
+		rpc_return(call);
+		return;
+	}
+	rpc_return_unknown(call, "tunnel");
+}
+
+static void tend_free(struct cap *c)
+{
+	tend_stop((struct tend *)c);
+	free(c);
+}
+
+static const struct cap_ops tend_ops = {
+	.name = "tunnel",
+	.call = tend_call,
+	.free = tend_free,
+};
+
+/* A new end on nif, whose TAP goes to an engine: the caller starts it. */
+static struct tend *tend_new(struct netif *nif)
+{
+	struct tend *t = calloc(1, sizeof(*t));
+	struct loop *l = node_loop(S.node);
+
+	if (!t)
+		return NULL;
+	cap_init(&t->cap, &tend_ops);
+	t->nif = nif;
+	if (!(t->rekey = loop_timer_new(l, tend_rekey, t)) ||
+	    loop_timer_arm(t->rekey, NET_REKEY_MS, NET_REKEY_MS) < 0) {
+		loop_timer_del(t->rekey);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* Drops whatever end nif had: a new binding replaces the old one. */
+static void netif_take(struct netif *nif, struct tend *t)
+{
+	if (nif->end && nif->end != t) {
+		log_info("net: %s: a new binding replaces the one before", nif->name);
+		tend_stop(nif->end);
+	}
+	nif->end = t;
+}
+
+/* --- L2Interface --------------------------------------------------- */
+
+struct l2 {
+	struct cap cap;
+	char name[IFNAMSIZ];
+	int create; /* newlocal: make the device when needed */
+};
+
+/* setupVxlan, the callee's side: a tunnel towards the caller. */
+static void l2_setup(struct l2 *x, struct rpc_call *call)
+{
+	struct msg_rd r;
+	uint64_t vni, index, mtu_hint;
+	const uint8_t *key;
+	size_t klen;
+	char hint[256], err[256];
+	struct cap *peer;
+	struct sockaddr_storage ha;
+	socklen_t hlen = 0;
+	struct netif *nif;
+	struct tend *t;
+	uint8_t mykey[VX_KEY_LEN];
+	unsigned mtu;
+	int fd, e, port;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_u64(&r, &vni) < 0 || vni > VX_MAX_VNI || msg_get_u64(&r, &index) < 0 ||
+	    index > UINT32_MAX || msg_get_bytes(&r, &key, &klen) < 0 || klen != VX_KEY_LEN ||
+	    msg_get_str(&r, hint, sizeof(hint)) < 0 || msg_get_u64(&r, &mtu_hint) < 0 ||
+	    msg_get_cap(&r, &peer) < 0) {
+		rpc_return_error(call, -EINVAL, "malformed tunnel request");
+		return;
+	}
+	/* A TAP device takes one descriptor: a binding before this one
+	 * lets go of it first. */
+	if (!(nif = netif_get(x->name)) || !(t = tend_new(nif))) {
+		rpc_return_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	netif_take(nif, t);
+	if ((fd = tap_open(x->name, x->create, err, sizeof(err))) < 0) {
+		cap_unref(&t->cap);
+		rpc_return_error(call, fd, "%s", err);
+		return;
+	}
+	/* Where the caller is: a hint for the MTU; the engine learns its
+	 * real address from its first packet. */
+	if (*hint)
+		peer_addr(hint, 1, &ha, &hlen);
+	mtu = tunnel_mtu(VX_MODE_ENCRYPTED, &ha, hlen);
+	if (mtu_hint && mtu_hint < mtu)
+		mtu = (unsigned)mtu_hint;
+	if ((e = engine_start(VX_MODE_ENCRYPTED, fd, (uint32_t)vni, 0, NULL, 0, &t->tun)) < 0) {
+		cap_unref(&t->cap);
+		rpc_return_error(call, e, "cannot start the tunnel: %s", strerror(-e));
+		return;
+	}
+	t->peer = cap_ref(peer);
+	vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
+	new_key(&t->rx_index, mykey);
+	vx_tunnel_rx_key(t->tun, t->rx_index, mykey);
+	set_mtu(x->name, mtu);
+	port = vx_tunnel_local_port(t->tun);
+	log_info("net: %s: a tunnel end on UDP port %d, MTU %u", x->name, port, mtu);
+	msg_put_cap(&call->results, &t->cap);
+	msg_put_u64(&call->results, t->rx_index);
+	msg_put_bytes(&call->results, mykey, VX_KEY_LEN);
+	msg_put_str(&call->results, node_advertise(S.node));
+	msg_put_u64(&call->results, (uint64_t)port);
+	msg_put_u64(&call->results, mtu);
+	sodium_memzero(mykey, sizeof(mykey));
+	cap_unref(&t->cap); /* the results hold it now */
+	rpc_return(call);
+}
+
+/* bindTo: this end calls the other's setupVxlan, then starts its own. */
+struct bind_ctx {
+	struct rpc_call *call; /* answered with the holder */
+	struct l2 *x;
+	struct tend *t;
+	int fd;
+	uint8_t key[VX_KEY_LEN];
+	char host_hint[256];
+};
+
+static void bind_ctx_free(struct bind_ctx *b)
+{
+	if (b->fd >= 0)
+		close(b->fd);
+	if (b->t)
+		cap_unref(&b->t->cap);
+	cap_unref(&b->x->cap);
+	sodium_memzero(b->key, sizeof(b->key));
+	free(b);
+}
+
+static void bind_setup_done(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct bind_ctx *b = arg;
+	struct msg_rd r;
+	struct cap *peer;
+	const uint8_t *key;
+	size_t klen;
+	uint64_t index, port, mtu;
+	char host[256];
+	struct sockaddr_storage pa;
+	socklen_t plen;
+	unsigned mine;
+	struct tend *t = b->t;
+	int e;
+
+	if (err) {
+		rpc_return_error(b->call, err, "%s", errmsg);
+		bind_ctx_free(b);
+		return;
+	}
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &peer) < 0 || msg_get_u64(&r, &index) < 0 || index > UINT32_MAX ||
+	    msg_get_bytes(&r, &key, &klen) < 0 || klen != VX_KEY_LEN ||
+	    msg_get_str(&r, host, sizeof(host)) < 0 || msg_get_u64(&r, &port) < 0 ||
+	    port == 0 || port > 65535 || msg_get_u64(&r, &mtu) < 0 ||
+	    peer_addr(host, (int)port, &pa, &plen) < 0) {
+		rpc_return_error(b->call, -EPROTO, "the other end's answer is malformed");
+		bind_ctx_free(b);
+		return;
+	}
+	if ((e = engine_start(VX_MODE_ENCRYPTED, b->fd, NET_VNI, 0, &pa, plen, &t->tun)) < 0) {
+		b->fd = -1;
+		rpc_return_error(b->call, e, "cannot start the tunnel: %s", strerror(-e));
+		bind_ctx_free(b);
+		return;
+	}
+	b->fd = -1;
+	t->peer = cap_ref(peer);
+	vx_tunnel_rx_key(t->tun, t->rx_index, b->key);
+	vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
+	/* Both ends carry what the narrower path allows. */
+	mine = tunnel_mtu(VX_MODE_ENCRYPTED, &pa, plen);
+	if (mtu >= 576 && mtu < mine)
+		mine = (unsigned)mtu;
+	set_mtu(t->nif->name, mine);
+	if (mine < mtu) {
+		struct msg p;
+		msg_init(&p);
+		msg_put_u64(&p, mine);
+		rpc_call(peer, IFACE_TUNNEL, TUNNEL_SET_MTU, &p, NULL, NULL);
+	}
+	/* The other end learns where this one is from its first packet. */
+	vx_tunnel_kick(t->tun);
+	if ((t->ping = loop_timer_new(node_loop(S.node), tend_ping, t)))
+		loop_timer_arm(t->ping, NET_PING_MS, NET_PING_MS);
+	log_info("net: %s: tunnel to %s:%llu, MTU %u", t->nif->name, host,
+		 (unsigned long long)port, mine);
+	rpc_return_cap(b->call, cap_ref(&t->cap));
+	bind_ctx_free(b);
+}
+
+static void l2_bind_to(struct l2 *x, struct rpc_call *call)
+{
+	struct msg_rd r;
+	struct cap *other;
+	uint64_t vni;
+	struct bind_ctx *b;
+	struct netif *nif;
+	struct sockaddr_storage none;
+	char err[256];
+	struct msg p;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_cap(&r, &other) < 0 || msg_get_u64(&r, &vni) < 0 || vni > VX_MAX_VNI) {
+		rpc_return_error(call, -EINVAL, "bindTo takes an L2Interface and a VNI");
+		return;
+	}
+	if (!(b = calloc(1, sizeof(*b)))) {
+		rpc_return_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	b->call = call;
+	b->x = (struct l2 *)cap_ref(&x->cap);
+	b->fd = -1;
+	if (!(nif = netif_get(x->name)) || !(b->t = tend_new(nif))) {
+		rpc_return_error(call, -ENOMEM, "out of memory");
+		bind_ctx_free(b);
+		return;
+	}
+	netif_take(nif, b->t);
+	if ((b->fd = tap_open(x->name, x->create, err, sizeof(err))) < 0) {
+		rpc_return_error(call, b->fd, "%s", err);
+		bind_ctx_free(b);
+		return;
+	}
+	new_key(&b->t->rx_index, b->key);
+	memset(&none, 0, sizeof(none));
+	msg_init(&p);
+	msg_put_u64(&p, NET_VNI);
+	msg_put_u64(&p, b->t->rx_index);
+	msg_put_bytes(&p, b->key, VX_KEY_LEN);
+	msg_put_str(&p, node_advertise(S.node));
+	msg_put_u64(&p, 0);
+	msg_put_cap(&p, &b->t->cap);
+	rpc_call(other, IFACE_L2_INTERFACE, L2_INTERFACE_SETUP_VXLAN, &p, bind_setup_done, b);
+}
+
+static void l2_call(struct cap *c, struct rpc_call *call)
+{
+	struct l2 *x = (struct l2 *)c;
+	struct nl *nl;
+	char name[IFNAMSIZ + 1];
+	struct msg_rd r;
+	struct netif *nif;
+	int e;
+
+	if (call->iface == IFACE_L2_INTERFACE && call->method == L2_INTERFACE_SETUP_VXLAN) {
+		l2_setup(x, call);
+		return;
+	}
+	if (call->iface == IFACE_L2_INTERFACE && call->method == L2_INTERFACE_BIND_TO) {
+		l2_bind_to(x, call);
+		return;
+	}
+	if (call->iface != IFACE_KERNEL_INTERFACE) {
+		rpc_return_unknown(call, "L2Interface");
+		return;
+	}
+	switch (call->method) {
+	case KERNEL_INTERFACE_GET_NAME:
+		msg_put_str(&call->results, x->name);
+		rpc_return(call);
+		return;
+	case KERNEL_INTERFACE_RENAME:
+		msg_rd_init(&r, &call->params);
+		if (msg_get_str(&r, name, sizeof(name)) < 0 || !*name || strlen(name) >= IFNAMSIZ) {
+			rpc_return_error(call, -EINVAL, "interface names are 1 to 15 characters");
+			return;
+		}
+		if ((e = nl_open(&nl)) < 0) {
+			rpc_return_error(call, e, "netlink: %s", strerror(-e));
+			return;
+		}
+		if ((e = nl_link_rename(nl, x->name, name)) < 0) {
+			rpc_return_error(call, e, "cannot rename %s: %s", x->name, nl_error(nl));
+			nl_close(nl);
+			return;
+		}
+		nl_close(nl);
+		if ((nif = netif_find(x->name)))
+			snprintf(nif->name, sizeof(nif->name), "%s", name);
+		snprintf(x->name, sizeof(x->name), "%s", name);
+		rpc_return(call);
+		return;
+	case KERNEL_INTERFACE_DESTROY:
+		if ((nif = netif_find(x->name)) && nif->end)
+			tend_stop(nif->end);
+		if ((e = vx_tap_destroy(x->name)) < 0 && e != -ENODEV) {
+			rpc_return_error(call, e, "cannot destroy %s: %s", x->name, strerror(-e));
+			return;
+		}
+		rpc_return(call);
+		return;
+	}
+	rpc_return_unknown(call, "KernelInterface");
+}
+
+static void l2_free(struct cap *c)
+{
+	free(c);
+}
+
+static const struct cap_ops l2_ops = {
+	.name = "L2Interface",
+	.call = l2_call,
+	.free = l2_free,
+};
+
+/* An L2Interface for "newlocal:DEV" or "local:DEV": checked now (a new
+ * device is made at once, so that it can be given addresses). */
+static int l2_new(const char *uri, struct cap **out, char *err, size_t errsz)
+{
+	const char *name = cli_local_path(uri);
+	int create = 0, fd;
+	struct l2 *x;
+
+	if (!name && !strncmp(uri, "newlocal:", 9) && uri[9]) {
+		name = uri + 9;
+		create = 1;
+	}
+	if (!name) {
+		snprintf(err, errsz, "'%s' is not newlocal:DEV or local:DEV", uri);
+		return -EINVAL;
+	}
+	/* Made now if new (so that it can be given addresses), checked
+	 * otherwise; one an engine here holds is there. */
+	struct netif *nif = netif_find(name);
+	if (!nif || !nif->end || !nif->end->tun) {
+		if ((fd = tap_open(name, create, err, errsz)) < 0)
+			return fd;
+		close(fd);
+	}
+	if (!(x = calloc(1, sizeof(*x))))
+		return -ENOMEM;
+	cap_init(&x->cap, &l2_ops);
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	x->create = create;
+	*out = &x->cap;
+	return 0;
+}
+
+static int net_restore(struct node *n, const struct ref_record *rec, struct cap **out,
+		       char *err, size_t errsz)
+{
+	return l2_new(rec->description, out, err, errsz);
+}
+
+/* --- bindings made by this daemon ---------------------------------- */
+
+enum bind_state { NB_CONNECTING, NB_UP, NB_WAITING };
+
+struct nbind {
+	char dev[IFNAMSIZ];
+	char local[64];
+	char remote[REF_MAX_LEN];
+	int persistent, plain;
+	enum bind_state state;
+	struct cap *holder;      /* the tunnel end (encrypted) */
+	struct vx_tunnel *plain_tun;
+	struct loop_timer *retry;
+	unsigned backoff;
+	char why[400];
+	unsigned mtu;
+	struct rpc_call *call;   /* NET_ADMIN_BIND waiting for the first try */
+	struct nbind *next;
+};
+
+static const char *const state_names[] = { "connecting", "up", "waiting to retry" };
+
+static void nbind_connect(struct nbind *b);
+
+static void nbind_answer(struct nbind *b, int err)
+{
+	struct rpc_call *call = b->call;
+	b->call = NULL;
+	if (!call)
+		return;
+	if (err)
+		rpc_return_error(call, err, "%s", b->why);
+	else
+		rpc_return(call);
+}
+
+static void nbind_retry(struct loop *l, struct loop_timer *t, void *arg)
+{
+	nbind_connect(arg);
+}
+
+static void nbind_free(struct nbind *b);
+
+/* The binding failed: try again later, or (the first try of one that
+ * is not persistent) give up and tell the user why. */
+static void nbind_failed(struct nbind *b, int err, const char *why)
+{
+	snprintf(b->why, sizeof(b->why), "%s", why);
+	if (b->holder)
+		tend_stop((struct tend *)b->holder);
+	cap_unref(b->holder);
+	b->holder = NULL;
+	b->state = NB_WAITING;
+	if (b->call && !b->persistent) {
+		int made = !strncmp(b->local, "newlocal:", 9);
+		char dev[IFNAMSIZ];
+		snprintf(dev, sizeof(dev), "%s", b->dev);
+		nbind_answer(b, err ? err : -EIO);
+		nbind_free(b);
+		/* A failed bind leaves nothing behind. */
+		if (made)
+			vx_tap_destroy(dev);
+		return;
+	}
+	if (b->call) {
+		char msg[400];
+		snprintf(msg, sizeof(msg), "%s (the binding is kept and tried again; "
+			 "'metac net unbind %s' drops it)", why, b->dev);
+		snprintf(b->why, sizeof(b->why), "%s", msg);
+		nbind_answer(b, err ? err : -EIO);
+		snprintf(b->why, sizeof(b->why), "%s", why);
+	}
+	b->backoff = b->backoff ? b->backoff * 2 : NET_RETRY_MIN_MS;
+	if (b->backoff > NET_RETRY_MAX_MS)
+		b->backoff = NET_RETRY_MAX_MS;
+	log_warn("net: %s: %s; trying again in %u ms", b->dev, why, b->backoff);
+	if (b->retry)
+		loop_timer_arm(b->retry, b->backoff, 0);
+}
+
+static void nbind_end_failed(void *arg, const char *why)
+{
+	nbind_failed(arg, -ECONNRESET, why);
+}
+
+static void nbind_bound(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct nbind *b = arg;
+	struct msg_rd r;
+	struct cap *h;
+	struct tend *t;
+
+	if (b->state != NB_CONNECTING)
+		return; /* unbound meanwhile */
+	if (err) {
+		nbind_failed(b, err, errmsg);
+		return;
+	}
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &h) < 0) {
+		nbind_failed(b, -EPROTO, "bindTo answered with no tunnel");
+		return;
+	}
+	b->holder = cap_ref(h);
+	t = (struct tend *)h; /* a local object: bindTo ran here */
+	t->failed = nbind_end_failed;
+	t->failed_arg = b;
+	b->state = NB_UP;
+	b->backoff = 0;
+	b->why[0] = 0;
+	log_info("net: %s is bound", b->dev);
+	nbind_answer(b, 0);
+}
+
+static void nbind_restored(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct nbind *b = arg;
+	struct cap *remote, *local;
+	struct msg_rd r;
+	struct msg p;
+	char why[256];
+
+	if (b->state != NB_CONNECTING)
+		return;
+	if (err) {
+		nbind_failed(b, err, errmsg);
+		return;
+	}
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &remote) < 0) {
+		nbind_failed(b, -EPROTO, "the ref restored to nothing");
+		return;
+	}
+	if ((err = l2_new(b->local, &local, why, sizeof(why))) < 0) {
+		nbind_failed(b, err, why);
+		return;
+	}
+	msg_init(&p);
+	msg_put_cap(&p, remote);
+	msg_put_u64(&p, NET_VNI);
+	rpc_call(local, IFACE_L2_INTERFACE, L2_INTERFACE_BIND_TO, &p, nbind_bound, b);
+	cap_unref(local);
+}
+
+/* vxlan://HOST[:PORT]/VNI */
+static int parse_vxlan(const char *uri, char *host, size_t hsz, int *port, uint32_t *vni)
+{
+	const char *p = uri + 8, *slash = strrchr(p, '/'), *colon;
+	char *end;
+	unsigned long v;
+	size_t hl;
+
+	if (strncmp(uri, "vxlan://", 8) || !slash || !slash[1])
+		return -EINVAL;
+	v = strtoul(slash + 1, &end, 10);
+	if (*end || v > VX_MAX_VNI)
+		return -EINVAL;
+	*vni = (uint32_t)v;
+	*port = VX_PORT;
+	hl = (size_t)(slash - p);
+	if (*p == '[') {
+		const char *rb = memchr(p, ']', hl);
+		if (!rb)
+			return -EINVAL;
+		colon = rb + 1 < slash && rb[1] == ':' ? rb + 1 : NULL;
+		if (snprintf(host, hsz, "%.*s", (int)(rb - p - 1), p + 1) >= (int)hsz)
+			return -EINVAL;
+	} else {
+		colon = memchr(p, ':', hl);
+		if (snprintf(host, hsz, "%.*s", (int)((colon ? colon : slash) - p), p) >= (int)hsz)
+			return -EINVAL;
+	}
+	if (colon) {
+		v = strtoul(colon + 1, &end, 10);
+		if (end != slash || v == 0 || v > 65535)
+			return -EINVAL;
+		*port = (int)v;
+	}
+	return *host ? 0 : -EINVAL;
+}
+
+static void nbind_connect(struct nbind *b)
+{
+	char why[256], host[256];
+	int fd, port, e;
+	uint32_t vni;
+	struct sockaddr_storage pa;
+	socklen_t plen;
+	struct netif *nif;
+
+	b->state = NB_CONNECTING;
+	if (!b->plain) {
+		node_restore(S.node, b->remote, nbind_restored, b);
+		return;
+	}
+	/* A plain VTEP: only this end to set up. */
+	if (parse_vxlan(b->remote, host, sizeof(host), &port, &vni) < 0 ||
+	    peer_addr(host, port, &pa, &plen) < 0) {
+		nbind_failed(b, -EINVAL, "not vxlan://HOST[:PORT]/VNI");
+		return;
+	}
+	const char *name = b->dev;
+	if ((nif = netif_find(name)) && nif->end)
+		tend_stop(nif->end);
+	if ((fd = tap_open(name, !strncmp(b->local, "newlocal:", 9), why, sizeof(why))) < 0) {
+		nbind_failed(b, fd, why);
+		return;
+	}
+	/* The VTEP sends to port 4789 (or its own): this end listens there. */
+	if ((e = engine_start(VX_MODE_PLAIN, fd, vni, port, &pa, plen, &b->plain_tun)) < 0) {
+		snprintf(why, sizeof(why), "cannot start the tunnel on UDP port %d: %s", port,
+			 strerror(-e));
+		nbind_failed(b, e, why);
+		return;
+	}
+	b->mtu = tunnel_mtu(VX_MODE_PLAIN, &pa, plen);
+	set_mtu(name, b->mtu);
+	b->state = NB_UP;
+	log_info("net: %s: plain VXLAN (VNI %u) with %s:%d, MTU %u", name, vni, host, port, b->mtu);
+	nbind_answer(b, 0);
+}
+
+static struct nbind *nbind_find(const char *dev)
+{
+	for (struct nbind *b = S.binds; b; b = b->next)
+		if (!strcmp(b->dev, dev))
+			return b;
+	return NULL;
+}
+
+static void nbind_free(struct nbind *b)
+{
+	struct nbind **pp;
+	for (pp = &S.binds; *pp; pp = &(*pp)->next)
+		if (*pp == b) {
+			*pp = b->next;
+			break;
+		}
+	if (b->holder)
+		tend_stop((struct tend *)b->holder);
+	cap_unref(b->holder);
+	if (b->plain_tun)
+		vx_tunnel_free(b->plain_tun);
+	loop_timer_del(b->retry);
+	b->state = NB_WAITING;
+	free(b);
+}
+
+static void binds_store(struct nbind *b, int add)
+{
+	sqlite3_stmt *st;
+	const char *sql = add ? "INSERT OR REPLACE INTO binds (service, target, source, uid, gid)"
+				" VALUES ('net', ?1, ?2, 0, 0)"
+			      : "DELETE FROM binds WHERE service = 'net' AND target = ?1";
+
+	if (sqlite3_prepare_v2(node_db(S.node), sql, -1, &st, NULL) != SQLITE_OK) {
+		log_warn("net: cannot record the binding of %s: %s", b->dev,
+			 sqlite3_errmsg(node_db(S.node)));
+		return;
+	}
+	sqlite3_bind_text(st, 1, b->local, -1, SQLITE_STATIC);
+	if (add)
+		sqlite3_bind_text(st, 2, b->remote, -1, SQLITE_STATIC);
+	if (sqlite3_step(st) != SQLITE_DONE)
+		log_warn("net: cannot record the binding of %s", b->dev);
+	sqlite3_finalize(st);
+}
+
+/* Starts a binding; call (may be NULL) is answered after the first try. */
+static int nbind_start(const char *local, const char *remote, int persistent, int store,
+		       struct rpc_call *call, char *err, size_t errsz)
+{
+	const char *name = cli_local_path(local);
+	struct nbind *b;
+
+	if (!name && !strncmp(local, "newlocal:", 9) && local[9])
+		name = local + 9;
+	if (!name || strlen(name) >= IFNAMSIZ) {
+		snprintf(err, errsz, "'%s' is not newlocal:DEV or local:DEV", local);
+		return -EINVAL;
+	}
+	if (strlen(remote) >= REF_MAX_LEN ||
+	    (strncmp(remote, "ref://", 6) && strncmp(remote, "vxlan://", 8))) {
+		snprintf(err, errsz, "'%s' is neither a ref nor vxlan://HOST[:PORT]/VNI", remote);
+		return -EINVAL;
+	}
+	if (nbind_find(name)) {
+		snprintf(err, errsz, "%s is bound already ('metac net unbind %s' first)", name, name);
+		return -EBUSY;
+	}
+	if (!(b = calloc(1, sizeof(*b))))
+		return -ENOMEM;
+	snprintf(b->dev, sizeof(b->dev), "%s", name);
+	snprintf(b->local, sizeof(b->local), "%s", local);
+	snprintf(b->remote, sizeof(b->remote), "%s", remote);
+	b->persistent = persistent;
+	b->plain = !strncmp(remote, "vxlan://", 8);
+	b->call = call;
+	b->retry = loop_timer_new(node_loop(S.node), nbind_retry, b);
+	b->next = S.binds;
+	S.binds = b;
+	if (persistent && store)
+		binds_store(b, 1);
+	nbind_connect(b);
+	return 0;
+}
+
+/* --- administration ------------------------------------------------ */
+
+static void admin_bind(struct rpc_call *call)
+{
+	struct msg_rd r;
+	char local[64], remote[REF_MAX_LEN], err[256];
+	int persistent, e;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_str(&r, local, sizeof(local)) < 0 || msg_get_str(&r, remote, sizeof(remote)) < 0 ||
+	    msg_get_bool(&r, &persistent) < 0) {
+		rpc_return_error(call, -EINVAL, "malformed bind request");
+		return;
+	}
+	if ((e = nbind_start(local, remote, persistent, 1, call, err, sizeof(err))) < 0)
+		rpc_return_error(call, e, "%s", err);
+}
+
+static void admin_unbind(struct rpc_call *call)
+{
+	struct msg_rd r;
+	char dev[IFNAMSIZ + 16];
+	struct nbind *b;
+
+	msg_rd_init(&r, &call->params);
+	if (msg_get_str(&r, dev, sizeof(dev)) < 0) {
+		rpc_return_error(call, -EINVAL, "malformed unbind request");
+		return;
+	}
+	if (!(b = nbind_find(dev))) {
+		rpc_return_error(call, -ENOENT, "%s is not bound here", dev);
+		return;
+	}
+	char made[IFNAMSIZ] = "";
+	if (b->persistent)
+		binds_store(b, 0);
+	nbind_answer(b, -ECANCELED);
+	if (!strncmp(b->local, "newlocal:", 9))
+		snprintf(made, sizeof(made), "%s", b->dev);
+	log_info("net: %s is unbound", b->dev);
+	nbind_free(b);
+	/* What bind made, unbind takes away. */
+	if (*made && vx_tap_destroy(made) < 0)
+		log_warn("net: cannot remove %s", made);
+	rpc_return(call);
+}
+
+static void put_stats(struct msg *m, const struct vx_stats *s)
+{
+	const uint64_t v[] = { s->tx_packets, s->tx_bytes, s->tx_dropped, s->rx_packets,
+			       s->rx_bytes, s->rx_bad, s->rx_vni, s->rx_index, s->rx_auth,
+			       s->rx_replay, s->rx_stranger, s->keepalives_tx, s->keepalives_rx };
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
+		msg_put_u64(m, v[i]);
+}
+
+static void list_one(struct msg *m, const char *dev, const char *remote, const char *mode,
+		     const char *state, int persistent, struct vx_tunnel *tun)
+{
+	struct vx_stats s = { 0 };
+	struct nl *nl;
+	struct nl_link l = { 0 };
+
+	if (tun)
+		vx_tunnel_stats(tun, &s);
+	if (nl_open(&nl) == 0) {
+		nl_link_get(nl, dev, &l);
+		nl_close(nl);
+	}
+	msg_put_str(m, dev);
+	msg_put_str(m, remote);
+	msg_put_str(m, mode);
+	msg_put_str(m, state);
+	msg_put_bool(m, persistent);
+	msg_put_str(m, s.peer);
+	msg_put_u64(m, l.mtu);
+	put_stats(m, &s);
+}
+
+static void admin_list(struct rpc_call *call)
+{
+	uint64_t n = 0;
+	struct msg *m = &call->results;
+	char shown[REF_MAX_LEN];
+
+	for (struct nbind *b = S.binds; b; b = b->next)
+		n++;
+	for (struct netif *i = S.ifs; i; i = i->next)
+		if (i->end && !nbind_find(i->name))
+			n++;
+	msg_put_u64(m, n);
+	for (struct nbind *b = S.binds; b; b = b->next) {
+		struct netif *i = netif_find(b->dev);
+		char state[440];
+		ref_redact(b->remote, shown, sizeof(shown));
+		snprintf(state, sizeof(state), "%s%s%s", state_names[b->state],
+			 b->why[0] && b->state != NB_UP ? ": " : "", b->state != NB_UP ? b->why : "");
+		list_one(m, b->dev, shown, b->plain ? "plain" : "encrypted", state, b->persistent,
+			 b->plain ? b->plain_tun : i && i->end ? i->end->tun : NULL);
+	}
+	/* Ends that other nodes bound to interfaces exported here. */
+	for (struct netif *i = S.ifs; i; i = i->next)
+		if (i->end && !nbind_find(i->name))
+			list_one(m, i->name, "(exported)", "encrypted", i->end->tun ? "up" : "stopped",
+				 0, i->end->tun);
+	rpc_return(call);
+}
+
+/* KernelNetworkNamespace: this node's devices. */
+static void netns_call(struct cap *c, struct rpc_call *call)
+{
+	struct msg_rd r;
+	char name[IFNAMSIZ + 16], uri[IFNAMSIZ + 32], err[256];
+	struct nl *nl;
+	struct nl_link *v;
+	struct cap *x;
+	size_t n;
+	int e;
+
+	if (call->iface != IFACE_KERNEL_NETNS) {
+		rpc_return_unknown(call, "KernelNetworkNamespace");
+		return;
+	}
+	switch (call->method) {
+	case KERNEL_NETNS_LIST_INTERFACES:
+		if ((e = nl_open(&nl)) < 0 || (e = nl_link_list(nl, &v, &n)) < 0) {
+			rpc_return_error(call, e, "cannot list interfaces");
+			if (e != -ENOMEM && nl)
+				nl_close(nl);
+			return;
+		}
+		nl_close(nl);
+		msg_put_u64(&call->results, n);
+		for (size_t i = 0; i < n; i++) {
+			msg_put_str(&call->results, v[i].name);
+			msg_put_str(&call->results, v[i].kind);
+			msg_put_u64(&call->results, v[i].mtu);
+			msg_put_bool(&call->results, !!(v[i].flags & IFF_UP));
+		}
+		free(v);
+		rpc_return(call);
+		return;
+	case KERNEL_NETNS_CREATE_INTERFACE:
+		msg_rd_init(&r, &call->params);
+		if (msg_get_str(&r, name, sizeof(name)) < 0) {
+			rpc_return_error(call, -EINVAL, "malformed request");
+			return;
+		}
+		snprintf(uri, sizeof(uri), "newlocal:%s", name);
+		if ((e = l2_new(uri, &x, err, sizeof(err))) < 0) {
+			rpc_return_error(call, e, "%s", err);
+			return;
+		}
+		rpc_return_cap(call, x);
+		return;
+	}
+	rpc_return_unknown(call, "KernelNetworkNamespace");
+}
+
+static void plain_free(struct cap *c)
+{
+	free(c);
+}
+
+static const struct cap_ops netns_ops = {
+	.name = "KernelNetworkNamespace",
+	.call = netns_call,
+	.free = plain_free,
+};
+
+static void net_admin_call(struct cap *c, struct rpc_call *call)
+{
+	struct cap *ns;
+
+	if (call->iface != IFACE_SERVICE_ADMIN) {
+		rpc_return_unknown(call, "net admin");
+		return;
+	}
+	switch (call->method) {
+	case NET_ADMIN_BIND: admin_bind(call); return;
+	case NET_ADMIN_UNBIND: admin_unbind(call); return;
+	case NET_ADMIN_LIST: admin_list(call); return;
+	case NET_ADMIN_NETNS:
+		if (!(ns = calloc(1, sizeof(*ns)))) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		cap_init(ns, &netns_ops);
+		rpc_return_cap(call, ns);
+		return;
+	}
+	rpc_return_unknown(call, "net admin");
+}
+
+static const struct cap_ops net_admin_ops = {
+	.name = "net admin",
+	.call = net_admin_call,
+	.free = plain_free,
+};
+
+static struct cap *net_admin_new(struct node *n)
+{
+	struct cap *c = calloc(1, sizeof(*c));
+	if (c)
+		cap_init(c, &net_admin_ops);
+	return c;
+}
+
+/* Bindings recorded as persistent come back once the node runs. */
+static void binds_restore(struct loop *l, void *arg)
+{
+	sqlite3_stmt *st;
+	char err[256];
+
+	if (sqlite3_prepare_v2(node_db(S.node), "SELECT target, source FROM binds WHERE service = 'net'",
+			       -1, &st, NULL) != SQLITE_OK)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *local = (const char *)sqlite3_column_text(st, 0);
+		const char *remote = (const char *)sqlite3_column_text(st, 1);
+		if (local && remote && nbind_start(local, remote, 1, 0, NULL, err, sizeof(err)) < 0)
+			log_warn("net: cannot restore the binding of %s: %s", local, err);
+	}
+	sqlite3_finalize(st);
+}
+
+/* Tunnels stop with the daemon; their TAP devices stay (persistent). */
+static void net_stop(struct node *n)
+{
+	while (S.binds)
+		nbind_free(S.binds);
+	while (S.ifs) {
+		struct netif *i = S.ifs;
+		S.ifs = i->next;
+		if (i->end)
+			tend_stop(i->end);
+		free(i);
+	}
+}
+
+static const struct node_service net_service = {
+	.name = "net",
+	.restore = net_restore,
+	.admin = net_admin_new,
+	.stop = net_stop,
+};
+
+int net_service_register(struct node *n)
+{
+	int e;
+	S.node = n;
+	if ((e = node_register_service(n, &net_service)) == 0)
+		loop_defer(node_loop(n), binds_restore, n);
+	return e;
+}
+
+/* --- applet -------------------------------------------------------- */
+
+static int net_admin_open(struct admin *a, const char *sock, struct cap **out)
+{
+	struct msg params;
+	if (admin_open(a, admin_socket_path(sock)) < 0)
+		return -1;
+	msg_init(&params);
+	msg_put_str(&params, "net");
+	return admin_call_cap(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &params, out,
+			      "the daemon has no net service");
+}
+
+static int is_local_uri(const char *s)
+{
+	return cli_local_path(s) || (!strncmp(s, "newlocal:", 9) && s[9]);
+}
+
+static int net_export(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "persistent", no_argument, NULL, 'p' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	char ref[REF_MAX_LEN];
+	int c, persistent = 0, r = EXIT_FAIL;
+	struct admin a;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p': persistent = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 1 || !is_local_uri(argv[optind]))
+		return cli_usage_error(self, "net export takes one newlocal:DEV or local:DEV");
+	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
+	    admin_export(&a, "net", argv[optind], persistent, 0, ref, sizeof(ref)) == 0) {
+		printf("%s\n", ref);
+		r = EXIT_OK;
+	}
+	admin_close(&a);
+	return r;
+}
+
+static int net_bind(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "persistent", no_argument, NULL, 'p' },
+		{ "plain", no_argument, NULL, 'P' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	int c, persistent = 0, plain = 0, r = EXIT_FAIL;
+	struct admin a;
+	struct cap *na = NULL;
+	struct msg p;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p': persistent = 1; break;
+		case 'P': plain = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 2 || !is_local_uri(argv[optind]))
+		return cli_usage_error(self, "net bind takes newlocal:DEV or local:DEV, then a "
+					     "ref or vxlan://HOST[:PORT]/VNI");
+	if (!strncmp(argv[optind + 1], "vxlan://", 8) && !plain) {
+		fprintf(stderr, "metac net: %s is a plain VXLAN peer: no encryption and no "
+				"authentication; say --plain if that is what you want\n",
+			argv[optind + 1]);
+		return EXIT_USAGE;
+	}
+	if (net_admin_open(&a, sock, &na) == 0) {
+		msg_init(&p);
+		msg_put_str(&p, argv[optind]);
+		msg_put_str(&p, argv[optind + 1]);
+		msg_put_bool(&p, persistent);
+		if (admin_call(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_BIND, &p, NULL,
+			       "cannot bind") == 0)
+			r = EXIT_OK;
+	}
+	cap_unref(na);
+	admin_close(&a);
+	return r;
+}
+
+static int net_unbind(const struct applet *self, int argc, char **argv)
+{
+	const char *sock = NULL;
+	int r = EXIT_FAIL;
+	struct admin a;
+	struct cap *na = NULL;
+	struct msg p;
+
+	if (argc == 4 && !strcmp(argv[1], "--admin-socket")) {
+		sock = argv[2];
+		argv += 2;
+		argc -= 2;
+	}
+	if (argc != 2)
+		return cli_usage_error(self, "net unbind takes one device");
+	if (net_admin_open(&a, sock, &na) == 0) {
+		msg_init(&p);
+		msg_put_str(&p, argv[1]);
+		if (admin_call(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_UNBIND, &p, NULL,
+			       "cannot unbind") == 0)
+			r = EXIT_OK;
+	}
+	cap_unref(na);
+	admin_close(&a);
+	return r;
+}
+
+static const char *const counter_names[] = {
+	"tx_packets", "tx_bytes", "tx_dropped", "rx_packets", "rx_bytes", "rx_bad", "rx_vni",
+	"rx_index", "rx_auth", "rx_replay", "rx_stranger", "keepalives_tx", "keepalives_rx",
+};
+#define NCOUNTERS (sizeof(counter_names) / sizeof(counter_names[0]))
+
+static int net_list(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	int c, json = 0, r = EXIT_FAIL;
+	struct admin a;
+	struct cap *na = NULL;
+	struct msg res;
+	struct msg_rd rd;
+	uint64_t n;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(self, "net list takes no arguments");
+	msg_init(&res);
+	if (net_admin_open(&a, sock, &na) < 0 ||
+	    admin_call(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_LIST, NULL, &res,
+		       "cannot list tunnels") < 0)
+		goto out;
+	msg_rd_init(&rd, &res);
+	if (msg_get_u64(&rd, &n) < 0)
+		goto bad;
+	if (json)
+		printf("[");
+	else
+		printf("%-15s %-9s %-7s %-21s %5s %12s %12s %8s  %s\n", "DEVICE", "MODE", "PERSIST",
+		       "PEER", "MTU", "TX PACKETS", "RX PACKETS", "DROPPED", "STATE / REMOTE");
+	for (uint64_t i = 0; i < n; i++) {
+		char dev[IFNAMSIZ + 16], remote[REF_MAX_LEN], mode[16], state[460], peer[64];
+		uint64_t mtu, v[NCOUNTERS], dropped;
+		int persistent;
+		if (msg_get_str(&rd, dev, sizeof(dev)) < 0 ||
+		    msg_get_str(&rd, remote, sizeof(remote)) < 0 ||
+		    msg_get_str(&rd, mode, sizeof(mode)) < 0 ||
+		    msg_get_str(&rd, state, sizeof(state)) < 0 || msg_get_bool(&rd, &persistent) < 0 ||
+		    msg_get_str(&rd, peer, sizeof(peer)) < 0 || msg_get_u64(&rd, &mtu) < 0)
+			goto bad;
+		for (size_t k = 0; k < NCOUNTERS; k++)
+			if (msg_get_u64(&rd, &v[k]) < 0)
+				goto bad;
+		if (json) {
+			printf("%s\n  {\"device\": ", i ? "," : "");
+			cli_json_str(stdout, dev);
+			printf(", \"remote\": ");
+			cli_json_str(stdout, remote);
+			printf(", \"mode\": \"%s\", \"state\": ", mode);
+			cli_json_str(stdout, state);
+			printf(", \"persistent\": %s, \"peer\": ", persistent ? "true" : "false");
+			cli_json_str(stdout, peer);
+			printf(", \"mtu\": %llu", (unsigned long long)mtu);
+			for (size_t k = 0; k < NCOUNTERS; k++)
+				printf(", \"%s\": %llu", counter_names[k], (unsigned long long)v[k]);
+			printf("}");
+			continue;
+		}
+		dropped = v[2];
+		for (size_t k = 5; k <= 10; k++)
+			dropped += v[k];
+		printf("%-15s %-9s %-7s %-21s %5llu %12llu %12llu %8llu  %s%s%s\n", dev, mode,
+		       persistent ? "yes" : "no", *peer ? peer : "-", (unsigned long long)mtu,
+		       (unsigned long long)v[0], (unsigned long long)v[3],
+		       (unsigned long long)dropped, state, *remote ? " / " : "", remote);
+	}
+	if (json)
+		printf("%s]\n", n ? "\n" : "");
+	r = EXIT_OK;
+	goto out;
+bad:
+	fprintf(stderr, "metac net: the daemon's list is malformed\n");
+out:
+	msg_free(&res);
+	cap_unref(na);
+	admin_close(&a);
+	return r;
+}
+
+int net_main(int argc, char **argv)
+{
+	const struct applet *self = applet_find("net");
+	if (argc < 2)
+		return cli_usage_error(self, "missing command");
+	if (!strcmp(argv[1], "export"))
+		return net_export(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "bind"))
+		return net_bind(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "unbind"))
+		return net_unbind(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "list"))
+		return net_list(self, argc - 1, argv + 1);
+	return cli_usage_error(self, "unknown command '%s'", argv[1]);
+}
