@@ -153,10 +153,10 @@ enum {
 	NET_ADMIN_BIND = 1,
 	NET_ADMIN_UNBIND = 2, /* (string device) -> () */
 	/* () -> (u64 n, n * (string device, string remote, string mode,
-	 *  string state, bool persistent, string peer, u64 mtu, 13 * u64
+	 *  string state, bool persistent, string peer, u64 mtu, 14 * u64
 	 *  counters: tx_packets tx_bytes tx_dropped rx_packets rx_bytes
 	 *  rx_bad rx_vni rx_index rx_auth rx_replay rx_stranger
-	 *  keepalives_tx keepalives_rx)) */
+	 *  keepalives_tx keepalives_rx rx_dropped)) */
 	NET_ADMIN_LIST = 3,
 	NET_ADMIN_NETNS = 4, /* () -> (cap KernelNetworkNamespace) */
 };

@@ -91,7 +91,7 @@ static struct netif *netif_get(const char *name)
 /* Opens a TAP device: made (persistent, so that its addresses outlive
  * a restart of the daemon) when create, else it must exist and be a TAP.
  * Returns the descriptor, or -errno with why. */
-static int tap_open(const char *name, int create, char *err, size_t errsz)
+static int tap_open(const char *name, int create, int vnet, char *err, size_t errsz)
 {
 	char got[IFNAMSIZ];
 	int fd;
@@ -105,7 +105,7 @@ static int tap_open(const char *name, int create, char *err, size_t errsz)
 			 name, name);
 		return -ENODEV;
 	}
-	if ((fd = vx_tap_open(name, create, got)) < 0) {
+	if ((fd = vx_tap_open(name, create, vnet, got)) < 0) {
 		if (fd == -EINVAL || fd == -EBUSY)
 			snprintf(err, errsz, "%s exists and is not a TAP device of ours", name);
 		else
@@ -175,11 +175,20 @@ static int have_ipv6(void)
 
 /* An engine on a dual-stack socket (or IPv4 only, on a host without
  * IPv6); peer is v4-mapped for IPv4 (see peer_addr). */
+/* The datagram an MTU-sized frame makes (what the engine cuts larger
+ * frames to). */
+static size_t datagram_for(enum vx_mode mode, unsigned mtu)
+{
+	return mtu + 14 + (mode == VX_MODE_ENCRYPTED ? VX_ENC_HDR + VX_HDR + VX_VNET_HDR + VX_TAG
+						     : VX_HDR);
+}
+
 static int engine_start(enum vx_mode mode, int tap, uint32_t vni, int local_port,
-			const struct sockaddr_storage *peer, socklen_t peer_len,
+			const struct sockaddr_storage *peer, socklen_t peer_len, unsigned mtu,
 			struct vx_tunnel **out)
 {
-	struct vx_tunnel_config cfg = { .mode = mode, .tap_fd = tap, .vni = vni };
+	struct vx_tunnel_config cfg = { .mode = mode, .tap_fd = tap, .vni = vni,
+					.max_datagram = datagram_for(mode, mtu) };
 	const struct sockaddr_in6 *p6 = (const struct sockaddr_in6 *)peer;
 
 	if (have_ipv6()) {
@@ -446,7 +455,7 @@ static void l2_setup(struct l2 *x, struct rpc_call *call)
 		return;
 	}
 	netif_take(nif, t);
-	if ((fd = tap_open(x->name, x->create, err, sizeof(err))) < 0) {
+	if ((fd = tap_open(x->name, x->create, 1, err, sizeof(err))) < 0) {
 		cap_unref(&t->cap);
 		rpc_return_error(call, fd, "%s", err);
 		return;
@@ -458,7 +467,7 @@ static void l2_setup(struct l2 *x, struct rpc_call *call)
 	mtu = tunnel_mtu(VX_MODE_ENCRYPTED, &ha, hlen);
 	if (mtu_hint && mtu_hint < mtu)
 		mtu = (unsigned)mtu_hint;
-	if ((e = engine_start(VX_MODE_ENCRYPTED, fd, (uint32_t)vni, 0, NULL, 0, &t->tun)) < 0) {
+	if ((e = engine_start(VX_MODE_ENCRYPTED, fd, (uint32_t)vni, 0, NULL, 0, mtu, &t->tun)) < 0) {
 		cap_unref(&t->cap);
 		rpc_return_error(call, e, "cannot start the tunnel: %s", strerror(-e));
 		return;
@@ -532,7 +541,11 @@ static void bind_setup_done(void *arg, int err, const char *errmsg, struct msg *
 		bind_ctx_free(b);
 		return;
 	}
-	if ((e = engine_start(VX_MODE_ENCRYPTED, b->fd, NET_VNI, 0, &pa, plen, &t->tun)) < 0) {
+	/* Both ends carry what the narrower path allows. */
+	mine = tunnel_mtu(VX_MODE_ENCRYPTED, &pa, plen);
+	if (mtu >= 576 && mtu < mine)
+		mine = (unsigned)mtu;
+	if ((e = engine_start(VX_MODE_ENCRYPTED, b->fd, NET_VNI, 0, &pa, plen, mine, &t->tun)) < 0) {
 		b->fd = -1;
 		rpc_return_error(b->call, e, "cannot start the tunnel: %s", strerror(-e));
 		bind_ctx_free(b);
@@ -542,10 +555,6 @@ static void bind_setup_done(void *arg, int err, const char *errmsg, struct msg *
 	t->peer = cap_ref(peer);
 	vx_tunnel_rx_key(t->tun, t->rx_index, b->key);
 	vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
-	/* Both ends carry what the narrower path allows. */
-	mine = tunnel_mtu(VX_MODE_ENCRYPTED, &pa, plen);
-	if (mtu >= 576 && mtu < mine)
-		mine = (unsigned)mtu;
 	set_mtu(t->nif->name, mine);
 	if (mine < mtu) {
 		struct msg p;
@@ -592,7 +601,7 @@ static void l2_bind_to(struct l2 *x, struct rpc_call *call)
 		return;
 	}
 	netif_take(nif, b->t);
-	if ((b->fd = tap_open(x->name, x->create, err, sizeof(err))) < 0) {
+	if ((b->fd = tap_open(x->name, x->create, 1, err, sizeof(err))) < 0) {
 		rpc_return_error(call, b->fd, "%s", err);
 		bind_ctx_free(b);
 		return;
@@ -700,7 +709,7 @@ static int l2_new(const char *uri, struct cap **out, char *err, size_t errsz)
 	 * otherwise; one an engine here holds is there. */
 	struct netif *nif = netif_find(name);
 	if (!nif || !nif->end || !nif->end->tun) {
-		if ((fd = tap_open(name, create, err, errsz)) < 0)
+		if ((fd = tap_open(name, create, 0, err, errsz)) < 0)
 			return fd;
 		close(fd);
 	}
@@ -923,18 +932,18 @@ static void nbind_connect(struct nbind *b)
 	const char *name = b->dev;
 	if ((nif = netif_find(name)) && nif->end)
 		tend_stop(nif->end);
-	if ((fd = tap_open(name, !strncmp(b->local, "newlocal:", 9), why, sizeof(why))) < 0) {
+	if ((fd = tap_open(name, !strncmp(b->local, "newlocal:", 9), 0, why, sizeof(why))) < 0) {
 		nbind_failed(b, fd, why);
 		return;
 	}
 	/* The VTEP sends to port 4789 (or its own): this end listens there. */
-	if ((e = engine_start(VX_MODE_PLAIN, fd, vni, port, &pa, plen, &b->plain_tun)) < 0) {
+	b->mtu = tunnel_mtu(VX_MODE_PLAIN, &pa, plen);
+	if ((e = engine_start(VX_MODE_PLAIN, fd, vni, port, &pa, plen, b->mtu, &b->plain_tun)) < 0) {
 		snprintf(why, sizeof(why), "cannot start the tunnel on UDP port %d: %s", port,
 			 strerror(-e));
 		nbind_failed(b, e, why);
 		return;
 	}
-	b->mtu = tunnel_mtu(VX_MODE_PLAIN, &pa, plen);
 	set_mtu(name, b->mtu);
 	b->state = NB_UP;
 	log_info("net: %s: plain VXLAN (VNI %u) with %s:%d, MTU %u", name, vni, host, port, b->mtu);
@@ -1077,7 +1086,8 @@ static void put_stats(struct msg *m, const struct vx_stats *s)
 {
 	const uint64_t v[] = { s->tx_packets, s->tx_bytes, s->tx_dropped, s->rx_packets,
 			       s->rx_bytes, s->rx_bad, s->rx_vni, s->rx_index, s->rx_auth,
-			       s->rx_replay, s->rx_stranger, s->keepalives_tx, s->keepalives_rx };
+			       s->rx_replay, s->rx_stranger, s->keepalives_tx, s->keepalives_rx,
+			       s->rx_dropped };
 	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++)
 		msg_put_u64(m, v[i]);
 }
@@ -1407,6 +1417,7 @@ static int net_unbind(const struct applet *self, int argc, char **argv)
 static const char *const counter_names[] = {
 	"tx_packets", "tx_bytes", "tx_dropped", "rx_packets", "rx_bytes", "rx_bad", "rx_vni",
 	"rx_index", "rx_auth", "rx_replay", "rx_stranger", "keepalives_tx", "keepalives_rx",
+	"rx_dropped",
 };
 #define NCOUNTERS (sizeof(counter_names) / sizeof(counter_names[0]))
 
@@ -1476,7 +1487,7 @@ static int net_list(const struct applet *self, int argc, char **argv)
 			printf("}");
 			continue;
 		}
-		dropped = v[2];
+		dropped = v[2] + v[13];
 		for (size_t k = 5; k <= 10; k++)
 			dropped += v[k];
 		printf("%-15s %-9s %-7s %-21s %5llu %12llu %12llu %8llu  %s%s%s\n", dev, mode,

@@ -37,27 +37,51 @@ static void nonce_of(uint8_t nonce[12], uint64_t counter)
 	put_le64(nonce + 4, counter);
 }
 
+/* The clear header: type, index, counter (the counter then moves on). */
+static int head_put(struct vx_key *k, uint8_t *p, uint8_t type, uint8_t nonce[12])
+{
+	if (!k->valid || k->counter >= VX_MAX_COUNTER)
+		return -1;
+	p[0] = type;
+	p[1] = p[2] = p[3] = 0;
+	put_le32(p + 4, k->index);
+	put_le64(p + 8, k->counter);
+	nonce_of(nonce, k->counter);
+	k->counter++;
+	return 0;
+}
+
 size_t vx_seal(struct vx_key *k, uint8_t *buf, size_t len)
 {
 	uint8_t nonce[12];
 	unsigned long long clen;
 
-	if (!k->valid || k->counter >= VX_MAX_COUNTER)
+	if (head_put(k, buf, VX_TYPE_DATA, nonce) < 0)
 		return 0;
-	buf[0] = VX_TYPE_DATA;
-	buf[1] = buf[2] = buf[3] = 0;
-	put_le32(buf + 4, k->index);
-	put_le64(buf + 8, k->counter);
-	nonce_of(nonce, k->counter);
-	k->counter++;
 	crypto_aead_chacha20poly1305_ietf_encrypt(buf + VX_ENC_HDR, &clen, buf + VX_ENC_HDR, len,
 						  buf, VX_ENC_HDR, NULL, nonce, k->key);
 	return VX_ENC_HDR + (size_t)clen;
 }
 
+size_t vx_seal_piece(struct vx_key *k, uint8_t *out, uint32_t unit_id, uint32_t unit_len,
+		     uint32_t offset, const uint8_t *piece, size_t len)
+{
+	uint8_t nonce[12];
+	unsigned long long clen;
+
+	if (head_put(k, out, VX_TYPE_FRAG, nonce) < 0)
+		return 0;
+	put_le32(out + 16, unit_id);
+	put_le32(out + 20, unit_len);
+	put_le32(out + 24, offset);
+	crypto_aead_chacha20poly1305_ietf_encrypt(out + VX_FRAG_HDR, &clen, piece, len, out,
+						  VX_FRAG_HDR, NULL, nonce, k->key);
+	return VX_FRAG_HDR + (size_t)clen;
+}
+
 int vx_enc_index(const uint8_t *p, size_t n, uint32_t *index)
 {
-	if (n < VX_ENC_HDR + VX_HDR + VX_TAG || p[0] != VX_TYPE_DATA)
+	if (n < VX_ENC_HDR + VX_TAG || (p[0] != VX_TYPE_DATA && p[0] != VX_TYPE_FRAG))
 		return 0;
 	*index = get_le32(p + 4);
 	return 1;
@@ -98,28 +122,35 @@ void vx_replay_mark(struct vx_replay *r, uint64_t c)
 	r->bits[(c / 64) % words] |= UINT64_C(1) << (c % 64);
 }
 
-enum vx_verdict vx_open(struct vx_key *k, uint8_t *p, size_t n, uint32_t vni,
-			uint8_t **frame, size_t *len)
+enum vx_verdict vx_open(struct vx_key *k, uint8_t *p, size_t n, struct vx_opened *o)
 {
 	uint8_t nonce[12];
 	unsigned long long mlen;
 	uint64_t counter;
-	const uint8_t *f;
+	size_t head = p[0] == VX_TYPE_FRAG ? VX_FRAG_HDR : VX_ENC_HDR;
 
-	if (n < VX_ENC_HDR + VX_HDR + VX_TAG || p[0] != VX_TYPE_DATA || p[1] || p[2] || p[3])
+	if ((p[0] != VX_TYPE_DATA && p[0] != VX_TYPE_FRAG) || n < head + VX_TAG || p[1] || p[2] ||
+	    p[3])
 		return VX_BAD;
+	memset(o, 0, sizeof(*o));
+	if ((o->frag = p[0] == VX_TYPE_FRAG)) {
+		o->unit_id = get_le32(p + 16);
+		o->unit_len = get_le32(p + 20);
+		o->offset = get_le32(p + 24);
+		if (o->unit_len > VX_MAX_UNIT || o->offset >= o->unit_len ||
+		    n - head - VX_TAG > o->unit_len - o->offset || n == head + VX_TAG)
+			return VX_BAD;
+	}
 	counter = get_le64(p + 8);
 	/* Cheap refusal before the expensive part. */
 	if (!vx_replay_check(&k->replay, counter))
 		return VX_REPLAY;
 	nonce_of(nonce, counter);
-	if (crypto_aead_chacha20poly1305_ietf_decrypt(p + VX_ENC_HDR, &mlen, NULL, p + VX_ENC_HDR,
-						      n - VX_ENC_HDR, p, VX_ENC_HDR, nonce,
-						      k->key) < 0)
+	if (crypto_aead_chacha20poly1305_ietf_decrypt(p + head, &mlen, NULL, p + head, n - head,
+						      p, head, nonce, k->key) < 0)
 		return VX_AUTH;
 	vx_replay_mark(&k->replay, counter);
-	if (vx_plain_open(p + VX_ENC_HDR, (size_t)mlen, vni, &f, len) != VX_OK)
-		return VX_BAD;
-	*frame = (uint8_t *)f;
+	o->data = p + head;
+	o->len = (size_t)mlen;
 	return VX_OK;
 }

@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <linux/if_tun.h>
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,10 +31,11 @@
 #include "lib/net.h"
 #include "vxlan/tunnel.h"
 
-/* A batch slot: room for the encrypted header, the VXLAN header, the
- * largest frame a TAP device gives, and the tag. */
-#define SLOT (VX_ENC_HDR + VX_HDR + VX_MAX_FRAME + VX_TAG)
 #define SOCKBUF (4 << 20)
+#ifndef TUN_F_USO4
+#define TUN_F_USO4 0x20
+#define TUN_F_USO6 0x40
+#endif
 
 struct ctl_key {
 	uint32_t index;
@@ -46,11 +48,13 @@ struct counters {
 	atomic_uint_fast64_t rx_packets, rx_bytes;
 	atomic_uint_fast64_t rx_bad, rx_vni, rx_index, rx_auth, rx_replay, rx_stranger;
 	atomic_uint_fast64_t keepalives_tx, keepalives_rx;
+	atomic_uint_fast64_t rx_dropped;
 };
 
 struct vx_tunnel {
 	enum vx_mode mode;
 	uint32_t vni;
+	size_t max_datagram; /* UDP payload that fits the path */
 	int tap, sock;
 	int wake_tx, wake_rx; /* eventfds */
 	atomic_int stop, kick;
@@ -70,7 +74,7 @@ struct vx_tunnel {
 
 /* --- TAP devices --------------------------------------------------- */
 
-int vx_tap_open(const char *name, int persist, char out_name[IFNAMSIZ])
+int vx_tap_open(const char *name, int persist, int vnet, char out_name[IFNAMSIZ])
 {
 	struct ifreq ifr = { 0 };
 	int fd = open("/dev/net/tun", O_RDWR | O_CLOEXEC | O_NONBLOCK), e;
@@ -81,7 +85,7 @@ int vx_tap_open(const char *name, int persist, char out_name[IFNAMSIZ])
 		close(fd);
 		return -EINVAL;
 	}
-	ifr.ifr_flags = IFF_TAP | IFF_NO_PI;
+	ifr.ifr_flags = IFF_TAP | IFF_NO_PI | (vnet ? IFF_VNET_HDR : 0);
 	snprintf(ifr.ifr_name, IFNAMSIZ, "%s", name);
 	if (ioctl(fd, TUNSETIFF, &ifr) < 0 || (persist && ioctl(fd, TUNSETPERSIST, 1) < 0)) {
 		e = -errno;
@@ -95,7 +99,7 @@ int vx_tap_open(const char *name, int persist, char out_name[IFNAMSIZ])
 int vx_tap_destroy(const char *name)
 {
 	char got[IFNAMSIZ];
-	int fd = vx_tap_open(name, 0, got), e = 0;
+	int fd = vx_tap_open(name, 0, 0, got), e = 0;
 
 	if (fd < 0)
 		return fd;
@@ -108,7 +112,8 @@ int vx_tap_destroy(const char *name)
 unsigned vx_overhead(enum vx_mode mode, int family)
 {
 	unsigned ip = family == AF_INET6 ? 40 : 20;
-	return ip + 8 + (mode == VX_MODE_ENCRYPTED ? VX_ENC_OVERHEAD : VX_HDR);
+	return ip + 8 +
+	       (mode == VX_MODE_ENCRYPTED ? VX_ENC_HDR + VX_HDR + VX_VNET_HDR + VX_TAG : VX_HDR);
 }
 
 unsigned vx_path_mtu(const struct sockaddr *addr, socklen_t len)
@@ -126,6 +131,7 @@ unsigned vx_path_mtu(const struct sockaddr *addr, socklen_t len)
 }
 
 /* --- shared state -------------------------------------------------- */
+
 
 static void wake(int fd)
 {
@@ -163,11 +169,29 @@ static int same_host(const struct sockaddr_storage *a, const struct sockaddr_sto
 
 /* --- sending: TAP -> UDP ------------------------------------------- */
 
+/* Datagrams in one UDP GSO send at most (the kernel's UDP_MAX_SEGMENTS
+ * was 64 before it grew). */
+#define GSO_MAX_SEGS 64
+#define GSO_MAX_BYTES 65000
+/* A frame's pieces, at the smallest datagram we allow (576-byte path). */
+#define MAX_PIECES (VX_MAX_UNIT / (512 - VX_FRAG_HDR - VX_TAG) + 1)
+#define MSGS (VX_BATCH * (MAX_PIECES / 8 + 2))
+
 struct tx_state {
 	struct vx_key key;
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	unsigned gen;
+	uint32_t unit_id;
+	/* One message per frame (or per GSO_MAX_SEGS of its pieces). */
+	struct mmsghdr m[MSGS];
+	struct iovec iov[MSGS];
+	union {
+		char buf[CMSG_SPACE(sizeof(uint16_t))];
+		struct cmsghdr align;
+	} ctl[MSGS];
+	int n;
+	uint64_t bytes;
 };
 
 static void tx_refresh(struct vx_tunnel *t, struct tx_state *s)
@@ -189,17 +213,46 @@ static void tx_refresh(struct vx_tunnel *t, struct tx_state *s)
 	pthread_mutex_unlock(&t->lock);
 }
 
-/* Sends n prepared datagrams; waits a little for room rather than drop
- * at once (a burst may outrun the socket buffer). Returns how many went. */
-static int send_batch(struct vx_tunnel *t, struct tx_state *s, struct mmsghdr *m, int n)
+/* Queues len bytes of datagrams at p, each seg long but the last (seg 0:
+ * one datagram): one message, sent with UDP GSO when there are several. */
+static void tx_queue(struct tx_state *s, uint8_t *p, size_t len, size_t seg)
 {
-	int sent = 0;
+	struct msghdr *h = &s->m[s->n].msg_hdr;
+
+	memset(h, 0, sizeof(*h));
+	s->iov[s->n] = (struct iovec){ p, len };
+	h->msg_iov = &s->iov[s->n];
+	h->msg_iovlen = 1;
+	if (seg && seg < len) {
+		struct cmsghdr *c;
+		h->msg_control = s->ctl[s->n].buf;
+		h->msg_controllen = sizeof(s->ctl[s->n].buf);
+		c = CMSG_FIRSTHDR(h);
+		c->cmsg_level = SOL_UDP;
+		c->cmsg_type = UDP_SEGMENT;
+		c->cmsg_len = CMSG_LEN(sizeof(uint16_t));
+		*(uint16_t *)CMSG_DATA(c) = (uint16_t)seg;
+	}
+	s->n++;
+}
+
+/* Sends what is queued; waits a little for room rather than drop at once
+ * (a burst may outrun the socket buffer). Returns how many messages went. */
+static int tx_flush(struct vx_tunnel *t, struct tx_state *s)
+{
+	int sent = 0, n = s->n;
+
+	s->n = 0;
+	if (!s->peer_len) {
+		INC(tx_dropped, (unsigned)n);
+		return 0;
+	}
 	for (int i = 0; i < n; i++) {
-		m[i].msg_hdr.msg_name = &s->peer;
-		m[i].msg_hdr.msg_namelen = s->peer_len;
+		s->m[i].msg_hdr.msg_name = &s->peer;
+		s->m[i].msg_hdr.msg_namelen = s->peer_len;
 	}
 	while (sent < n) {
-		int r = sendmmsg(t->sock, m + sent, (unsigned)(n - sent), 0);
+		int r = sendmmsg(t->sock, s->m + sent, (unsigned)(n - sent), 0);
 		if (r > 0) {
 			sent += r;
 			continue;
@@ -219,80 +272,112 @@ static int send_batch(struct vx_tunnel *t, struct tx_state *s, struct mmsghdr *m
 	return sent;
 }
 
-static void send_keepalive(struct vx_tunnel *t, struct tx_state *s, uint8_t *buf)
+/* Seals one unit (its VXLAN header at unit, ulen bytes, VX_ENC_HDR bytes
+ * of room before it and VX_TAG after) and queues its datagrams: one if
+ * it fits, else pieces sealed into out. Returns how many datagrams. */
+static int tx_unit(struct vx_tunnel *t, struct tx_state *s, uint8_t *unit, size_t ulen,
+		   uint8_t *out)
 {
-	struct iovec iov;
-	struct mmsghdr m = { .msg_hdr = { .msg_iov = &iov, .msg_iovlen = 1 } };
-	size_t len;
+	size_t piece, d, off, len, segs, k = 0;
+	uint32_t id;
 
+	if (!s->key.valid)
+		return 0;
+	if (VX_ENC_HDR + ulen + VX_TAG <= t->max_datagram) {
+		if (!(len = vx_seal(&s->key, unit - VX_ENC_HDR, ulen)))
+			return 0;
+		tx_queue(s, unit - VX_ENC_HDR, len, 0);
+		return 1;
+	}
+	piece = t->max_datagram - VX_FRAG_HDR - VX_TAG;
+	d = VX_FRAG_HDR + piece + VX_TAG;
+	/* One UDP GSO send is one IP datagram before it is cut: 64 KiB. */
+	segs = GSO_MAX_BYTES / d < GSO_MAX_SEGS ? GSO_MAX_BYTES / d : GSO_MAX_SEGS;
+	id = s->unit_id++;
+	for (off = 0; off < ulen; off += piece, k++) {
+		len = ulen - off < piece ? ulen - off : piece;
+		if (!vx_seal_piece(&s->key, out + k * d, id, (uint32_t)ulen, (uint32_t)off,
+				   unit + off, len))
+			return 0;
+		if (k % segs == segs - 1 || off + len == ulen) {
+			size_t first = k - k % segs;
+			tx_queue(s, out + first * d, (k - first) * d + VX_FRAG_HDR + len + VX_TAG, d);
+		}
+	}
+	return (int)k;
+}
+
+static void send_keepalive(struct vx_tunnel *t, struct tx_state *s, uint8_t *slot)
+{
 	if (t->mode != VX_MODE_ENCRYPTED || !s->key.valid || !s->peer_len)
 		return;
-	vx_hdr_put(buf + VX_ENC_HDR, t->vni);
-	if (!(len = vx_seal(&s->key, buf, VX_HDR)))
-		return;
-	iov = (struct iovec){ buf, len };
-	if (send_batch(t, s, &m, 1) == 1)
+	vx_hdr_put(slot + VX_ENC_HDR, t->vni);
+	if (tx_unit(t, s, slot + VX_ENC_HDR, VX_HDR, NULL) && tx_flush(t, s) == 1)
 		INC(keepalives_tx, 1);
 }
+
+/* A tx slot: room for one unit sealed in place, then for its pieces. */
+#define TX_SLOT_IN (VX_ENC_HDR + VX_MAX_UNIT + VX_TAG)
+#define TX_SLOT (TX_SLOT_IN + MAX_PIECES * (VX_FRAG_HDR + VX_TAG) + VX_MAX_UNIT)
 
 static void *tx_main(void *arg)
 {
 	struct vx_tunnel *t = arg;
-	struct tx_state s = { .gen = ~0u };
-	struct mmsghdr m[VX_BATCH];
-	struct iovec iov[VX_BATCH];
-	uint8_t *slots = malloc((size_t)VX_BATCH * SLOT);
-	size_t off = t->mode == VX_MODE_ENCRYPTED ? VX_ENC_HDR + VX_HDR : VX_HDR;
+	struct tx_state *s = calloc(1, sizeof(*s));
+	uint8_t *slots = malloc((size_t)VX_BATCH * TX_SLOT);
+	int enc = t->mode == VX_MODE_ENCRYPTED;
+	/* Where the TAP's bytes land: after the headers that go before. */
+	size_t off = enc ? VX_ENC_HDR + VX_HDR : VX_HDR;
+	size_t room = enc ? VX_VNET_HDR + VX_MAX_FRAME : VX_MAX_FRAME;
 	uint64_t last = clock_mono_ms();
 
-	if (!slots) {
+	if (!slots || !s) {
 		log_error("tunnel: out of memory; the tunnel sends nothing");
+		free(slots);
+		free(s);
 		return NULL;
 	}
-	memset(m, 0, sizeof(m));
+	s->gen = ~0u;
 	while (!atomic_load(&t->stop)) {
-		int n = 0;
+		int frames = 0, datagrams = 0;
 		uint64_t bytes = 0, now;
 
-		tx_refresh(t, &s);
-		while (n < VX_BATCH) {
-			uint8_t *b = slots + (size_t)n * SLOT;
-			ssize_t r = read(t->tap, b + off, VX_MAX_FRAME);
-			size_t len;
+		tx_refresh(t, s);
+		while (frames < VX_BATCH && s->n < MSGS - MAX_PIECES / 8 - 2) {
+			uint8_t *b = slots + (size_t)frames * TX_SLOT;
+			ssize_t r = read(t->tap, b + off, room);
 			if (r < 0 && errno == EINTR)
 				continue;
 			if (r <= 0)
 				break;
+			frames++;
 			bytes += (uint64_t)r;
-			if (t->mode == VX_MODE_ENCRYPTED) {
+			if (enc) {
+				int k;
 				vx_hdr_put(b + VX_ENC_HDR, t->vni);
-				if (!s.key.valid || !(len = vx_seal(&s.key, b, VX_HDR + (size_t)r))) {
+				k = tx_unit(t, s, b + VX_ENC_HDR, VX_HDR + (size_t)r, b + TX_SLOT_IN);
+				if (!k)
 					INC(tx_dropped, 1);
-					continue;
-				}
+				datagrams += k;
 			} else {
 				vx_hdr_put(b, t->vni);
-				len = VX_HDR + (size_t)r;
+				tx_queue(s, b, VX_HDR + (size_t)r, 0);
+				datagrams++;
 			}
-			iov[n] = (struct iovec){ b, len };
-			m[n].msg_hdr.msg_iov = &iov[n];
-			m[n].msg_hdr.msg_iovlen = 1;
-			n++;
 		}
-		if (n) {
-			if (!s.peer_len) {
-				INC(tx_dropped, (unsigned)n);
-			} else {
-				int sent = send_batch(t, &s, m, n);
-				INC(tx_packets, (unsigned)sent);
-				INC(tx_bytes, sent == n ? bytes : 0);
+		if (frames) {
+			int msgs = s->n;
+			if (msgs && tx_flush(t, s) == msgs) {
+				INC(tx_packets, (unsigned)frames);
+				INC(tx_bytes, bytes);
 			}
+			(void)datagrams;
 			last = clock_mono_ms();
 			continue;
 		}
 		now = clock_mono_ms();
 		if (atomic_exchange(&t->kick, 0) || now - last >= VX_KEEPALIVE_MS) {
-			send_keepalive(t, &s, slots);
+			send_keepalive(t, s, slots);
 			last = now;
 		}
 		struct pollfd p[2] = { { .fd = t->tap, .events = POLLIN },
@@ -301,18 +386,32 @@ static void *tx_main(void *arg)
 		if (poll(p, 2, left > VX_KEEPALIVE_MS ? 0 : (int)left) > 0 && p[1].revents)
 			drain(t->wake_tx);
 	}
-	sodium_memzero(&s.key, sizeof(s.key));
+	sodium_memzero(&s->key, sizeof(s->key));
+	free(s);
 	free(slots);
 	return NULL;
 }
 
 /* --- receiving: UDP -> TAP ----------------------------------------- */
 
+#define REASM_SLOTS 8
+#define RX_BUF 65536 /* one recvmmsg buffer: a UDP GRO train at most */
+
+/* A unit being put together from its pieces. */
+struct reasm {
+	int used;
+	uint32_t id, len, got;
+	uint64_t age;
+	uint8_t *buf;
+};
+
 struct rx_state {
 	struct vx_key cur, prev;
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	unsigned gen;
+	struct reasm r[REASM_SLOTS];
+	uint64_t clock;
 };
 
 static void rx_refresh(struct vx_tunnel *t, struct rx_state *s)
@@ -362,83 +461,165 @@ static void roam(struct vx_tunnel *t, struct rx_state *s, const struct sockaddr_
 	wake(t->wake_tx);
 }
 
+/* A whole unit: its VXLAN header checked, its frame to the TAP device. */
+static void rx_unit(struct vx_tunnel *t, const uint8_t *u, size_t n)
+{
+	const uint8_t *f;
+	size_t len;
+	enum vx_verdict v = vx_plain_open(u, n, t->vni, &f, &len);
+	size_t min = t->mode == VX_MODE_ENCRYPTED ? VX_VNET_HDR + 14 : 14;
+
+	if (v == VX_VNI) {
+		INC(rx_vni, 1);
+		return;
+	}
+	if (v != VX_OK) {
+		INC(rx_bad, 1);
+		return;
+	}
+	if (!len && t->mode == VX_MODE_ENCRYPTED) {
+		INC(keepalives_rx, 1);
+		return;
+	}
+	if (len < min) {
+		INC(rx_bad, 1);
+		return;
+	}
+	/* The kernel checks the virtio_net_hdr, as from any guest. */
+	if (write(t->tap, f, len) == (ssize_t)len) {
+		INC(rx_packets, 1);
+		INC(rx_bytes, len - (min - 14));
+	} else {
+		INC(rx_dropped, 1); /* the device is down, or refused it */
+	}
+}
+
+/* A piece: into its unit's slot (the oldest slot makes room). */
+static void rx_piece(struct vx_tunnel *t, struct rx_state *s, const struct vx_opened *o)
+{
+	struct reasm *r = NULL, *oldest = &s->r[0];
+
+	for (int i = 0; i < REASM_SLOTS; i++) {
+		struct reasm *c = &s->r[i];
+		if (c->used && c->id == o->unit_id && c->len == o->unit_len) {
+			r = c;
+			break;
+		}
+		if (!c->used || (oldest->used && c->age < oldest->age))
+			oldest = c;
+	}
+	if (!r) {
+		r = oldest;
+		if (!r->buf && !(r->buf = malloc(VX_MAX_UNIT)))
+			return;
+		r->used = 1;
+		r->id = o->unit_id;
+		r->len = o->unit_len;
+		r->got = 0;
+	}
+	r->age = ++s->clock;
+	memcpy(r->buf + o->offset, o->data, o->len);
+	r->got += (uint32_t)o->len;
+	if (r->got < r->len)
+		return;
+	/* Pieces never repeat (each has its own counter); more bytes than
+	 * the unit holds is a broken sender. */
+	if (r->got == r->len)
+		rx_unit(t, r->buf, r->len);
+	else
+		INC(rx_bad, 1);
+	r->used = 0;
+}
+
 static void rx_one(struct vx_tunnel *t, struct rx_state *s, uint8_t *p, size_t n,
 		   const struct sockaddr_storage *from, socklen_t flen)
 {
+	struct vx_opened o;
 	enum vx_verdict v;
-	uint8_t *frame;
-	size_t len;
 	uint32_t index;
 	struct vx_key *k;
 
 	if (t->mode == VX_MODE_PLAIN) {
-		const uint8_t *f;
 		if (s->peer_len && !same_host(from, &s->peer)) {
 			INC(rx_stranger, 1);
 			return;
 		}
-		v = vx_plain_open(p, n, t->vni, &f, &len);
-		frame = (uint8_t *)f;
-	} else if (!vx_enc_index(p, n, &index)) {
-		v = VX_BAD;
-	} else {
-		k = s->cur.valid && s->cur.index == index	 ? &s->cur
-		    : s->prev.valid && s->prev.index == index ? &s->prev
-							      : NULL;
-		v = k ? vx_open(k, p, n, t->vni, &frame, &len) : VX_INDEX;
-		if (v == VX_OK && !same_addr(from, flen, &s->peer, s->peer_len))
-			roam(t, s, from, flen);
+		rx_unit(t, p, n);
+		return;
 	}
+	if (!vx_enc_index(p, n, &index)) {
+		INC(rx_bad, 1);
+		return;
+	}
+	k = s->cur.valid && s->cur.index == index	  ? &s->cur
+	    : s->prev.valid && s->prev.index == index ? &s->prev
+						      : NULL;
+	v = k ? vx_open(k, p, n, &o) : VX_INDEX;
 	switch (v) {
-	case VX_OK:
-		break;
+	case VX_OK: break;
 	case VX_BAD: INC(rx_bad, 1); return;
 	case VX_VNI: INC(rx_vni, 1); return;
 	case VX_INDEX: INC(rx_index, 1); return;
 	case VX_AUTH: INC(rx_auth, 1); return;
 	case VX_REPLAY: INC(rx_replay, 1); return;
 	}
-	if (!len) {
-		INC(keepalives_rx, 1);
-		return;
-	}
-	if (len < 14) {
-		INC(rx_bad, 1);
-		return;
-	}
-	if (write(t->tap, frame, len) == (ssize_t)len) {
-		INC(rx_packets, 1);
-		INC(rx_bytes, len);
-	}
+	if (!same_addr(from, flen, &s->peer, s->peer_len))
+		roam(t, s, from, flen);
+	if (o.frag)
+		rx_piece(t, s, &o);
+	else
+		rx_unit(t, o.data, o.len);
 }
 
 static void *rx_main(void *arg)
 {
 	struct vx_tunnel *t = arg;
-	struct rx_state s = { .gen = ~0u };
+	struct rx_state *s = calloc(1, sizeof(*s));
 	struct mmsghdr m[VX_BATCH];
 	struct iovec iov[VX_BATCH];
 	struct sockaddr_storage from[VX_BATCH];
-	uint8_t *slots = malloc((size_t)VX_BATCH * SLOT);
+	union {
+		char buf[CMSG_SPACE(sizeof(int))];
+		struct cmsghdr align;
+	} ctl[VX_BATCH];
+	uint8_t *bufs = malloc((size_t)VX_BATCH * RX_BUF);
 
-	if (!slots) {
+	if (!bufs || !s) {
 		log_error("tunnel: out of memory; the tunnel receives nothing");
+		free(bufs);
+		free(s);
 		return NULL;
 	}
+	s->gen = ~0u;
 	while (!atomic_load(&t->stop)) {
 		int n;
-		rx_refresh(t, &s);
+		rx_refresh(t, s);
 		for (int i = 0; i < VX_BATCH; i++) {
-			iov[i] = (struct iovec){ slots + (size_t)i * SLOT, SLOT };
+			iov[i] = (struct iovec){ bufs + (size_t)i * RX_BUF, RX_BUF };
 			m[i].msg_hdr = (struct msghdr){ .msg_name = &from[i],
 							.msg_namelen = sizeof(from[i]),
-							.msg_iov = &iov[i], .msg_iovlen = 1 };
+							.msg_iov = &iov[i], .msg_iovlen = 1,
+							.msg_control = ctl[i].buf,
+							.msg_controllen = sizeof(ctl[i].buf) };
 		}
 		n = recvmmsg(t->sock, m, VX_BATCH, 0, NULL);
 		if (n > 0) {
-			for (int i = 0; i < n; i++)
-				rx_one(t, &s, iov[i].iov_base, m[i].msg_len, &from[i],
-				       m[i].msg_hdr.msg_namelen);
+			for (int i = 0; i < n; i++) {
+				/* With UDP GRO, a message may be a train of
+				 * datagrams of one size (the last shorter). */
+				size_t seg = m[i].msg_len, len = m[i].msg_len;
+				struct cmsghdr *c;
+				for (c = CMSG_FIRSTHDR(&m[i].msg_hdr); c;
+				     c = CMSG_NXTHDR(&m[i].msg_hdr, c))
+					if (c->cmsg_level == SOL_UDP && c->cmsg_type == UDP_GRO)
+						seg = (size_t)*(int *)CMSG_DATA(c);
+				if (!seg)
+					seg = len;
+				for (size_t off = 0; off < len; off += seg)
+					rx_one(t, s, (uint8_t *)iov[i].iov_base + off,
+					       len - off < seg ? len - off : seg, &from[i],
+					       m[i].msg_hdr.msg_namelen);
+			}
 			continue;
 		}
 		if (n < 0 && errno != EAGAIN && errno != EINTR) {
@@ -451,9 +632,12 @@ static void *rx_main(void *arg)
 		if (poll(p, 2, -1) > 0 && p[1].revents)
 			drain(t->wake_rx);
 	}
-	sodium_memzero(&s.cur, sizeof(s.cur));
-	sodium_memzero(&s.prev, sizeof(s.prev));
-	free(slots);
+	sodium_memzero(&s->cur, sizeof(s->cur));
+	sodium_memzero(&s->prev, sizeof(s->prev));
+	for (int i = 0; i < REASM_SLOTS; i++)
+		free(s->r[i].buf);
+	free(s);
+	free(bufs);
 	return NULL;
 }
 
@@ -462,7 +646,7 @@ static void *rx_main(void *arg)
 int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 {
 	struct vx_tunnel *t = calloc(1, sizeof(*t));
-	int sz = SOCKBUF, pmtu = IP_PMTUDISC_DO, e;
+	int sz = SOCKBUF, pmtu = IP_PMTUDISC_DO, one = 1, e;
 
 	if (!t) {
 		close(cfg->tap_fd);
@@ -470,6 +654,11 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 	}
 	t->mode = cfg->mode;
 	t->vni = cfg->vni;
+	t->max_datagram = cfg->max_datagram ? cfg->max_datagram : 1472;
+	if (t->max_datagram < 512)
+		t->max_datagram = 512;
+	if (t->max_datagram > 65507)
+		t->max_datagram = 65507;
 	t->tap = cfg->tap_fd;
 	t->sock = t->wake_tx = t->wake_rx = -1;
 	pthread_mutex_init(&t->lock, NULL);
@@ -478,6 +667,19 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 		t->peer_len = cfg->peer_len;
 	}
 	fcntl(t->tap, F_SETFL, fcntl(t->tap, F_GETFL) | O_NONBLOCK);
+	if (t->mode == VX_MODE_ENCRYPTED) {
+		/* Large TCP (and UDP) segments and unfinished checksums from
+		 * the TAP device, passed on whole with their virtio_net_hdr:
+		 * the receiving kernel finishes the work, or need not do it at
+		 * all. The header is little-endian whatever the CPU. */
+		int hsz = VX_VNET_HDR, le = 1;
+		unsigned off = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6 | TUN_F_TSO_ECN;
+		ioctl(t->tap, TUNSETVNETHDRSZ, &hsz);
+		ioctl(t->tap, TUNSETVNETLE, &le);
+		if (ioctl(t->tap, TUNSETOFFLOAD, off | TUN_F_USO4 | TUN_F_USO6) < 0 &&
+		    ioctl(t->tap, TUNSETOFFLOAD, off) < 0)
+			log_warn("tunnel: no offloads on the TAP device: %m");
+	}
 	t->sock = socket(cfg->local.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
 	if (t->sock < 0)
 		goto fail;
@@ -491,6 +693,8 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 		setsockopt(t->sock, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu6, sizeof(pmtu6));
 	}
 	setsockopt(t->sock, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof(pmtu));
+	/* Trains of datagrams in one receive (and one send: UDP_SEGMENT). */
+	setsockopt(t->sock, SOL_UDP, UDP_GRO, &one, sizeof(one));
 	if (bind(t->sock, (const struct sockaddr *)&cfg->local, cfg->local_len) < 0)
 		goto fail;
 	if ((t->wake_tx = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
@@ -598,7 +802,7 @@ void vx_tunnel_stats(struct vx_tunnel *t, struct vx_stats *s)
 	GET(tx_packets); GET(tx_bytes); GET(tx_dropped);
 	GET(rx_packets); GET(rx_bytes);
 	GET(rx_bad); GET(rx_vni); GET(rx_index); GET(rx_auth); GET(rx_replay); GET(rx_stranger);
-	GET(keepalives_tx); GET(keepalives_rx);
+	GET(keepalives_tx); GET(keepalives_rx); GET(rx_dropped);
 #undef GET
 	pthread_mutex_lock(&t->lock);
 	memcpy(&a.ss, &t->peer, sizeof(a.ss));

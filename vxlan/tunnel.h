@@ -3,7 +3,8 @@
  * on the other (vxlan/packet.h), in plain RFC 7348 mode or encrypted.
  *
  * Two threads move the bytes, one each way, in batches (sendmmsg,
- * recvmmsg); the caller (the daemon's loop) only sets keys and reads
+ * recvmmsg, UDP GSO and GRO; an encrypted tunnel takes the TAP device's
+ * large segments whole and sends them in pieces); the caller (the daemon's loop) only sets keys and reads
  * counters, and never waits on them. The peer's address is learnt from
  * the packets that authenticate, so a peer that moves (roams) keeps
  * being reached; until then, and to keep NAT mappings open, keepalives
@@ -35,6 +36,9 @@ struct vx_tunnel_config {
 	/* Where packets go first (len 0: nowhere until a peer is heard). */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
+	/* The largest UDP payload the path carries unfragmented (0: 1472):
+	 * larger units go in pieces. */
+	size_t max_datagram;
 };
 
 struct vx_stats {
@@ -43,13 +47,15 @@ struct vx_stats {
 	/* Datagrams dropped, by reason. */
 	uint64_t rx_bad, rx_vni, rx_index, rx_auth, rx_replay, rx_stranger;
 	uint64_t keepalives_tx, keepalives_rx;
+	uint64_t rx_dropped; /* authentic, but the device took it not */
 	char peer[64]; /* where packets go now ("" if nowhere) */
 };
 
-/* Opens the TAP device name (creating it; IFF_TAP | IFF_NO_PI); with
- * persist it outlives the descriptor (TUNSETPERSIST). Returns a
- * descriptor, the kernel's name for the device in out_name. */
-int vx_tap_open(const char *name, int persist, char out_name[IFNAMSIZ]);
+/* Opens the TAP device name (creating it; IFF_TAP | IFF_NO_PI, and
+ * IFF_VNET_HDR with vnet: what an encrypted tunnel uses); with persist
+ * it outlives the descriptor (TUNSETPERSIST). Returns a descriptor, the
+ * kernel's name for the device in out_name. */
+int vx_tap_open(const char *name, int persist, int vnet, char out_name[IFNAMSIZ]);
 /* Makes a persistent TAP device go away (opening and unpersisting it). */
 int vx_tap_destroy(const char *name);
 

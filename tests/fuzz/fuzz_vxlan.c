@@ -9,9 +9,9 @@
  * key, where each datagram's first 8 bytes are the counter to seal its
  * rest with (what a replaying or reordering network could deliver).
  *
- * Checked: no crash or overrun; a frame opened lies inside the datagram;
- * nothing forged ever opens; no counter ever opens twice; a counter above
- * every one seen always opens.
+ * Checked: no crash or overrun; what opens lies inside the datagram, a
+ * piece inside its unit; nothing forged ever opens; no counter ever opens
+ * twice; a counter above every one seen always opens.
  */
 #include <stdint.h>
 #include <string.h>
@@ -25,7 +25,7 @@
 #define VNI 4242
 #define MAX_SEEN 4096
 
-static uint8_t buf[VX_ENC_OVERHEAD + 65536];
+static uint8_t buf[VX_FRAG_HDR + 65536 + VX_TAG];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
@@ -46,8 +46,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	memcpy(rx.key, tx.key, VX_KEY_LEN);
 	while (off + 2 <= size) {
 		size_t n = (size_t)data[off] << 8 | data[off + 1];
-		uint8_t *f;
-		size_t len;
+			size_t len;
 		off += 2;
 		if (n > size - off)
 			n = size - off;
@@ -57,28 +56,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				CHECK(pf >= data + off && pf + len == data + off + n);
 		} else if (!(data[0] & 2)) {
 			struct vx_replay before = rx.replay;
+			struct vx_opened o;
 			memcpy(buf, data + off, n);
-			CHECK(vx_open(&rx, buf, n, VNI, &f, &len) != VX_OK);
+			CHECK(vx_open(&rx, buf, n, &o) != VX_OK);
 			CHECK(!memcmp(&before, &rx.replay, sizeof(before)));
 		} else if (n >= 8) {
 			uint64_t c = get_le64(data + off) % (4 * VX_REPLAY_WINDOW);
+			struct vx_opened o;
 			enum vx_verdict v;
 			size_t flen = n - 8, dlen;
+			int piece = data[off] & 1;
 			tx.counter = c;
-			vx_hdr_put(buf + VX_ENC_HDR, VNI);
-			memcpy(buf + VX_ENC_HDR + VX_HDR, data + off + 8, flen);
-			dlen = vx_seal(&tx, buf, VX_HDR + flen);
-			CHECK(dlen == VX_ENC_OVERHEAD + flen);
-			v = vx_open(&rx, buf, dlen, VNI, &f, &len);
+			if (piece) {
+				uint32_t ulen = (uint32_t)flen + data[off + 1], at = data[off + 1];
+				dlen = vx_seal_piece(&tx, buf, 9, ulen, at, data + off + 8, flen);
+				CHECK(dlen == VX_FRAG_HDR + flen + VX_TAG);
+			} else {
+				memcpy(buf + VX_ENC_HDR, data + off + 8, flen);
+				dlen = vx_seal(&tx, buf, flen);
+				CHECK(dlen == VX_ENC_HDR + flen + VX_TAG);
+			}
+			v = vx_open(&rx, buf, dlen, &o);
 			int dup = 0;
 			for (size_t i = 0; i < nseen; i++)
 				dup |= seen[i] == c;
 			if (dup)
-				CHECK(v == VX_REPLAY);
-			if (!any || c >= top)
+				CHECK(v == VX_REPLAY || v == VX_BAD);
+			if ((!any || c >= top) && (!piece || flen))
 				CHECK(v == VX_OK);
 			if (v == VX_OK) {
-				CHECK(len == flen && !memcmp(f, data + off + 8, flen));
+				CHECK(o.len == flen && !memcmp(o.data, data + off + 8, flen));
+				CHECK(o.data >= buf && o.data + o.len <= buf + dlen);
+				if (o.frag)
+					CHECK(o.offset < o.unit_len && o.len <= o.unit_len - o.offset &&
+					      o.unit_len <= VX_MAX_UNIT);
 				if (nseen < MAX_SEEN)
 					seen[nseen++] = c;
 				if (!any || c >= top)

@@ -31,7 +31,9 @@ static void keys(struct vx_key *tx, struct vx_key *rx)
 TEST(seal_then_open)
 {
 	struct vx_key tx, rx;
-	uint8_t frame[60], *f;
+	struct vx_opened o;
+	uint8_t frame[60];
+	const uint8_t *f;
 	size_t n, len;
 	uint32_t index;
 
@@ -40,26 +42,73 @@ TEST(seal_then_open)
 	for (size_t i = 0; i < sizeof(frame); i++)
 		frame[i] = (uint8_t)i;
 	n = seal(&tx, frame, sizeof(frame), 42);
-	CHECK_INT(n, VX_ENC_OVERHEAD + sizeof(frame));
+	CHECK_INT(n, VX_ENC_HDR + VX_HDR + sizeof(frame) + VX_TAG);
 	CHECK_INT(buf[0], VX_TYPE_DATA);
 	CHECK(vx_enc_index(buf, n, &index));
 	CHECK_INT(index, 0x1234);
 	/* The frame does not show on the wire. */
 	CHECK(memmem(buf, n, frame + 10, 20) == NULL);
-	CHECK_INT(vx_open(&rx, buf, n, 42, &f, &len), VX_OK);
+	CHECK_INT(vx_open(&rx, buf, n, &o), VX_OK);
+	CHECK(!o.frag);
+	CHECK_INT(vx_plain_open(o.data, o.len, 42, &f, &len), VX_OK);
 	CHECK_INT(len, sizeof(frame));
 	CHECK_MEM(f, frame, sizeof(frame));
+	/* Inside, the VXLAN header names the segment. */
+	CHECK_INT(vx_plain_open(o.data, o.len, 43, &f, &len), VX_VNI);
 	/* A keepalive: an empty frame. */
 	n = seal(&tx, NULL, 0, 42);
-	CHECK_INT(vx_open(&rx, buf, n, 42, &f, &len), VX_OK);
-	CHECK_INT(len, 0);
+	CHECK_INT(vx_open(&rx, buf, n, &o), VX_OK);
+	CHECK_INT(o.len, VX_HDR);
+}
+
+TEST(pieces_of_a_large_unit)
+{
+	struct vx_key tx, rx;
+	struct vx_opened o;
+	static uint8_t unit[50000], got[50000], d[2000];
+	size_t n, piece = 1400;
+	uint32_t have = 0;
+
+	keys(&tx, &rx);
+	randombytes_buf(unit, sizeof(unit));
+	for (size_t off = 0; off < sizeof(unit); off += piece) {
+		size_t len = sizeof(unit) - off < piece ? sizeof(unit) - off : piece;
+		n = vx_seal_piece(&tx, d, 77, sizeof(unit), (uint32_t)off, unit + off, len);
+		CHECK_INT(n, VX_FRAG_HDR + len + VX_TAG);
+		CHECK_INT(d[0], VX_TYPE_FRAG);
+		CHECK_INT(vx_open(&rx, d, n, &o), VX_OK);
+		CHECK(o.frag);
+		CHECK_INT(o.unit_id, 77);
+		CHECK_INT(o.unit_len, sizeof(unit));
+		CHECK_INT(o.offset, off);
+		memcpy(got + o.offset, o.data, o.len);
+		have += (uint32_t)o.len;
+	}
+	CHECK_INT(have, sizeof(unit));
+	CHECK_MEM(got, unit, sizeof(unit));
+	/* The clear header is authenticated: moving a piece elsewhere in its
+	 * unit, or to another unit, fails. */
+	n = vx_seal_piece(&tx, d, 77, sizeof(unit), 0, unit, piece);
+	d[24] = 100;
+	CHECK_INT(vx_open(&rx, d, n, &o), VX_AUTH);
+	n = vx_seal_piece(&tx, d, 77, sizeof(unit), 0, unit, piece);
+	d[16] ^= 1;
+	CHECK_INT(vx_open(&rx, d, n, &o), VX_AUTH);
+	/* Places outside the unit, or units too large, are refused unopened. */
+	n = vx_seal_piece(&tx, d, 78, 1000, 900, unit, 200);
+	CHECK_INT(vx_open(&rx, d, n, &o), VX_BAD);
+	n = vx_seal_piece(&tx, d, 78, VX_MAX_UNIT + 1, 0, unit, 200);
+	CHECK_INT(vx_open(&rx, d, n, &o), VX_BAD);
+	n = vx_seal_piece(&tx, d, 78, 1000, 1000, unit, 0);
+	CHECK_INT(vx_open(&rx, d, n, &o), VX_BAD);
 }
 
 TEST(forged_replayed_and_misaddressed_packets_are_refused)
 {
 	struct vx_key tx, rx, other;
-	uint8_t frame[100] = { 1, 2, 3 }, copy[sizeof(buf)], *f;
-	size_t n, len;
+	struct vx_opened o;
+	uint8_t frame[100] = { 1, 2, 3 }, copy[sizeof(buf)];
+	size_t n;
 
 	keys(&tx, &rx);
 	n = seal(&tx, frame, sizeof(frame), 7);
@@ -68,25 +117,22 @@ TEST(forged_replayed_and_misaddressed_packets_are_refused)
 	for (size_t i = 4; i < n; i += 13) {
 		memcpy(buf, copy, n);
 		buf[i] ^= 0x20;
-		CHECK_INT(vx_open(&rx, buf, n, 7, &f, &len), VX_AUTH);
+		CHECK_INT(vx_open(&rx, buf, n, &o), VX_AUTH);
 	}
 	/* Nothing forged moved the window: the real one still opens, once. */
 	memcpy(buf, copy, n);
-	CHECK_INT(vx_open(&rx, buf, n, 7, &f, &len), VX_OK);
+	CHECK_INT(vx_open(&rx, buf, n, &o), VX_OK);
 	memcpy(buf, copy, n);
-	CHECK_INT(vx_open(&rx, buf, n, 7, &f, &len), VX_REPLAY);
+	CHECK_INT(vx_open(&rx, buf, n, &o), VX_REPLAY);
 	/* Another key (as a stranger would have) fails to authenticate. */
 	keys(&other, &other);
 	memcpy(buf, copy, n);
-	CHECK_INT(vx_open(&other, buf, n, 7, &f, &len), VX_AUTH);
-	/* The right key but another VNI inside. */
-	n = seal(&tx, frame, sizeof(frame), 8);
-	CHECK_INT(vx_open(&rx, buf, n, 7, &f, &len), VX_BAD);
+	CHECK_INT(vx_open(&other, buf, n, &o), VX_AUTH);
 	/* Truncated, or of another type. */
 	n = seal(&tx, frame, sizeof(frame), 7);
-	CHECK_INT(vx_open(&rx, buf, VX_ENC_OVERHEAD - 1, 7, &f, &len), VX_BAD);
+	CHECK_INT(vx_open(&rx, buf, VX_ENC_HDR + VX_TAG - 1, &o), VX_BAD);
 	buf[0] = 9;
-	CHECK_INT(vx_open(&rx, buf, n, 7, &f, &len), VX_BAD);
+	CHECK_INT(vx_open(&rx, buf, n, &o), VX_BAD);
 }
 
 TEST(replay_window_edges)
