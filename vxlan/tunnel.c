@@ -56,7 +56,12 @@ struct vx_tunnel {
 	uint32_t vni;
 	size_t max_datagram; /* UDP payload that fits the path */
 	int tap, sock;
-	int wake_tx, wake_rx; /* eventfds */
+	int wake_tx; /* an eventfd */
+	/* Sending (TAP -> UDP): its state, under txlock. */
+	pthread_mutex_t txlock;
+	struct tx_state *tx;
+	uint8_t *tx_slots;
+	uint64_t tx_last; /* when something last went out (ms) */
 	atomic_int stop, kick;
 	pthread_t tx_thread, rx_thread;
 	int threads;
@@ -252,7 +257,7 @@ static int tx_flush(struct vx_tunnel *t, struct tx_state *s)
 		s->m[i].msg_hdr.msg_namelen = s->peer_len;
 	}
 	while (sent < n) {
-		int r = sendmmsg(t->sock, s->m + sent, (unsigned)(n - sent), 0);
+		int r = sendmmsg(t->sock, s->m + sent, (unsigned)(n - sent), MSG_DONTWAIT);
 		if (r > 0) {
 			sent += r;
 			continue;
@@ -320,75 +325,72 @@ static void send_keepalive(struct vx_tunnel *t, struct tx_state *s, uint8_t *slo
 #define TX_SLOT_IN (VX_ENC_HDR + VX_MAX_UNIT + VX_TAG)
 #define TX_SLOT (TX_SLOT_IN + MAX_PIECES * (VX_FRAG_HDR + VX_TAG) + VX_MAX_UNIT)
 
-static void *tx_main(void *arg)
+/* Moves one batch from the TAP device to the peer: how many frames.
+ * Under txlock: the sending thread calls it, and so does the receiving
+ * one right after it wrote to the device (see rx_main). */
+static int tx_pump(struct vx_tunnel *t)
 {
-	struct vx_tunnel *t = arg;
-	struct tx_state *s = calloc(1, sizeof(*s));
-	uint8_t *slots = malloc((size_t)VX_BATCH * TX_SLOT);
-	int enc = t->mode == VX_MODE_ENCRYPTED;
+	struct tx_state *s = t->tx;
+	int enc = t->mode == VX_MODE_ENCRYPTED, frames = 0;
 	/* Where the TAP's bytes land: after the headers that go before. */
 	size_t off = enc ? VX_ENC_HDR + VX_HDR : VX_HDR;
 	size_t room = enc ? VX_VNET_HDR + VX_MAX_FRAME : VX_MAX_FRAME;
-	uint64_t last = clock_mono_ms();
+	uint64_t bytes = 0;
 
-	if (!slots || !s) {
-		log_error("tunnel: out of memory; the tunnel sends nothing");
-		free(slots);
-		free(s);
-		return NULL;
-	}
-	s->gen = ~0u;
-	while (!atomic_load(&t->stop)) {
-		int frames = 0, datagrams = 0;
-		uint64_t bytes = 0, now;
-
-		tx_refresh(t, s);
-		while (frames < VX_BATCH && s->n < MSGS - MAX_PIECES / 8 - 2) {
-			uint8_t *b = slots + (size_t)frames * TX_SLOT;
-			ssize_t r = read(t->tap, b + off, room);
-			if (r < 0 && errno == EINTR)
-				continue;
-			if (r <= 0)
-				break;
-			frames++;
-			bytes += (uint64_t)r;
-			if (enc) {
-				int k;
-				vx_hdr_put(b + VX_ENC_HDR, t->vni);
-				k = tx_unit(t, s, b + VX_ENC_HDR, VX_HDR + (size_t)r, b + TX_SLOT_IN);
-				if (!k)
-					INC(tx_dropped, 1);
-				datagrams += k;
-			} else {
-				vx_hdr_put(b, t->vni);
-				tx_queue(s, b, VX_HDR + (size_t)r, 0);
-				datagrams++;
-			}
-		}
-		if (frames) {
-			int msgs = s->n;
-			if (msgs && tx_flush(t, s) == msgs) {
-				INC(tx_packets, (unsigned)frames);
-				INC(tx_bytes, bytes);
-			}
-			(void)datagrams;
-			last = clock_mono_ms();
+	tx_refresh(t, s);
+	while (frames < VX_BATCH && s->n < MSGS - MAX_PIECES / 8 - 2) {
+		uint8_t *b = t->tx_slots + (size_t)frames * TX_SLOT;
+		ssize_t r = read(t->tap, b + off, room);
+		if (r < 0 && errno == EINTR)
 			continue;
+		if (r <= 0)
+			break;
+		frames++;
+		bytes += (uint64_t)r;
+		if (enc) {
+			vx_hdr_put(b + VX_ENC_HDR, t->vni);
+			if (!tx_unit(t, s, b + VX_ENC_HDR, VX_HDR + (size_t)r, b + TX_SLOT_IN))
+				INC(tx_dropped, 1);
+		} else {
+			vx_hdr_put(b, t->vni);
+			tx_queue(s, b, VX_HDR + (size_t)r, 0);
 		}
+	}
+	if (frames) {
+		int msgs = s->n;
+		if (msgs && tx_flush(t, s) == msgs) {
+			INC(tx_packets, (unsigned)frames);
+			INC(tx_bytes, bytes);
+		}
+		t->tx_last = clock_mono_ms();
+	}
+	return frames;
+}
+
+static void *tx_main(void *arg)
+{
+	struct vx_tunnel *t = arg;
+
+	while (!atomic_load(&t->stop)) {
+		uint64_t now, left;
+		int frames;
+
+		pthread_mutex_lock(&t->txlock);
+		frames = tx_pump(t);
 		now = clock_mono_ms();
-		if (atomic_exchange(&t->kick, 0) || now - last >= VX_KEEPALIVE_MS) {
-			send_keepalive(t, s, slots);
-			last = now;
+		if (!frames && (atomic_exchange(&t->kick, 0) || now - t->tx_last >= VX_KEEPALIVE_MS)) {
+			send_keepalive(t, t->tx, t->tx_slots);
+			t->tx_last = now;
 		}
+		left = t->tx_last + VX_KEEPALIVE_MS - now;
+		pthread_mutex_unlock(&t->txlock);
+		if (frames)
+			continue;
 		struct pollfd p[2] = { { .fd = t->tap, .events = POLLIN },
 				       { .fd = t->wake_tx, .events = POLLIN } };
-		uint64_t left = last + VX_KEEPALIVE_MS - clock_mono_ms();
 		if (poll(p, 2, left > VX_KEEPALIVE_MS ? 0 : (int)left) > 0 && p[1].revents)
 			drain(t->wake_tx);
 	}
-	sodium_memzero(&s->key, sizeof(s->key));
-	free(s);
-	free(slots);
 	return NULL;
 }
 
@@ -593,7 +595,6 @@ static void *rx_main(void *arg)
 	s->gen = ~0u;
 	while (!atomic_load(&t->stop)) {
 		int n;
-		rx_refresh(t, s);
 		for (int i = 0; i < VX_BATCH; i++) {
 			iov[i] = (struct iovec){ bufs + (size_t)i * RX_BUF, RX_BUF };
 			m[i].msg_hdr = (struct msghdr){ .msg_name = &from[i],
@@ -602,7 +603,10 @@ static void *rx_main(void *arg)
 							.msg_control = ctl[i].buf,
 							.msg_controllen = sizeof(ctl[i].buf) };
 		}
-		n = recvmmsg(t->sock, m, VX_BATCH, 0, NULL);
+		/* Blocks for the first datagram, then takes what else is there:
+		 * no poll() between packets, one call per batch. */
+		n = recvmmsg(t->sock, m, VX_BATCH, MSG_WAITFORONE, NULL);
+		rx_refresh(t, s);
 		if (n > 0) {
 			for (int i = 0; i < n; i++) {
 				/* With UDP GRO, a message may be a train of
@@ -620,17 +624,18 @@ static void *rx_main(void *arg)
 					       len - off < seg ? len - off : seg, &from[i],
 					       m[i].msg_hdr.msg_namelen);
 			}
+			/* What the kernel answered to the frames just written
+			 * (an echo reply, a TCP ack) is often in the TAP
+			 * device already: sent from here, it does not wait
+			 * for the sending thread to wake up. */
+			if (pthread_mutex_trylock(&t->txlock) == 0) {
+				tx_pump(t);
+				pthread_mutex_unlock(&t->txlock);
+			}
 			continue;
 		}
-		if (n < 0 && errno != EAGAIN && errno != EINTR) {
-			/* ICMP errors surface here (a peer not listening yet):
-			 * nothing to do but go on. */
-			continue;
-		}
-		struct pollfd p[2] = { { .fd = t->sock, .events = POLLIN },
-				       { .fd = t->wake_rx, .events = POLLIN } };
-		if (poll(p, 2, -1) > 0 && p[1].revents)
-			drain(t->wake_rx);
+		/* 0: shut down (vx_tunnel_free); errors: ICMP ones surface here
+		 * (a peer not listening yet), nothing to do but go on. */
 	}
 	sodium_memzero(&s->cur, sizeof(s->cur));
 	sodium_memzero(&s->prev, sizeof(s->prev));
@@ -660,8 +665,17 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 	if (t->max_datagram > 65507)
 		t->max_datagram = 65507;
 	t->tap = cfg->tap_fd;
-	t->sock = t->wake_tx = t->wake_rx = -1;
+	t->sock = t->wake_tx = -1;
 	pthread_mutex_init(&t->lock, NULL);
+	pthread_mutex_init(&t->txlock, NULL);
+	t->tx = calloc(1, sizeof(*t->tx));
+	t->tx_slots = malloc((size_t)VX_BATCH * TX_SLOT);
+	t->tx_last = clock_mono_ms();
+	if (!t->tx || !t->tx_slots) {
+		errno = ENOMEM;
+		goto fail;
+	}
+	t->tx->gen = ~0u;
 	if (cfg->peer_len) {
 		memcpy(&t->peer, &cfg->peer, cfg->peer_len);
 		t->peer_len = cfg->peer_len;
@@ -680,7 +694,9 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 		    ioctl(t->tap, TUNSETOFFLOAD, off) < 0)
 			log_warn("tunnel: no offloads on the TAP device: %m");
 	}
-	t->sock = socket(cfg->local.ss_family, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	/* Blocking: the receiving thread sleeps in recvmmsg; sends say
+	 * MSG_DONTWAIT. */
+	t->sock = socket(cfg->local.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
 	if (t->sock < 0)
 		goto fail;
 	setsockopt(t->sock, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
@@ -697,8 +713,7 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 	setsockopt(t->sock, SOL_UDP, UDP_GRO, &one, sizeof(one));
 	if (bind(t->sock, (const struct sockaddr *)&cfg->local, cfg->local_len) < 0)
 		goto fail;
-	if ((t->wake_tx = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0 ||
-	    (t->wake_rx = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
+	if ((t->wake_tx = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		goto fail;
 	if ((e = pthread_create(&t->tx_thread, NULL, tx_main, t)) != 0) {
 		errno = e;
@@ -728,18 +743,22 @@ void vx_tunnel_free(struct vx_tunnel *t)
 		pthread_join(t->tx_thread, NULL);
 	}
 	if (t->threads >= 2) {
-		wake(t->wake_rx);
+		/* Wakes the receiver out of recvmmsg. */
+		shutdown(t->sock, SHUT_RDWR);
 		pthread_join(t->rx_thread, NULL);
 	}
 	if (t->sock >= 0)
 		close(t->sock);
 	if (t->wake_tx >= 0)
 		close(t->wake_tx);
-	if (t->wake_rx >= 0)
-		close(t->wake_rx);
 	close(t->tap);
 	sodium_memzero(&t->rx_key, sizeof(t->rx_key));
 	sodium_memzero(&t->tx_key, sizeof(t->tx_key));
+	if (t->tx)
+		sodium_memzero(&t->tx->key, sizeof(t->tx->key));
+	free(t->tx);
+	free(t->tx_slots);
+	pthread_mutex_destroy(&t->txlock);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
 }
@@ -763,7 +782,6 @@ static void set_key(struct vx_tunnel *t, struct ctl_key *k, uint32_t index,
 	atomic_fetch_add(&t->gen, 1);
 	pthread_mutex_unlock(&t->lock);
 	wake(t->wake_tx);
-	wake(t->wake_rx);
 }
 
 void vx_tunnel_rx_key(struct vx_tunnel *t, uint32_t index, const uint8_t key[VX_KEY_LEN])
@@ -784,7 +802,6 @@ void vx_tunnel_set_peer(struct vx_tunnel *t, const struct sockaddr *sa, socklen_
 	atomic_fetch_add(&t->gen, 1);
 	pthread_mutex_unlock(&t->lock);
 	wake(t->wake_tx);
-	wake(t->wake_rx);
 }
 
 void vx_tunnel_kick(struct vx_tunnel *t)
