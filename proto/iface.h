@@ -156,7 +156,7 @@ enum {
 	 *  string state, bool persistent, string peer, u64 mtu, 14 * u64
 	 *  counters: tx_packets tx_bytes tx_dropped rx_packets rx_bytes
 	 *  rx_bad rx_vni rx_index rx_auth rx_replay rx_stranger
-	 *  keepalives_tx keepalives_rx rx_dropped)) */
+	 *  keepalives_tx keepalives_rx rx_dropped), u64 rekeys) */
 	NET_ADMIN_LIST = 3,
 	NET_ADMIN_NETNS = 4, /* () -> (cap KernelNetworkNamespace) */
 };

@@ -14,6 +14,7 @@
  *   metac net bind [--persistent] newlocal:DEV|local:DEV REF|vxlan://HOST[:PORT]/VNI
  *   metac net unbind DEV
  *   metac net list [--json]
+ *   metac net interfaces [--json]   (the node's network devices)
  * vxlan://... is a plain RFC 7348 VTEP (a kernel vxlan device, a switch):
  * no encryption, so bind asks for --plain to say so.
  */
@@ -44,7 +45,7 @@
 #define NET_VNI 1 /* the VNI inside encrypted tunnels: one segment each */
 #define NET_PING_MS 5000
 #define NET_PING_TIMEOUT_MS 15000
-#define NET_REKEY_MS 120000
+#define NET_REKEY_MS 120000 /* METAC_NET_REKEY_SECONDS changes it */
 #define NET_RETRY_MIN_MS 500
 #define NET_RETRY_MAX_MS 10000
 #define NET_DEFAULT_MTU 1500
@@ -62,6 +63,7 @@ struct netif {
 };
 
 struct net_state {
+	unsigned rekey_ms;
 	struct node *node;
 	struct netif *ifs;
 	struct nbind *binds;
@@ -232,6 +234,7 @@ struct tend {
 	uint32_t rx_index;
 	struct loop_timer *rekey, *ping;
 	int rekeying;           /* a new key told, not yet acknowledged */
+	uint64_t rekeys;        /* keys told and acknowledged */
 	uint64_t ping_sent;     /* when the ping in flight left (0: none) */
 	/* The binding this end belongs to, told when the other end fails. */
 	void (*failed)(void *arg, const char *why);
@@ -273,6 +276,8 @@ static void rekey_done(void *arg, int err, const char *errmsg, struct msg *res)
 {
 	struct tend *t = arg;
 	t->rekeying = 0;
+	if (!err)
+		t->rekeys++;
 	if (err && t->failed)
 		tend_fail(t, errmsg);
 	cap_unref(&t->cap);
@@ -397,7 +402,7 @@ static struct tend *tend_new(struct netif *nif)
 	cap_init(&t->cap, &tend_ops);
 	t->nif = nif;
 	if (!(t->rekey = loop_timer_new(l, tend_rekey, t)) ||
-	    loop_timer_arm(t->rekey, NET_REKEY_MS, NET_REKEY_MS) < 0) {
+	    loop_timer_arm(t->rekey, S.rekey_ms, S.rekey_ms) < 0) {
 		loop_timer_del(t->rekey);
 		free(t);
 		return NULL;
@@ -1093,7 +1098,7 @@ static void put_stats(struct msg *m, const struct vx_stats *s)
 }
 
 static void list_one(struct msg *m, const char *dev, const char *remote, const char *mode,
-		     const char *state, int persistent, struct vx_tunnel *tun)
+		     const char *state, int persistent, struct vx_tunnel *tun, uint64_t rekeys)
 {
 	struct vx_stats s = { 0 };
 	struct nl *nl;
@@ -1113,6 +1118,7 @@ static void list_one(struct msg *m, const char *dev, const char *remote, const c
 	msg_put_str(m, s.peer);
 	msg_put_u64(m, l.mtu);
 	put_stats(m, &s);
+	msg_put_u64(m, rekeys);
 }
 
 static void admin_list(struct rpc_call *call)
@@ -1134,13 +1140,14 @@ static void admin_list(struct rpc_call *call)
 		snprintf(state, sizeof(state), "%s%s%s", state_names[b->state],
 			 b->why[0] && b->state != NB_UP ? ": " : "", b->state != NB_UP ? b->why : "");
 		list_one(m, b->dev, shown, b->plain ? "plain" : "encrypted", state, b->persistent,
-			 b->plain ? b->plain_tun : i && i->end ? i->end->tun : NULL);
+			 b->plain ? b->plain_tun : i && i->end ? i->end->tun : NULL,
+			 !b->plain && i && i->end ? i->end->rekeys : 0);
 	}
 	/* Ends that other nodes bound to interfaces exported here. */
 	for (struct netif *i = S.ifs; i; i = i->next)
 		if (i->end && !nbind_find(i->name))
 			list_one(m, i->name, "(exported)", "encrypted", i->end->tun ? "up" : "stopped",
-				 0, i->end->tun);
+				 0, i->end->tun, i->end->rekeys);
 	rpc_return(call);
 }
 
@@ -1285,8 +1292,12 @@ static const struct node_service net_service = {
 
 int net_service_register(struct node *n)
 {
+	const char *rk = getenv("METAC_NET_REKEY_SECONDS");
 	int e;
 	S.node = n;
+	S.rekey_ms = NET_REKEY_MS;
+	if (rk && atoi(rk) > 0)
+		S.rekey_ms = (unsigned)atoi(rk) * 1000u;
 	if ((e = node_register_service(n, &net_service)) == 0)
 		loop_defer(node_loop(n), binds_restore, n);
 	return e;
@@ -1417,7 +1428,7 @@ static int net_unbind(const struct applet *self, int argc, char **argv)
 static const char *const counter_names[] = {
 	"tx_packets", "tx_bytes", "tx_dropped", "rx_packets", "rx_bytes", "rx_bad", "rx_vni",
 	"rx_index", "rx_auth", "rx_replay", "rx_stranger", "keepalives_tx", "keepalives_rx",
-	"rx_dropped",
+	"rx_dropped", "rekeys",
 };
 #define NCOUNTERS (sizeof(counter_names) / sizeof(counter_names[0]))
 
@@ -1508,6 +1519,76 @@ out:
 	return r;
 }
 
+/* The devices of the node's network namespace (KernelNetworkNamespace). */
+static int net_interfaces(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	int c, json = 0, r = EXIT_FAIL;
+	struct admin a;
+	struct cap *na = NULL, *ns = NULL;
+	struct msg res;
+	struct msg_rd rd;
+	uint64_t n;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(self, "net interfaces takes no arguments");
+	msg_init(&res);
+	if (net_admin_open(&a, sock, &na) < 0 ||
+	    admin_call_cap(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_NETNS, NULL, &ns,
+			   "the daemon has no network namespace to show") < 0 ||
+	    admin_call(&a, ns, IFACE_KERNEL_NETNS, KERNEL_NETNS_LIST_INTERFACES, NULL, &res,
+		       "cannot list interfaces") < 0)
+		goto out;
+	msg_rd_init(&rd, &res);
+	if (msg_get_u64(&rd, &n) < 0)
+		goto bad;
+	printf(json ? "[" : "%-16s %-10s %6s %s\n", "DEVICE", "KIND", "MTU", "STATE");
+	for (uint64_t i = 0; i < n; i++) {
+		char name[IFNAMSIZ + 16], kind[32];
+		uint64_t mtu;
+		int up;
+		if (msg_get_str(&rd, name, sizeof(name)) < 0 || msg_get_str(&rd, kind, sizeof(kind)) < 0 ||
+		    msg_get_u64(&rd, &mtu) < 0 || msg_get_bool(&rd, &up) < 0)
+			goto bad;
+		if (json) {
+			printf("%s\n  {\"device\": ", i ? "," : "");
+			cli_json_str(stdout, name);
+			printf(", \"kind\": ");
+			cli_json_str(stdout, kind);
+			printf(", \"mtu\": %llu, \"up\": %s}", (unsigned long long)mtu,
+			       up ? "true" : "false");
+		} else {
+			printf("%-16s %-10s %6llu %s\n", name, *kind ? kind : "-",
+			       (unsigned long long)mtu, up ? "up" : "down");
+		}
+	}
+	if (json)
+		printf("%s]\n", n ? "\n" : "");
+	r = EXIT_OK;
+	goto out;
+bad:
+	fprintf(stderr, "metac net: the daemon's list is malformed\n");
+out:
+	msg_free(&res);
+	cap_unref(ns);
+	cap_unref(na);
+	admin_close(&a);
+	return r;
+}
+
 int net_main(int argc, char **argv)
 {
 	const struct applet *self = applet_find("net");
@@ -1521,5 +1602,7 @@ int net_main(int argc, char **argv)
 		return net_unbind(self, argc - 1, argv + 1);
 	if (!strcmp(argv[1], "list"))
 		return net_list(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "interfaces"))
+		return net_interfaces(self, argc - 1, argv + 1);
 	return cli_usage_error(self, "unknown command '%s'", argv[1]);
 }

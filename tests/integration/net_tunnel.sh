@@ -9,6 +9,10 @@
 # device away.
 . "$(dirname "$0")/lib.bash"
 
+# Keys change every 2 s here (two minutes by default): all that follows
+# runs across many changes of keys.
+export METAC_NET_REKEY_SECONDS=2
+
 command -v ping >/dev/null || fail "ping is missing (contrib/install-deps.sh installs iputils-ping)"
 netns_pair a b
 daemon_start A a 10.77.0.1:901
@@ -82,8 +86,16 @@ in_host b ping -c 2 -W 2 192.168.77.1 >/dev/null || fail "the tunnel broke after
 m B net list >"$T/list" || fail "net list"
 grep -q "^tun0 .*encrypted .* up" "$T/list" || fail "net list: $(cat "$T/list")"
 [ "$(counter B tx_bytes)" -gt 30000000 ] || fail "net list counts no bytes: $(m B net list --json)"
+[ "$(counter A rekeys)" -ge 2 ] && [ "$(counter B rekeys)" -ge 2 ] ||
+	fail "the keys did not change: $(m A net list --json) $(m B net list --json)"
+[ "$(counter A rx_index)" -le 3 ] && [ "$(counter B rx_index)" = 0 ] ||
+	fail "packets for keys that were gone: $(m A net list --json) $(m B net list --json)"
 [ "$(counter A rx_bad)" = 0 ] && [ "$(counter B rx_bad)" = 0 ] ||
 	fail "packets were found bad: $(m A net list --json) $(m B net list --json)"
+
+m A net interfaces >"$T/ifs" || fail "net interfaces"
+grep -q "^tun0 *tun .* up" "$T/ifs" && grep -q "^v$$a *veth" "$T/ifs" ||
+	fail "net interfaces: $(cat "$T/ifs")"
 
 # --- errors ---
 expect_fail "bound already" "$T/B.m" net bind newlocal:tun0 "$REF"
