@@ -42,7 +42,9 @@ static const struct applet applets[] = {
 	  "       metac net bind [--persistent] --plain newlocal:DEV|local:DEV vxlan://HOST[:PORT]/VNI\n"
 	  "       metac net unbind DEV\n"
 	  "       metac net list [--json]\n"
-	  "       metac net interfaces [--json]\n" },
+	  "       metac net interfaces [--json]\n"
+	  "       metac net show|destroy REF   (the name of an exported device; destroy it)\n"
+	  "       metac net rename REF NAME\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

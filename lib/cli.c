@@ -18,6 +18,17 @@ int cli_usage_error(const struct applet *a, const char *fmt, ...)
 	return EXIT_USAGE;
 }
 
+int cli_dispatch(const struct applet *self, const struct cli_command *cmds, int argc,
+		 char **argv)
+{
+	if (argc < 2)
+		return cli_usage_error(self, "missing command");
+	for (const struct cli_command *c = cmds; c->name; c++)
+		if (!strcmp(argv[1], c->name))
+			return c->fn(self, argc - 1, argv + 1);
+	return cli_usage_error(self, "unknown command '%s'", argv[1]);
+}
+
 int cli_help(const struct applet *a)
 {
 	printf("metac %s: %s\n\nusage: %s", a->name, a->summary, a->usage);

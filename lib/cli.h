@@ -18,6 +18,17 @@ struct applet {
 	const char *usage;
 };
 
+/* An applet's commands ("metac net bind ..."): each gets argc/argv from
+ * the command on. */
+struct cli_command {
+	const char *name;
+	int (*fn)(const struct applet *self, int argc, char **argv);
+};
+
+/* Runs the command argv[1] names (a NULL-named entry ends cmds). */
+int cli_dispatch(const struct applet *self, const struct cli_command *cmds, int argc,
+		 char **argv);
+
 /* Prints "metac APPLET: message" and the usage, returns EXIT_USAGE. */
 int cli_usage_error(const struct applet *a, const char *fmt, ...)
 	__attribute__((format(printf, 2, 3)));

@@ -254,6 +254,24 @@ int ref_store_delete(sqlite3 *db, int64_t id)
 	return r;
 }
 
+int ref_store_redescribe(sqlite3 *db, const char *service, const char *old, const char *new)
+{
+	sqlite3_stmt *st = NULL;
+	int r;
+	const char *sql = new ? "UPDATE refs SET description = ?3 WHERE service = ?1 AND description = ?2"
+			      : "DELETE FROM refs WHERE service = ?1 AND description = ?2";
+
+	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL))
+		return db_error(db, "cannot change refs");
+	sqlite3_bind_text(st, 1, service, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, old, -1, SQLITE_STATIC);
+	if (new)
+		sqlite3_bind_text(st, 3, new, -1, SQLITE_STATIC);
+	r = sqlite3_step(st) == SQLITE_DONE ? sqlite3_changes(db) : db_error(db, "cannot change refs");
+	sqlite3_finalize(st);
+	return r;
+}
+
 int ref_store_each(sqlite3 *db, int (*fn)(const struct ref_record *, void *), void *arg)
 {
 	sqlite3_stmt *st = NULL;

@@ -51,6 +51,10 @@ int ref_store_add(sqlite3 *db, struct ref_record *rec, uint8_t secret[REF_SECRET
 /* Looks up by secret: 0, -ENOENT (unknown or revoked), -ETIMEDOUT (expired). */
 int ref_store_find(sqlite3 *db, const uint8_t secret[REF_SECRET_LEN], struct ref_record *rec);
 int ref_store_delete(sqlite3 *db, int64_t id);
+/* The refs of service whose description is old now say new (new NULL:
+ * they are revoked), when what they name was renamed (or is gone).
+ * Returns how many, or -errno. */
+int ref_store_redescribe(sqlite3 *db, const char *service, const char *old, const char *new);
 /* Calls fn for every ref; stops at the first non-zero return. */
 int ref_store_each(sqlite3 *db, int (*fn)(const struct ref_record *, void *), void *arg);
 /* Drops every ref not marked persistent (at daemon start). */

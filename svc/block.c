@@ -885,15 +885,13 @@ out:
 
 int block_main(int argc, char **argv)
 {
-	const struct applet *self = applet_find("block");
+	static const struct cli_command cmds[] = {
+		{ "serve", block_serve },
+		{ "copy", block_copy },
+		{ 0 }
+	};
 	/* A client that hangs up is an error on its connection, not a
 	 * reason to die (nbd/server.h). */
 	signal(SIGPIPE, SIG_IGN);
-	if (argc < 2)
-		return cli_usage_error(self, "missing command");
-	if (!strcmp(argv[1], "serve"))
-		return block_serve(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "copy"))
-		return block_copy(self, argc - 1, argv + 1);
-	return cli_usage_error(self, "unknown command '%s'", argv[1]);
+	return cli_dispatch(applet_find("block"), cmds, argc, argv);
 }

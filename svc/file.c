@@ -409,12 +409,10 @@ out:
 
 int file_main(int argc, char **argv)
 {
-	const struct applet *self = applet_find("file");
-	if (argc < 2)
-		return cli_usage_error(self, "missing command");
-	if (!strcmp(argv[1], "export"))
-		return file_export(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "cat"))
-		return file_cat(self, argc - 1, argv + 1);
-	return cli_usage_error(self, "unknown command '%s'", argv[1]);
+	static const struct cli_command cmds[] = {
+		{ "export", file_export },
+		{ "cat", file_cat },
+		{ 0 }
+	};
+	return cli_dispatch(applet_find("file"), cmds, argc, argv);
 }

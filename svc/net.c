@@ -15,6 +15,7 @@
  *   metac net unbind DEV
  *   metac net list [--json]
  *   metac net interfaces [--json]   (the node's network devices)
+ *   metac net show|destroy REF, metac net rename REF NAME   (an exported device)
  * vxlan://... is a plain RFC 7348 VTEP (a kernel vxlan device, a switch):
  * no encryption, so bind asks for --plain to say so.
  */
@@ -623,6 +624,20 @@ static void l2_bind_to(struct l2 *x, struct rpc_call *call)
 	rpc_call(other, IFACE_L2_INTERFACE, L2_INTERFACE_SETUP_VXLAN, &p, bind_setup_done, b);
 }
 
+/* Refs naming device old (newlocal: or local:) follow it to its new
+ * name, or are revoked (new NULL). */
+static void refs_follow(const char *old, const char *new)
+{
+	static const char *const kinds[] = { "newlocal:", "local:" };
+	for (size_t i = 0; i < 2; i++) {
+		char o[64], n[64];
+		snprintf(o, sizeof(o), "%s%s", kinds[i], old);
+		snprintf(n, sizeof(n), "%s%s", kinds[i], new ? new : "");
+		if (ref_store_redescribe(node_db(S.node), "net", o, new ? n : NULL) < 0)
+			log_warn("net: the refs to %s do not follow it", old);
+	}
+}
+
 static void l2_call(struct cap *c, struct rpc_call *call)
 {
 	struct l2 *x = (struct l2 *)c;
@@ -667,6 +682,7 @@ static void l2_call(struct cap *c, struct rpc_call *call)
 		nl_close(nl);
 		if ((nif = netif_find(x->name)))
 			snprintf(nif->name, sizeof(nif->name), "%s", name);
+		refs_follow(x->name, name);
 		snprintf(x->name, sizeof(x->name), "%s", name);
 		rpc_return(call);
 		return;
@@ -677,13 +693,17 @@ static void l2_call(struct cap *c, struct rpc_call *call)
 			rpc_return_error(call, e, "cannot destroy %s: %s", x->name, strerror(-e));
 			return;
 		}
+		/* Refs to it named a device that is no more. */
+		refs_follow(x->name, NULL);
+		log_info("net: %s destroyed", x->name);
 		rpc_return(call);
 		return;
 	}
 	rpc_return_unknown(call, "KernelInterface");
 }
 
-static void l2_free(struct cap *c)
+/* Objects that own nothing but their memory. */
+static void plain_free(struct cap *c)
 {
 	free(c);
 }
@@ -691,7 +711,7 @@ static void l2_free(struct cap *c)
 static const struct cap_ops l2_ops = {
 	.name = "L2Interface",
 	.call = l2_call,
-	.free = l2_free,
+	.free = plain_free,
 };
 
 /* An L2Interface for "newlocal:DEV" or "local:DEV": checked now (a new
@@ -1202,11 +1222,6 @@ static void netns_call(struct cap *c, struct rpc_call *call)
 	rpc_return_unknown(call, "KernelNetworkNamespace");
 }
 
-static void plain_free(struct cap *c)
-{
-	free(c);
-}
-
 static const struct cap_ops netns_ops = {
 	.name = "KernelNetworkNamespace",
 	.call = netns_call,
@@ -1425,6 +1440,33 @@ static int net_unbind(const struct applet *self, int argc, char **argv)
 	return r;
 }
 
+/* The options of the listing commands: --json, --admin-socket; -1 after
+ * a usage error. */
+static int list_opts(const struct applet *self, int argc, char **argv, const char *what,
+		     int *json, const char **sock)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': *json = 1; break;
+		case 'a': *sock = optarg; break;
+		default: cli_usage_error(self, "unknown option"); return -1;
+		}
+	}
+	if (optind != argc) {
+		cli_usage_error(self, "%s takes no arguments", what);
+		return -1;
+	}
+	return 0;
+}
+
 static const char *const counter_names[] = {
 	"tx_packets", "tx_bytes", "tx_dropped", "rx_packets", "rx_bytes", "rx_bad", "rx_vni",
 	"rx_index", "rx_auth", "rx_replay", "rx_stranger", "keepalives_tx", "keepalives_rx",
@@ -1434,29 +1476,16 @@ static const char *const counter_names[] = {
 
 static int net_list(const struct applet *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "admin-socket", required_argument, NULL, 'a' },
-		{ 0 }
-	};
 	const char *sock = NULL;
-	int c, json = 0, r = EXIT_FAIL;
+	int json = 0, r = EXIT_FAIL;
 	struct admin a;
 	struct cap *na = NULL;
 	struct msg res;
 	struct msg_rd rd;
 	uint64_t n;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage_error(self, "net list takes no arguments");
+	if (list_opts(self, argc, argv, "net list", &json, &sock) < 0)
+		return EXIT_USAGE;
 	msg_init(&res);
 	if (net_admin_open(&a, sock, &na) < 0 ||
 	    admin_call(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_LIST, NULL, &res,
@@ -1519,32 +1548,64 @@ out:
 	return r;
 }
 
-/* The devices of the node's network namespace (KernelNetworkNamespace). */
-static int net_interfaces(const struct applet *self, int argc, char **argv)
+/* What a ref to an interface lets its holder do: show its name, rename
+ * it, destroy it (KernelInterface). */
+static int net_ref_call(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
 		{ "admin-socket", required_argument, NULL, 'a' },
 		{ 0 }
 	};
+	const char *sock = NULL, *cmd = argv[0];
+	char name[IFNAMSIZ + 16];
+	int c, r = EXIT_FAIL, rename = !strcmp(cmd, "rename"), method;
+	struct admin a;
+	struct cap *x = NULL;
+	struct msg p, res;
+	struct msg_rd rd;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "a:", opts, NULL)) != -1) {
+		if (c != 'a')
+			return cli_usage_error(self, "unknown option");
+		sock = optarg;
+	}
+	if (optind != argc - 1 - rename || strncmp(argv[optind], "ref://", 6))
+		return cli_usage_error(self, rename ? "net rename takes a ref and a new name"
+						    : "net %s takes a ref", cmd);
+	method = rename ? KERNEL_INTERFACE_RENAME
+		 : !strcmp(cmd, "destroy") ? KERNEL_INTERFACE_DESTROY : KERNEL_INTERFACE_GET_NAME;
+	msg_init(&p);
+	msg_init(&res);
+	if (rename)
+		msg_put_str(&p, argv[optind + 1]);
+	if (admin_open(&a, admin_socket_path(sock)) == 0 && admin_restore(&a, argv[optind], &x) == 0 &&
+	    admin_call(&a, x, IFACE_KERNEL_INTERFACE, method, &p, &res, "the interface refused") == 0) {
+		msg_rd_init(&rd, &res);
+		if (method == KERNEL_INTERFACE_GET_NAME && msg_get_str(&rd, name, sizeof(name)) == 0)
+			printf("%s\n", name);
+		r = EXIT_OK;
+	}
+	msg_free(&p);
+	msg_free(&res);
+	cap_unref(x);
+	admin_close(&a);
+	return r;
+}
+
+/* The devices of the node's network namespace (KernelNetworkNamespace). */
+static int net_interfaces(const struct applet *self, int argc, char **argv)
+{
 	const char *sock = NULL;
-	int c, json = 0, r = EXIT_FAIL;
+	int json = 0, r = EXIT_FAIL;
 	struct admin a;
 	struct cap *na = NULL, *ns = NULL;
 	struct msg res;
 	struct msg_rd rd;
 	uint64_t n;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage_error(self, "net interfaces takes no arguments");
+	if (list_opts(self, argc, argv, "net interfaces", &json, &sock) < 0)
+		return EXIT_USAGE;
 	msg_init(&res);
 	if (net_admin_open(&a, sock, &na) < 0 ||
 	    admin_call_cap(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_NETNS, NULL, &ns,
@@ -1591,18 +1652,16 @@ out:
 
 int net_main(int argc, char **argv)
 {
-	const struct applet *self = applet_find("net");
-	if (argc < 2)
-		return cli_usage_error(self, "missing command");
-	if (!strcmp(argv[1], "export"))
-		return net_export(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "bind"))
-		return net_bind(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "unbind"))
-		return net_unbind(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "list"))
-		return net_list(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "interfaces"))
-		return net_interfaces(self, argc - 1, argv + 1);
-	return cli_usage_error(self, "unknown command '%s'", argv[1]);
+	static const struct cli_command cmds[] = {
+		{ "export", net_export },
+		{ "bind", net_bind },
+		{ "unbind", net_unbind },
+		{ "list", net_list },
+		{ "interfaces", net_interfaces },
+		{ "show", net_ref_call },
+		{ "rename", net_ref_call },
+		{ "destroy", net_ref_call },
+		{ 0 }
+	};
+	return cli_dispatch(applet_find("net"), cmds, argc, argv);
 }

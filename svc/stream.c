@@ -262,14 +262,11 @@ out:
 
 int stream_main(int argc, char **argv)
 {
-	const struct applet *self = applet_find("stream");
-	if (argc < 2)
-		return cli_usage_error(self, "missing command");
-	if (!strcmp(argv[1], "export"))
-		return stream_export(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "connect"))
-		return stream_connect(self, argc - 1, argv + 1);
-	if (!strcmp(argv[1], "bind"))
-		return stream_bind(self, argc - 1, argv + 1);
-	return cli_usage_error(self, "unknown command '%s'", argv[1]);
+	static const struct cli_command cmds[] = {
+		{ "export", stream_export },
+		{ "connect", stream_connect },
+		{ "bind", stream_bind },
+		{ 0 }
+	};
+	return cli_dispatch(applet_find("stream"), cmds, argc, argv);
 }

@@ -106,6 +106,16 @@ m A ref revoke "$REF" || fail "ref revoke"
 expect_fail "no such ref" "$T/B.m" net bind newlocal:tun2 "$REF"
 in_host b ip link show tun2 >/dev/null 2>&1 && fail "a failed bind left tun2 behind"
 
+# --- what a ref to a device lets its holder do: name it, rename it, destroy it ---
+XREF=$(m A net export newlocal:xtra0) || fail "net export newlocal:xtra0"
+[ "$(m B net show "$XREF")" = xtra0 ] || fail "net show: $(m B net show "$XREF" 2>&1)"
+m B net rename "$XREF" xtra1 || fail "net rename"
+in_host a ip link show xtra1 >/dev/null || fail "net rename did not rename A's device"
+[ "$(m B net show "$XREF")" = xtra1 ] || fail "net show after rename"
+expect_fail "refused" "$T/B.m" net rename "$XREF" "a-name-far-too-long"
+m B net destroy "$XREF" || fail "net destroy"
+in_host a ip link show xtra1 >/dev/null 2>&1 && fail "net destroy left A's device"
+
 # --- unbind takes away what bind made ---
 m B net unbind tun0 || fail "net unbind"
 in_host b ip link show tun0 >/dev/null 2>&1 && fail "unbind left tun0 on B"
