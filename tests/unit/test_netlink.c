@@ -164,25 +164,29 @@ TEST(move_into_another_namespace)
 	struct nl *nl;
 	struct nl_link l;
 	char path[64];
-	int pipefd[2], nsfd;
+	int ready[2], go[2], nsfd, status;
 	pid_t child;
 	char c;
 
 	CHECK(in_private_netns());
-	CHECK_INT(pipe(pipefd), 0);
+	/* One pipe each way: a pipe read by both ends would race. */
+	CHECK_INT(pipe(ready), 0);
+	CHECK_INT(pipe(go), 0);
 	/* A child that sits in a namespace of its own until told to go. */
 	if ((child = fork()) == 0) {
 		if (unshare(CLONE_NEWNET) < 0)
 			_exit(1);
-		if (write(pipefd[1], "r", 1) != 1 || read(pipefd[0], &c, 1) != 1)
+		if (write(ready[1], "r", 1) != 1 || read(go[0], &c, 1) != 1)
 			_exit(1);
 		_exit(file_has("/proc/net/dev", "mt-moved:") && file_has("/proc/net/dev", "mt-x:")
 			      ? 0 : 2);
 	}
 	CHECK(child > 0);
-	CHECK_INT(read(pipefd[0], &c, 1), 1);
+	CHECK_INT(read(ready[0], &c, 1), 1);
 	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)child);
 	nsfd = open(path, O_RDONLY | O_CLOEXEC);
+	if (nsfd < 0)
+		kill(child, SIGKILL);
 	CHECK(nsfd >= 0);
 	CHECK_INT(nl_open(&nl), 0);
 	CHECK_INT(nl_link_add_veth(nl, "mt-stay", "mt-moved", nsfd), 0);
@@ -191,11 +195,14 @@ TEST(move_into_another_namespace)
 	CHECK_INT(nl_link_set_netns(nl, "mt-x", nsfd), 0);
 	CHECK_INT(nl_link_get(nl, "mt-x", &l), -ENODEV);
 	close(nsfd);
-	CHECK_INT(write(pipefd[1], "g", 1), 1);
-	int status;
+	CHECK_INT(write(go[1], "g", 1), 1);
 	CHECK_INT(waitpid(child, &status, 0), child);
 	CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	nl_close(nl);
+	for (int i = 0; i < 2; i++) {
+		close(ready[i]);
+		close(go[i]);
+	}
 }
 
 TEST(cidr_parsing)
