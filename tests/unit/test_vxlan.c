@@ -14,7 +14,8 @@ static uint8_t buf[VX_ENC_HDR + VX_HDR + 2000 + VX_TAG];
 static size_t seal(struct vx_key *k, const void *frame, size_t n, uint32_t vni)
 {
 	vx_hdr_put(buf + VX_ENC_HDR, vni);
-	memcpy(buf + VX_ENC_HDR + VX_HDR, frame, n);
+	if (n)
+		memcpy(buf + VX_ENC_HDR + VX_HDR, frame, n);
 	return vx_seal(k, buf, VX_HDR + n);
 }
 
