@@ -21,7 +21,9 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <sqlite3.h>
@@ -40,6 +42,7 @@
 #include "proto/node.h"
 #include "svc/admin_client.h"
 #include "svc/applets.h"
+#include "svc/net.h"
 #include "svc/services.h"
 #include "vxlan/tunnel.h"
 
@@ -56,11 +59,16 @@
 struct tend;
 
 /* A TAP device this node serves, and the tunnel end using it (at most
- * one: a TAP descriptor goes to one engine). */
+ * one: a TAP descriptor goes to one engine). Devices of the daemon's own
+ * network namespace are listed in S.ifs and live as long as it; one in
+ * another namespace (a container's, see net_l2_netns) belongs to its
+ * L2Interface and to the tunnel end on it, and goes with the last. */
 struct netif {
 	char name[IFNAMSIZ];
 	struct tend *end;
 	struct netif *next;
+	int nsfd;      /* the namespace it is in; -1: the daemon's own */
+	unsigned refs; /* of one in another namespace */
 };
 
 struct net_state {
@@ -85,16 +93,64 @@ static struct netif *netif_get(const char *name)
 	struct netif *i = netif_find(name);
 	if (!i && (i = calloc(1, sizeof(*i)))) {
 		snprintf(i->name, sizeof(i->name), "%s", name);
+		i->nsfd = -1;
 		i->next = S.ifs;
 		S.ifs = i;
 	}
 	return i;
 }
 
+static struct netif *netif_hold(struct netif *i)
+{
+	if (i->nsfd >= 0)
+		i->refs++;
+	return i;
+}
+
+static void netif_put(struct netif *i)
+{
+	if (i->nsfd < 0 || --i->refs)
+		return;
+	close(i->nsfd);
+	free(i);
+}
+
+/* Runs the calling thread in namespace nsfd (nothing for -1) until
+ * ns_leave(*home): devices are made and configured where they belong.
+ * Only this thread moves; the tunnel threads and sockets stay home. */
+static int ns_enter(int nsfd, int *home)
+{
+	*home = -1;
+	if (nsfd < 0)
+		return 0;
+	if ((*home = open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (setns(nsfd, CLONE_NEWNET) < 0) {
+		int e = -errno;
+		close(*home);
+		*home = -1;
+		return e;
+	}
+	return 0;
+}
+
+static void ns_leave(int home)
+{
+	if (home < 0)
+		return;
+	/* Staying in a container's namespace would put every later device
+	 * and socket of the daemon there: better to stop. */
+	if (setns(home, CLONE_NEWNET) < 0) {
+		log_error("net: cannot return to the daemon's network namespace: %m");
+		abort();
+	}
+	close(home);
+}
+
 /* Opens a TAP device: made (persistent, so that its addresses outlive
  * a restart of the daemon) when create, else it must exist and be a TAP.
  * Returns the descriptor, or -errno with why. */
-static int tap_open(const char *name, int create, int vnet, char *err, size_t errsz)
+static int tap_open_here(const char *name, int create, int vnet, char *err, size_t errsz)
 {
 	char got[IFNAMSIZ];
 	int fd;
@@ -117,14 +173,45 @@ static int tap_open(const char *name, int create, int vnet, char *err, size_t er
 	return fd;
 }
 
-static void set_mtu(const char *name, unsigned mtu)
+/* As tap_open_here, in nif's namespace. One made in another namespace
+ * is not persistent: it goes when its tunnel does. */
+static int tap_open(const struct netif *nif, int create, int vnet, char *err, size_t errsz)
+{
+	int home, fd, e;
+
+	if (nif->nsfd < 0)
+		return tap_open_here(nif->name, create, vnet, err, errsz);
+	if ((e = ns_enter(nif->nsfd, &home)) < 0) {
+		snprintf(err, errsz, "cannot enter the network namespace of %s: %s", nif->name,
+			 strerror(-e));
+		return e;
+	}
+	fd = vx_tap_open(nif->name, 0, vnet, (char[IFNAMSIZ]){ 0 });
+	if (fd < 0)
+		snprintf(err, errsz, "cannot make TAP device %s: %s", nif->name, strerror(-fd));
+	ns_leave(home);
+	return fd;
+}
+
+/* Sets the MTU of device name in namespace nsfd (-1: the daemon's). */
+static void set_mtu_in(int nsfd, const char *name, unsigned mtu)
 {
 	struct nl *nl;
-	if (nl_open(&nl) < 0)
+	int home;
+
+	if (ns_enter(nsfd, &home) < 0)
 		return;
-	if (nl_link_set_mtu(nl, name, mtu) < 0)
-		log_warn("net: cannot set the MTU of %s to %u: %s", name, mtu, nl_error(nl));
-	nl_close(nl);
+	if (nl_open(&nl) == 0) {
+		if (nl_link_set_mtu(nl, name, mtu) < 0)
+			log_warn("net: cannot set the MTU of %s to %u: %s", name, mtu, nl_error(nl));
+		nl_close(nl);
+	}
+	ns_leave(home);
+}
+
+static void set_mtu(const struct netif *nif, unsigned mtu)
+{
+	set_mtu_in(nif->nsfd, nif->name, mtu);
 }
 
 /* The MTU a tunnel towards peer can carry without fragmenting. */
@@ -249,6 +336,8 @@ static void tend_stop(struct tend *t)
 	t->tun = NULL;
 	if (t->nif && t->nif->end == t)
 		t->nif->end = NULL;
+	if (t->nif)
+		netif_put(t->nif);
 	t->nif = NULL;
 	loop_timer_del(t->rekey);
 	loop_timer_del(t->ping);
@@ -373,7 +462,7 @@ static void tend_call(struct cap *c, struct rpc_call *call)
 			return;
 		}
 		if (t->nif)
-			set_mtu(t->nif->name, (unsigned)mtu);
+			set_mtu(t->nif, (unsigned)mtu);
 		rpc_return(call);
 		return;
 	}
@@ -401,10 +490,11 @@ static struct tend *tend_new(struct netif *nif)
 	if (!t)
 		return NULL;
 	cap_init(&t->cap, &tend_ops);
-	t->nif = nif;
+	t->nif = netif_hold(nif);
 	if (!(t->rekey = loop_timer_new(l, tend_rekey, t)) ||
 	    loop_timer_arm(t->rekey, S.rekey_ms, S.rekey_ms) < 0) {
 		loop_timer_del(t->rekey);
+		netif_put(nif);
 		free(t);
 		return NULL;
 	}
@@ -427,7 +517,13 @@ struct l2 {
 	struct cap cap;
 	char name[IFNAMSIZ];
 	int create; /* newlocal: make the device when needed */
+	struct netif *nif; /* in another namespace; NULL: S.ifs by name */
 };
+
+static struct netif *l2_netif(struct l2 *x)
+{
+	return x->nif ? x->nif : netif_get(x->name);
+}
 
 /* setupVxlan, the callee's side: a tunnel towards the caller. */
 static void l2_setup(struct l2 *x, struct rpc_call *call)
@@ -456,12 +552,12 @@ static void l2_setup(struct l2 *x, struct rpc_call *call)
 	}
 	/* A TAP device takes one descriptor: a binding before this one
 	 * lets go of it first. */
-	if (!(nif = netif_get(x->name)) || !(t = tend_new(nif))) {
+	if (!(nif = l2_netif(x)) || !(t = tend_new(nif))) {
 		rpc_return_error(call, -ENOMEM, "out of memory");
 		return;
 	}
 	netif_take(nif, t);
-	if ((fd = tap_open(x->name, x->create, 1, err, sizeof(err))) < 0) {
+	if ((fd = tap_open(nif, x->create, 1, err, sizeof(err))) < 0) {
 		cap_unref(&t->cap);
 		rpc_return_error(call, fd, "%s", err);
 		return;
@@ -482,7 +578,7 @@ static void l2_setup(struct l2 *x, struct rpc_call *call)
 	vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
 	new_key(&t->rx_index, mykey);
 	vx_tunnel_rx_key(t->tun, t->rx_index, mykey);
-	set_mtu(x->name, mtu);
+	set_mtu(nif, mtu);
 	port = vx_tunnel_local_port(t->tun);
 	log_info("net: %s: a tunnel end on UDP port %d, MTU %u", x->name, port, mtu);
 	msg_put_cap(&call->results, &t->cap);
@@ -561,7 +657,7 @@ static void bind_setup_done(void *arg, int err, const char *errmsg, struct msg *
 	t->peer = cap_ref(peer);
 	vx_tunnel_rx_key(t->tun, t->rx_index, b->key);
 	vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
-	set_mtu(t->nif->name, mine);
+	set_mtu(t->nif, mine);
 	if (mine < mtu) {
 		struct msg p;
 		msg_init(&p);
@@ -601,13 +697,13 @@ static void l2_bind_to(struct l2 *x, struct rpc_call *call)
 	b->call = call;
 	b->x = (struct l2 *)cap_ref(&x->cap);
 	b->fd = -1;
-	if (!(nif = netif_get(x->name)) || !(b->t = tend_new(nif))) {
+	if (!(nif = l2_netif(x)) || !(b->t = tend_new(nif))) {
 		rpc_return_error(call, -ENOMEM, "out of memory");
 		bind_ctx_free(b);
 		return;
 	}
 	netif_take(nif, b->t);
-	if ((b->fd = tap_open(x->name, x->create, 1, err, sizeof(err))) < 0) {
+	if ((b->fd = tap_open(nif, x->create, 1, err, sizeof(err))) < 0) {
 		rpc_return_error(call, b->fd, "%s", err);
 		bind_ctx_free(b);
 		return;
@@ -659,6 +755,11 @@ static void l2_call(struct cap *c, struct rpc_call *call)
 		rpc_return_unknown(call, "L2Interface");
 		return;
 	}
+	if (x->nif && call->method != KERNEL_INTERFACE_GET_NAME) {
+		rpc_return_error(call, -EPERM, "%s is a container's interface: it goes with the "
+			      "container", x->name);
+		return;
+	}
 	switch (call->method) {
 	case KERNEL_INTERFACE_GET_NAME:
 		msg_put_str(&call->results, x->name);
@@ -708,10 +809,21 @@ static void plain_free(struct cap *c)
 	free(c);
 }
 
+static void l2_free(struct cap *c)
+{
+	struct l2 *x = (struct l2 *)c;
+	if (x->nif) {
+		if (x->nif->end)
+			tend_stop(x->nif->end);
+		netif_put(x->nif);
+	}
+	free(x);
+}
+
 static const struct cap_ops l2_ops = {
 	.name = "L2Interface",
 	.call = l2_call,
-	.free = plain_free,
+	.free = l2_free,
 };
 
 /* An L2Interface for "newlocal:DEV" or "local:DEV": checked now (a new
@@ -734,7 +846,7 @@ static int l2_new(const char *uri, struct cap **out, char *err, size_t errsz)
 	 * otherwise; one an engine here holds is there. */
 	struct netif *nif = netif_find(name);
 	if (!nif || !nif->end || !nif->end->tun) {
-		if ((fd = tap_open(name, create, 0, err, errsz)) < 0)
+		if ((fd = tap_open_here(name, create, 0, err, errsz)) < 0)
 			return fd;
 		close(fd);
 	}
@@ -743,6 +855,35 @@ static int l2_new(const char *uri, struct cap **out, char *err, size_t errsz)
 	cap_init(&x->cap, &l2_ops);
 	snprintf(x->name, sizeof(x->name), "%s", name);
 	x->create = create;
+	*out = &x->cap;
+	return 0;
+}
+
+int net_l2_netns(int nsfd, const char *name, struct cap **out, char *err, size_t errsz)
+{
+	struct l2 *x;
+
+	if (!*name || strlen(name) >= IFNAMSIZ || strchr(name, '/') || strchr(name, '%')) {
+		snprintf(err, errsz, "'%s' is not an interface name (1 to 15 characters)", name);
+		return -EINVAL;
+	}
+	if (!(x = calloc(1, sizeof(*x))) || !(x->nif = calloc(1, sizeof(*x->nif)))) {
+		free(x);
+		snprintf(err, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	if ((x->nif->nsfd = fcntl(nsfd, F_DUPFD_CLOEXEC, 3)) < 0) {
+		int e = -errno;
+		free(x->nif);
+		free(x);
+		snprintf(err, errsz, "cannot hold the network namespace: %s", strerror(-e));
+		return e;
+	}
+	x->nif->refs = 1;
+	snprintf(x->nif->name, sizeof(x->nif->name), "%s", name);
+	cap_init(&x->cap, &l2_ops);
+	snprintf(x->name, sizeof(x->name), "%s", name);
+	x->create = 1;
 	*out = &x->cap;
 	return 0;
 }
@@ -957,7 +1098,7 @@ static void nbind_connect(struct nbind *b)
 	const char *name = b->dev;
 	if ((nif = netif_find(name)) && nif->end)
 		tend_stop(nif->end);
-	if ((fd = tap_open(name, !strncmp(b->local, "newlocal:", 9), 0, why, sizeof(why))) < 0) {
+	if ((fd = tap_open_here(name, !strncmp(b->local, "newlocal:", 9), 0, why, sizeof(why))) < 0) {
 		nbind_failed(b, fd, why);
 		return;
 	}
@@ -969,7 +1110,7 @@ static void nbind_connect(struct nbind *b)
 		nbind_failed(b, e, why);
 		return;
 	}
-	set_mtu(name, b->mtu);
+	set_mtu_in(-1, name, b->mtu);
 	b->state = NB_UP;
 	log_info("net: %s: plain VXLAN (VNI %u) with %s:%d, MTU %u", name, vni, host, port, b->mtu);
 	nbind_answer(b, 0);
