@@ -111,7 +111,8 @@ void rpc_call(struct cap *target, uint16_t iface, uint16_t method,
 	struct rpc_call *call = calloc(1, sizeof(*call));
 	if (!call) {
 		msg_free(params);
-		done(arg, -ENOMEM, "out of memory", NULL);
+		if (done)
+			done(arg, -ENOMEM, "out of memory", NULL);
 		return;
 	}
 	call->iface = iface;
@@ -566,7 +567,8 @@ static int recv_return(struct rpc_conn *rc, struct rd *r)
 	msg_init(&res);
 	if ((e = get_payload(rc, r, &res)) < 0) {
 		msg_free(&res);
-		q.done(q.arg, -EBADMSG, "malformed answer from peer", NULL);
+		if (q.done)
+			q.done(q.arg, -EBADMSG, "malformed answer from peer", NULL);
 		return e;
 	}
 	memcpy(errmsg, ep, elen);
@@ -576,7 +578,8 @@ static int recv_return(struct rpc_conn *rc, struct rd *r)
 			errmsg[i] = '?'; /* no terminal escapes from peers */
 	if (err && !elen)
 		snprintf(errmsg, sizeof(errmsg), "%s", strerror(-(int32_t)err));
-	q.done(q.arg, (int32_t)err, err ? errmsg : NULL, &res);
+	if (q.done)
+		q.done(q.arg, (int32_t)err, err ? errmsg : NULL, &res);
 	msg_free(&res);
 	return 0;
 }
@@ -678,8 +681,9 @@ void rpc_conn_closed(struct rpc_conn *rc, int err)
 	for (uint32_t i = 0; i < rc->nquestions; i++) {
 		if (rc->questions[i].used) {
 			rc->questions[i].used = 0;
-			rc->questions[i].done(rc->questions[i].arg, -ECONNRESET,
-					      "connection to peer lost", NULL);
+			if (rc->questions[i].done)
+				rc->questions[i].done(rc->questions[i].arg, -ECONNRESET,
+						      "connection to peer lost", NULL);
 		}
 	}
 	for (uint32_t i = 0; i < rc->nexports; i++) {

@@ -108,7 +108,8 @@ struct rpc_call {
 };
 
 /* Calls target; params are moved into the call (and m is emptied). done
- * may run before rpc_call returns (local objects answer at once). */
+ * may run before rpc_call returns (local objects answer at once); NULL
+ * when the answer does not matter. */
 void rpc_call(struct cap *target, uint16_t iface, uint16_t method,
 	      struct msg *params, rpc_done_fn done, void *arg);
 void rpc_return(struct rpc_call *call);
