@@ -99,6 +99,7 @@ struct fpipe {
 	int tx_eof;       /* marker received; wfd shut once out drains */
 	int tx_done;
 	int wc_gone;
+	int hangup;       /* rfd is a terminal that hung up: nothing more to do */
 	/* Regular files cannot be polled; they are always ready. */
 	int r_queued;
 	/* Received records are written once per dispatch round. */
@@ -185,7 +186,7 @@ static int fpipe_update(struct fpipe *p)
 			/* A pipe or terminal: nothing more will be written. */
 		}
 	}
-	if ((p->tx_done && p->rx_eof) || (p->wc_gone && p->tx_done)) {
+	if ((p->tx_done && p->rx_eof) || (p->wc_gone && p->tx_done) || (p->hangup && p->rx_eof)) {
 		fpipe_finish(p, 0);
 		return 1;
 	}
@@ -254,6 +255,12 @@ static void fpipe_rfd_io(struct loop *l, int fd, uint32_t ev, void *arg)
 		return;
 	}
 	n = read(p->rfd, dst, WIRE_MAX_RECORD);
+	/* A pty's master reads EIO once no one holds the terminal: its end,
+	 * and the pipe's, since nothing can be written to it either. */
+	if (n < 0 && errno == EIO && isatty(p->rfd)) {
+		n = 0;
+		p->hangup = 1;
+	}
 	if (n < 0) {
 		if (errno != EAGAIN && errno != EINTR)
 			fpipe_finish(p, -errno);
