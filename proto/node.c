@@ -101,6 +101,17 @@ static const struct node_service *find_service(struct node *n, const char *name)
 	return NULL;
 }
 
+struct cap *node_service_admin(struct node *n, const char *name)
+{
+	const struct node_service *svc = find_service(n, name);
+	return svc && svc->admin ? svc->admin(n) : NULL;
+}
+
+const char *node_dir(struct node *n)
+{
+	return n->dir;
+}
+
 struct loop *node_loop(struct node *n) { return n->loop; }
 struct sqlite3 *node_db(struct node *n) { return n->db; }
 const struct node_keys *node_keys(struct node *n) { return &n->keys; }

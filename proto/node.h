@@ -52,6 +52,11 @@ int node_new(struct loop *l, const struct node_config *cfg, struct node **out);
 void node_free(struct node *n);
 int node_register_service(struct node *n, const struct node_service *svc);
 struct loop *node_loop(struct node *n);
+/* The state directory (keys, database, working files of services). */
+const char *node_dir(struct node *n);
+/* The administration object of the service called name (a new reference),
+ * as NODE_ADMIN_SERVICE gives it; NULL if there is none. */
+struct cap *node_service_admin(struct node *n, const char *name);
 struct sqlite3;
 struct sqlite3 *node_db(struct node *n);
 const struct node_keys *node_keys(struct node *n);
