@@ -45,6 +45,16 @@ static const struct applet applets[] = {
 	  "       metac net interfaces [--json]\n"
 	  "       metac net show|destroy REF   (the name of an exported device; destroy it)\n"
 	  "       metac net rename REF NAME\n" },
+	{ "run", run_main, "run a command in a container, with local and remote resources",
+	  "metac run [--mount=PATH=URI]... [--net=URI[,addr=CIDR][,gw=IP]]... [--memory=MiB]\n"
+	  "          [--pty] [--env K=V]... [--hostname NAME] [--uid N] [--gid N]\n"
+	  "          [--service=NAME] [--node=REF] CMD [ARG...]\n"
+	  "   URI: local:PATH (of the node that runs it) or a ref to a folder; one mount is /.\n"
+	  "   --net: a ref to an L2Interface (metac net export), ethN inside.\n"
+	  "   The exit code is the command's (128+N when killed by signal N).\n" },
+	{ "compute", compute_main, "containers: export this node's launcher, list what runs",
+	  "metac compute export [--persistent]   (a ref for 'metac run --node=REF')\n"
+	  "       metac compute list [--json]\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

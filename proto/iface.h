@@ -161,6 +161,52 @@ enum {
 	NET_ADMIN_NETNS = 4, /* () -> (cap KernelNetworkNamespace) */
 };
 
+/* ComputeLauncher: runs processes in containers of their own. */
+enum {
+	/* (u64 n, n * string arg, u64 n, n * string "K=V",
+	 *  u64 n, n * (string target, string source),
+	 *  u64 n, n * (string net, string cidr, string gateway),
+	 *  u64 memory_mib, u64 uid, u64 gid, bool pty, u64 rows, u64 cols,
+	 *  string hostname) -> (cap process, cap environment):
+	 * sources are local:PATH (of the launcher's node) or refs to
+	 * Filesystems, the one on "/" the root; nets refs to L2Interfaces
+	 * (each an interface ethN inside); memory_mib 0 for no limit; cidr
+	 * and gateway may be empty. Answered once the process runs. */
+	COMPUTE_LAUNCHER_LAUNCH = 1,
+};
+
+/* Process: one process of a container. */
+enum {
+	/* (u64 fd) -> (cap stream): its stdin (0), stdout (1) or stderr (2),
+	 * each once; with a pty, 0 is the terminal and the only one. */
+	PROCESS_FILE = 1,
+	PROCESS_KILL = 2, /* (u64 signal) -> () */
+	/* () -> (bool ended, i64 exit code, i64 signal): at once */
+	PROCESS_RETURN_CODE = 3,
+	/* () -> (i64 exit code, i64 signal): once it has ended; a signal
+	 * that killed it is not 0, and then the code is -1 */
+	PROCESS_WAIT = 4,
+	PROCESS_RESIZE = 5, /* (u64 rows, u64 cols) -> (): its terminal */
+};
+
+/* ProcessEnvironment: the namespaces, mounts and networks of a container,
+ * which end with its first process. */
+enum {
+	/* (u64 n, n * string arg, u64 n, n * string "K=V", u64 uid, u64 gid,
+	 *  bool pty, u64 rows, u64 cols) -> (cap process): one more process
+	 *  inside (for debugging) */
+	PROCESS_ENV_LAUNCH_PROCESS = 1,
+	PROCESS_ENV_NETWORK = 2, /* (u64 i) -> (cap L2Interface): ethI inside */
+};
+
+/* ServiceAdmin of the compute service. */
+enum {
+	/* () -> (u64 n, n * (u64 id, string hostname, string command,
+	 *  u64 pid, string state)) */
+	COMPUTE_ADMIN_LIST = 1,
+	COMPUTE_ADMIN_LAUNCHER = 2, /* () -> (cap ComputeLauncher) */
+};
+
 const char *iface_name(unsigned id);
 
 #endif

@@ -3,12 +3,14 @@
 #define METAC_APPLETS_H
 
 int block_main(int argc, char **argv);
+int compute_main(int argc, char **argv);
 int daemon_main(int argc, char **argv);
 int file_main(int argc, char **argv);
 int fs_main(int argc, char **argv);
 int net_main(int argc, char **argv);
 int node_main(int argc, char **argv);
 int ref_main(int argc, char **argv);
+int run_main(int argc, char **argv);
 int stream_main(int argc, char **argv);
 
 #endif

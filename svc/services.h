@@ -9,5 +9,6 @@ int stream_service_register(struct node *n);
 int fs_service_register(struct node *n);
 int file_service_register(struct node *n);
 int net_service_register(struct node *n);
+int compute_service_register(struct node *n);
 
 #endif

@@ -155,3 +155,30 @@ expect_fail() {
 	[ $rc -eq 1 ] || fail "expected exit 1, got $rc: $* ($(cat "$T/err"))"
 	grep -q -- "$pat" "$T/err" || fail "expected '$pat' from: $* (got: $(cat "$T/err"))"
 }
+
+# busybox_root DIR: a root filesystem of Debian's busybox-static in DIR
+# (/bin/busybox and a link per applet).
+busybox_root() {
+	local dir=$1 a
+	[ -x /bin/busybox ] || fail "busybox is missing (contrib/install-deps.sh installs busybox-static)"
+	mkdir -p "$dir/bin" "$dir/tmp" "$dir/etc" || fail "cannot make $dir"
+	cp /bin/busybox "$dir/bin/busybox"
+	for a in $(/bin/busybox --list); do
+		[ "$a" = busybox ] || ln -sf busybox "$dir/bin/$a"
+	done
+}
+
+# no_leftovers WHAT: no container helper runs, no memory cgroup of a
+# container is left, and $T has no mount but those listed in $T/mounts.ok.
+no_leftovers() {
+	local what=$1
+	for _ in $(seq 50); do
+		pgrep -f "compute _container" >/dev/null || break
+		sleep 0.1
+	done
+	pgrep -af "compute _container" >&2 && fail "$what: a container helper is left"
+	find /sys/fs/cgroup -maxdepth 6 -name 'metac-*' -o -maxdepth 6 -name 'c[0-9]*-[0-9]*' \
+		2>/dev/null | grep . >&2 && fail "$what: a cgroup is left"
+	mounts_under_t | sort >"$T/mounts.now"
+	cmp -s "$T/mounts.now" "$T/mounts.ok" || fail "$what: mounts left: $(comm -13 "$T/mounts.ok" "$T/mounts.now")"
+}

@@ -1,0 +1,1903 @@
+/*
+ * The compute service: ComputeLauncher, ProcessEnvironment and Process
+ * (the MetaContainer paper's containers), and the applets that use them.
+ *   metac run [--mount=PATH=URI]... [--net=URI[,addr=CIDR][,gw=IP]]...
+ *             [--memory=MiB] [--pty] [--env K=V]... [--hostname NAME]
+ *             [--uid N] [--gid N] [--service=NAME] [--node=REF] CMD...
+ *   metac compute export [--persistent]   a ref to this node's launcher
+ *   metac compute list [--json]           containers running here
+ *
+ * A container's mounts are directories of this node (local:PATH, bind
+ * mounted) or remote Filesystems (refs), which the fs service mounts on a
+ * staging directory under the node's state directory before the
+ * container's mount namespace copies them. Its networks are remote
+ * L2Interfaces, each bound to a new TAP device inside the container's
+ * network namespace (svc/net.c's net_l2_netns). Namespaces, the root and
+ * the command are the business of a helper process (svc/container.c);
+ * this file starts it, fills in what the namespaces need from outside
+ * (interfaces, a memory cgroup), relays its terminal and stdio as
+ * Streams and tells whoever waits how the command ended.
+ *
+ * A container lives while someone holds its environment or one of its
+ * processes: when the last of those capabilities is released (the
+ * `metac run` that started it is gone), it is killed.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "lib/cli.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/net.h"
+#include "lib/netlink.h"
+#include "proto/node.h"
+#include "svc/admin_client.h"
+#include "svc/applets.h"
+#include "svc/container.h"
+#include "svc/net.h"
+#include "svc/services.h"
+#include "wire/conn.h"
+
+#define NET_VNI 1           /* as svc/net.c: one segment per tunnel */
+#define MAX_WAITERS 8
+#define CGROUP_TRIES 20     /* rmdir of a cgroup whose tasks are still dying */
+
+struct ctr;
+
+enum proc_state { P_STARTING, P_RUNNING, P_ENDED };
+
+/* A process of a container, and the helper that started it. */
+struct proc {
+	struct ctr *ctr;
+	struct proc *next; /* in ctr->procs */
+	int is_main;
+	int handles; /* Process capabilities given out */
+	enum proc_state state;
+	pid_t helper;     /* in this node's pid space */
+	pid_t pid;        /* pid 1, or the process joining the container */
+	struct loop_child *child;
+	int ctl;
+	struct loop_watch *ctl_w;
+	int pty;
+	int fds[3];       /* this end of stdin, stdout, stderr; fds[0] the pty */
+	int pty_master;   /* kept for resizing */
+	int code, sig;
+	struct rpc_call *answer; /* launch or launchProcess, until it runs */
+	struct rpc_call *waiters[MAX_WAITERS];
+	size_t nwaiters;
+	struct ctr_config cfg;
+};
+
+struct remote_mount {
+	char *ref;
+	char staging[PATH_MAX];
+	int bound;
+};
+
+/* A container: its environment. */
+struct ctr {
+	struct ctr *next;
+	struct node *node;
+	unsigned id;
+	int handles; /* capabilities on it or its processes */
+	int failed, ended;
+	char dir[PATH_MAX - 64]; /* staging mounts */
+	struct remote_mount remote[CTR_MAX_MOUNTS + 1];
+	size_t nremote;
+	char *net_ref[CTR_MAX_NETS];
+	struct cap *l2[CTR_MAX_NETS], *holder[CTR_MAX_NETS];
+	size_t nnets;
+	unsigned pending; /* mounts and tunnels under way */
+	int ns_ready;     /* the main helper said 'N' */
+	int nsfd;
+	uint64_t memory_mib;
+	char cgroup[PATH_MAX];
+	int cgroup_tries;
+	struct loop_timer *cg_timer;
+	struct proc *procs; /* the first is the main one */
+	char why[RPC_MAX_ERRMSG];
+};
+
+static struct {
+	struct node *node;
+	struct ctr *ctrs;
+	unsigned next_id;
+} S;
+
+static void proc_kill(struct proc *p, int sig)
+{
+	if (p->pid > 0 && p->state != P_ENDED)
+		kill(p->pid, sig);
+	else if (p->helper > 0)
+		kill(p->helper, sig);
+}
+
+/* --- cgroups: the memory limit -------------------------------------- */
+
+static int write_file(const char *dir, const char *name, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+static int write_file(const char *dir, const char *name, const char *fmt, ...)
+{
+	char path[PATH_MAX + 64], v[64];
+	va_list ap;
+	int fd, n, e = 0;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	va_start(ap, fmt);
+	n = vsnprintf(v, sizeof(v), fmt, ap);
+	va_end(ap);
+	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+		return -errno;
+	if (write(fd, v, (size_t)n) != n)
+		e = -errno;
+	close(fd);
+	return e;
+}
+
+/* This process's cgroup in the v1 hierarchy of controller (from
+ * /proc/self/cgroup), "" if none. */
+static void own_cgroup_v1(const char *controller, char *out, size_t outsz)
+{
+	char line[PATH_MAX + 64];
+	FILE *f = fopen("/proc/self/cgroup", "re");
+
+	*out = 0;
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = 0;
+		if (strcmp(c1 + 1, controller))
+			continue;
+		c2[1 + strcspn(c2 + 1, "\n")] = 0;
+		snprintf(out, outsz, "%s", strcmp(c2 + 1, "/") ? c2 + 1 : "");
+		break;
+	}
+	fclose(f);
+}
+
+/* Makes the container's memory cgroup: cgroup v2 where the memory
+ * controller is there, else the v1 memory hierarchy. */
+static int cgroup_make(struct ctr *c, char *err, size_t errsz)
+{
+	char own[PATH_MAX], ctl[256] = "";
+	uint64_t bytes = c->memory_mib << 20;
+	int fd, e;
+
+	if ((fd = open("/sys/fs/cgroup/cgroup.controllers", O_RDONLY | O_CLOEXEC)) >= 0) {
+		ssize_t n = read(fd, ctl, sizeof(ctl) - 1);
+		close(fd);
+		ctl[n > 0 ? n : 0] = 0;
+	}
+	if (strstr(ctl, "memory")) {
+		if (mkdir("/sys/fs/cgroup/metac", 0755) < 0 && errno != EEXIST)
+			goto v2_fail;
+		/* The root may have processes, "metac" has none: both can
+		 * hand the controller down. */
+		write_file("/sys/fs/cgroup", "cgroup.subtree_control", "+memory");
+		write_file("/sys/fs/cgroup/metac", "cgroup.subtree_control", "+memory");
+		snprintf(c->cgroup, sizeof(c->cgroup), "/sys/fs/cgroup/metac/c%d-%u", (int)getpid(),
+			 c->id);
+		if (mkdir(c->cgroup, 0755) < 0)
+			goto v2_fail;
+		if ((e = write_file(c->cgroup, "memory.max", "%llu", (unsigned long long)bytes)) < 0) {
+			snprintf(err, errsz, "cannot set memory.max of %.300s: %s", c->cgroup,
+				 strerror(-e));
+			return e;
+		}
+		write_file(c->cgroup, "memory.swap.max", "0");
+		return 0;
+	v2_fail:
+		e = -errno;
+		snprintf(err, errsz, "cannot make a memory cgroup under /sys/fs/cgroup: %s",
+			 strerror(-e));
+		c->cgroup[0] = 0;
+		return e;
+	}
+	if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) == 0) {
+		own_cgroup_v1("memory", own, sizeof(own));
+		snprintf(c->cgroup, sizeof(c->cgroup), "/sys/fs/cgroup/memory%s/metac-%d-%u", own,
+			 (int)getpid(), c->id);
+		if (mkdir(c->cgroup, 0755) < 0) {
+			e = -errno;
+			snprintf(err, errsz, "cannot make the memory cgroup %.300s: %s", c->cgroup,
+				 strerror(-e));
+			c->cgroup[0] = 0;
+			return e;
+		}
+		if ((e = write_file(c->cgroup, "memory.limit_in_bytes", "%llu",
+				    (unsigned long long)bytes)) < 0) {
+			snprintf(err, errsz, "cannot set the memory limit of %.300s: %s", c->cgroup,
+				 strerror(-e));
+			return e;
+		}
+		/* Swap counts too where the kernel accounts it. */
+		write_file(c->cgroup, "memory.memsw.limit_in_bytes", "%llu",
+			   (unsigned long long)bytes);
+		return 0;
+	}
+	snprintf(err, errsz, "--memory needs a memory cgroup controller, and this host has "
+		 "none (neither cgroup v2 with memory nor the v1 memory hierarchy is mounted "
+		 "under /sys/fs/cgroup)");
+	return -ENOTSUP;
+}
+
+static void cgroup_retry(struct loop *l, struct loop_timer *t, void *arg);
+
+/* Removes the cgroup once its tasks are gone; 1 while it waits. */
+static int cgroup_remove(struct ctr *c)
+{
+	if (!c->cgroup[0])
+		return 0;
+	if (rmdir(c->cgroup) == 0 || errno == ENOENT) {
+		c->cgroup[0] = 0;
+		return 0;
+	}
+	if (errno == EBUSY && ++c->cgroup_tries < CGROUP_TRIES) {
+		if (!c->cg_timer)
+			c->cg_timer = loop_timer_new(node_loop(c->node), cgroup_retry, c);
+		if (c->cg_timer && loop_timer_arm(c->cg_timer, 100, 0) == 0)
+			return 1;
+	}
+	log_warn("compute: cannot remove the cgroup %s: %m", c->cgroup);
+	c->cgroup[0] = 0;
+	return 0;
+}
+
+/* --- the container's life ------------------------------------------ */
+
+static void ctr_maybe_free(struct ctr *c);
+
+static void cgroup_retry(struct loop *l, struct loop_timer *t, void *arg)
+{
+	ctr_maybe_free(arg);
+}
+
+static void unbound(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	if (err)
+		log_warn("compute: cannot unmount %s: %s", (char *)arg, errmsg);
+	else
+		rmdir(arg);
+	free(arg);
+}
+
+/* Lets go of what the container used outside its namespaces: tunnels,
+ * remote mounts. */
+static void ctr_release(struct ctr *c)
+{
+	struct cap *fs = NULL;
+
+	for (size_t i = 0; i < c->nnets; i++) {
+		cap_unref(c->holder[i]);
+		cap_unref(c->l2[i]);
+		c->holder[i] = c->l2[i] = NULL;
+	}
+	if (c->nsfd >= 0)
+		close(c->nsfd);
+	c->nsfd = -1;
+	for (size_t i = 0; i < c->nremote; i++) {
+		struct remote_mount *m = &c->remote[i];
+		struct msg p;
+		char *dir;
+		if (!m->bound)
+			continue;
+		m->bound = 0;
+		if (!fs && !(fs = node_service_admin(c->node, "fs")))
+			break;
+		if (!(dir = strdup(m->staging)))
+			continue;
+		msg_init(&p);
+		msg_put_str(&p, m->staging);
+		rpc_call(fs, IFACE_SERVICE_ADMIN, FS_ADMIN_UNBIND, &p, unbound, dir);
+	}
+	cap_unref(fs);
+}
+
+static void proc_free(struct proc *p)
+{
+	for (int i = 0; i < 3; i++)
+		if (p->fds[i] >= 0)
+			close(p->fds[i]);
+	if (p->pty_master >= 0)
+		close(p->pty_master);
+	if (p->ctl_w)
+		loop_watch_del(p->ctl_w);
+	if (p->ctl >= 0)
+		close(p->ctl);
+	ctr_config_free(&p->cfg);
+	free(p);
+}
+
+/* Frees c once nothing refers to it: no capability, no helper running. */
+static void ctr_maybe_free(struct ctr *c)
+{
+	if (c->handles > 0 || c->pending)
+		return;
+	for (struct proc *p = c->procs; p; p = p->next)
+		if (p->child || p->handles > 0)
+			return;
+	ctr_release(c);
+	if (cgroup_remove(c))
+		return;
+	for (struct ctr **pp = &S.ctrs; *pp; pp = &(*pp)->next)
+		if (*pp == c) {
+			*pp = c->next;
+			break;
+		}
+	while (c->procs) {
+		struct proc *p = c->procs;
+		c->procs = p->next;
+		proc_free(p);
+	}
+	for (size_t i = 0; i < c->nremote; i++)
+		free(c->remote[i].ref);
+	for (size_t i = 0; i < c->nnets; i++)
+		free(c->net_ref[i]);
+	loop_timer_del(c->cg_timer);
+	rmdir(c->dir);
+	free(c);
+}
+
+/* Tells everyone waiting on p how it ended. */
+static void proc_ended(struct proc *p, int code, int sig)
+{
+	if (p->state == P_ENDED)
+		return;
+	p->state = P_ENDED;
+	p->code = code;
+	p->sig = sig;
+	for (size_t i = 0; i < p->nwaiters; i++) {
+		msg_put_i64(&p->waiters[i]->results, code);
+		msg_put_i64(&p->waiters[i]->results, sig);
+		rpc_return(p->waiters[i]);
+	}
+	p->nwaiters = 0;
+	if (p->is_main) {
+		/* pid 1 is gone, and with it every process inside. */
+		p->ctr->ended = 1;
+		for (struct proc *q = p->ctr->procs; q; q = q->next)
+			if (q != p && q->state != P_ENDED)
+				proc_ended(q, -1, SIGKILL);
+		ctr_release(p->ctr);
+	}
+}
+
+/* p could not be started: whoever asked hears why; a container whose
+ * main process failed is taken down. */
+static void proc_failed(struct proc *p, int err, const char *why)
+{
+	struct ctr *c = p->ctr;
+
+	if (p->answer) {
+		rpc_return_error(p->answer, err, "%s", why);
+		p->answer = NULL;
+	}
+	if (p->helper > 0 && p->child)
+		kill(p->helper, SIGKILL);
+	if (p->state != P_ENDED)
+		proc_ended(p, -1, 0);
+	if (p->is_main) {
+		c->failed = 1;
+		ctr_release(c);
+	}
+}
+
+/* --- capabilities given out ---------------------------------------- */
+
+/* A Process or (p NULL) the ProcessEnvironment of c. */
+struct handle {
+	struct cap cap;
+	struct ctr *ctr;
+	struct proc *proc;
+};
+
+/* One of a process's stdio descriptors (or its terminal) as a Stream:
+ * its one data connection pipes the descriptor. */
+struct fd_stream {
+	struct cap cap;
+	int fd;
+};
+
+static void fd_stream_call(struct cap *c, struct rpc_call *call)
+{
+	node_stream_call(S.node, c, call, "process stream");
+}
+
+static void fd_stream_attach(struct cap *c, struct wire_conn *data)
+{
+	struct fd_stream *s = (struct fd_stream *)c;
+	int fd = s->fd, e;
+
+	s->fd = -1;
+	if (fd < 0) {
+		log_info("compute: a process stream is connected already");
+		wire_conn_close(data);
+		return;
+	}
+	if ((e = node_pipe_fds(data, fd, fd, NULL, NULL)) < 0) {
+		log_warn("compute: cannot pipe a process stream: %s", strerror(-e));
+		close(fd);
+		wire_conn_close(data);
+	}
+}
+
+static void fd_stream_free(struct cap *c)
+{
+	struct fd_stream *s = (struct fd_stream *)c;
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s);
+}
+
+static const struct cap_ops fd_stream_ops = {
+	.name = "process stream",
+	.call = fd_stream_call,
+	.free = fd_stream_free,
+	.attach = fd_stream_attach,
+};
+
+static void handle_free(struct cap *cap)
+{
+	struct handle *h = (struct handle *)cap;
+	struct ctr *c = h->ctr;
+
+	if (h->proc)
+		h->proc->handles--;
+	if (--c->handles == 0 && !c->ended) {
+		/* No one can see or reach it any more. */
+		log_info("compute: container %u is no longer held; killing it", c->id);
+		for (struct proc *p = c->procs; p; p = p->next)
+			if (p->is_main)
+				proc_kill(p, SIGKILL);
+	}
+	free(h);
+	ctr_maybe_free(c);
+}
+
+static void handle_call(struct cap *cap, struct rpc_call *call);
+
+static const struct cap_ops handle_ops = {
+	.name = "container",
+	.call = handle_call,
+	.free = handle_free,
+};
+
+static struct cap *handle_new(struct ctr *c, struct proc *p)
+{
+	struct handle *h = calloc(1, sizeof(*h));
+	if (!h)
+		return NULL;
+	cap_init(&h->cap, &handle_ops);
+	h->ctr = c;
+	h->proc = p;
+	c->handles++;
+	if (p)
+		p->handles++;
+	return &h->cap;
+}
+
+static void process_call(struct proc *p, struct rpc_call *call)
+{
+	struct msg_rd r;
+	uint64_t v, rows, cols;
+	struct fd_stream *s;
+
+	msg_rd_init(&r, &call->params);
+	switch (call->method) {
+	case PROCESS_FILE:
+		if (msg_get_u64(&r, &v) < 0 || v > 2 || (p->pty && v != 0)) {
+			rpc_return_error(call, -EINVAL, p->pty ? "a process with a terminal has "
+				      "one stream, 0" : "a process has streams 0, 1 and 2");
+			return;
+		}
+		if (p->fds[v] < 0) {
+			rpc_return_error(call, -EBUSY, "stream %llu of this process is taken or "
+				      "not there yet", (unsigned long long)v);
+			return;
+		}
+		if (!(s = calloc(1, sizeof(*s)))) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		cap_init(&s->cap, &fd_stream_ops);
+		s->fd = p->fds[v];
+		p->fds[v] = -1;
+		rpc_return_cap(call, &s->cap);
+		return;
+	case PROCESS_KILL:
+		if (msg_get_u64(&r, &v) < 0 || v == 0 || v >= 65) {
+			rpc_return_error(call, -EINVAL, "not a signal number");
+			return;
+		}
+		if (p->state == P_ENDED) {
+			rpc_return_error(call, -ESRCH, "the process has ended");
+			return;
+		}
+		proc_kill(p, (int)v);
+		rpc_return(call);
+		return;
+	case PROCESS_RETURN_CODE:
+		msg_put_bool(&call->results, p->state == P_ENDED);
+		msg_put_i64(&call->results, p->state == P_ENDED ? p->code : 0);
+		msg_put_i64(&call->results, p->state == P_ENDED ? p->sig : 0);
+		rpc_return(call);
+		return;
+	case PROCESS_WAIT:
+		if (p->state == P_ENDED) {
+			msg_put_i64(&call->results, p->code);
+			msg_put_i64(&call->results, p->sig);
+			rpc_return(call);
+		} else if (p->nwaiters == MAX_WAITERS) {
+			rpc_return_error(call, -EBUSY, "too many waiting on this process");
+		} else {
+			p->waiters[p->nwaiters++] = call;
+		}
+		return;
+	case PROCESS_RESIZE: {
+		struct winsize ws = { 0 };
+		if (msg_get_u64(&r, &rows) < 0 || msg_get_u64(&r, &cols) < 0 || rows > 10000 ||
+		    cols > 10000) {
+			rpc_return_error(call, -EINVAL, "resize takes rows and columns");
+			return;
+		}
+		if (p->pty_master < 0) {
+			rpc_return_error(call, -ENOTTY, "the process has no terminal");
+			return;
+		}
+		ws.ws_row = (unsigned short)rows;
+		ws.ws_col = (unsigned short)cols;
+		ioctl(p->pty_master, TIOCSWINSZ, &ws);
+		rpc_return(call);
+		return;
+	}
+	}
+	rpc_return_unknown(call, "Process");
+}
+
+static int read_process(struct msg_rd *r, struct ctr_config *cfg, char *err, size_t errsz);
+static int proc_start(struct ctr *c, struct proc *p, char *err, size_t errsz);
+
+static void env_launch_process(struct ctr *c, struct rpc_call *call)
+{
+	struct msg_rd r;
+	struct proc *p, *main = c->procs;
+	char err[256];
+	int e;
+
+	if (c->ended || c->failed || !main || main->state != P_RUNNING) {
+		rpc_return_error(call, -ESRCH, "the container is not running");
+		return;
+	}
+	if (!(p = calloc(1, sizeof(*p)))) {
+		rpc_return_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	p->ctr = c;
+	p->ctl = p->pty_master = -1;
+	p->fds[0] = p->fds[1] = p->fds[2] = -1;
+	msg_rd_init(&r, &call->params);
+	if ((e = read_process(&r, &p->cfg, err, sizeof(err))) < 0 || !msg_at_end(&r)) {
+		proc_free(p);
+		rpc_return_error(call, e < 0 ? e : -EINVAL, "%s",
+				 e < 0 ? err : "launchProcess: malformed request");
+		return;
+	}
+	p->cfg.join = main->pid;
+	p->next = main->next;
+	main->next = p;
+	p->answer = call;
+	if ((e = proc_start(c, p, err, sizeof(err))) < 0)
+		proc_failed(p, e, err);
+}
+
+static void handle_call(struct cap *cap, struct rpc_call *call)
+{
+	struct handle *h = (struct handle *)cap;
+	struct ctr *c = h->ctr;
+	struct msg_rd r;
+	uint64_t i;
+
+	if (h->proc && call->iface == IFACE_PROCESS) {
+		process_call(h->proc, call);
+		return;
+	}
+	if (h->proc || call->iface != IFACE_PROCESS_ENVIRONMENT) {
+		rpc_return_unknown(call, h->proc ? "Process" : "ProcessEnvironment");
+		return;
+	}
+	switch (call->method) {
+	case PROCESS_ENV_LAUNCH_PROCESS:
+		env_launch_process(c, call);
+		return;
+	case PROCESS_ENV_NETWORK:
+		msg_rd_init(&r, &call->params);
+		if (msg_get_u64(&r, &i) < 0 || i >= c->nnets || !c->l2[i]) {
+			rpc_return_error(call, -ENOENT, "the container has no network %llu",
+					 (unsigned long long)i);
+			return;
+		}
+		rpc_return_cap(call, cap_ref(c->l2[i]));
+		return;
+	}
+	rpc_return_unknown(call, "ProcessEnvironment");
+}
+
+/* --- the helper ---------------------------------------------------- */
+
+static void proc_running(struct proc *p)
+{
+	struct ctr *c = p->ctr;
+	struct cap *ph, *eh = NULL;
+
+	p->state = P_RUNNING;
+	if (!p->answer)
+		return;
+	if (!(ph = handle_new(c, p)) || (p->is_main && !(eh = handle_new(c, NULL)))) {
+		if (ph)
+			cap_unref(ph);
+		proc_failed(p, -ENOMEM, "out of memory");
+		return;
+	}
+	msg_put_cap(&p->answer->results, ph);
+	cap_unref(ph);
+	if (eh) {
+		msg_put_cap(&p->answer->results, eh);
+		cap_unref(eh);
+	}
+	rpc_return(p->answer);
+	p->answer = NULL;
+	if (p->is_main)
+		log_info("compute: container %u runs %s (pid %d)", c->id, p->cfg.args[0],
+			 (int)p->pid);
+}
+
+static void go(struct ctr *c, struct proc *p)
+{
+	if (send(p->ctl, "G", 1, MSG_NOSIGNAL) != 1)
+		proc_failed(p, -EIO, "the container's helper is gone");
+}
+
+/* The namespaces are there: interfaces and cgroup, then go. */
+static void nets_bound(struct ctr *c);
+
+static void net_bound(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct ctr *c = arg;
+	struct msg_rd r;
+	struct cap *h;
+	size_t i;
+
+	c->pending--;
+	for (i = 0; i < c->nnets && c->holder[i]; i++)
+		;
+	if (!c->failed && !err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &h) < 0)
+			err = -EPROTO, errmsg = "bindTo answered no tunnel";
+		else if (i < c->nnets)
+			c->holder[i] = cap_ref(h);
+	}
+	if (err && !c->failed)
+		proc_failed(c->procs, err, errmsg);
+	if (c->failed) {
+		ctr_maybe_free(c);
+		return;
+	}
+	nets_bound(c);
+}
+
+static void net_restored(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct ctr *c = arg;
+	struct msg_rd r;
+	struct cap *remote;
+	struct msg p;
+	size_t i;
+	char why[RPC_MAX_ERRMSG];
+
+	c->pending--;
+	for (i = 0; i < c->nnets && c->holder[i]; i++)
+		;
+	if (!c->failed && err) {
+		snprintf(why, sizeof(why), "network %zu (%s): %s", i, c->procs->cfg.nets[i].name,
+			 errmsg);
+		proc_failed(c->procs, err, why);
+	}
+	if (c->failed) {
+		ctr_maybe_free(c);
+		return;
+	}
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &remote) < 0) {
+		proc_failed(c->procs, -EPROTO, "a network ref restored to nothing");
+		ctr_maybe_free(c);
+		return;
+	}
+	msg_init(&p);
+	msg_put_cap(&p, remote);
+	msg_put_u64(&p, NET_VNI);
+	c->pending++;
+	rpc_call(c->l2[i], IFACE_L2_INTERFACE, L2_INTERFACE_BIND_TO, &p, net_bound, c);
+}
+
+/* Binds the next network that has no tunnel yet (one at a time: each
+ * answer knows which it was). */
+static void nets_bound(struct ctr *c)
+{
+	size_t i;
+	char why[256];
+	int e;
+
+	for (i = 0; i < c->nnets && c->holder[i]; i++)
+		;
+	if (i == c->nnets) {
+		go(c, c->procs);
+		return;
+	}
+	if ((e = net_l2_netns(c->nsfd, c->procs->cfg.nets[i].name, &c->l2[i], why,
+			      sizeof(why))) < 0) {
+		proc_failed(c->procs, e, why);
+		return;
+	}
+	c->pending++;
+	node_restore(c->node, c->net_ref[i], net_restored, c);
+}
+
+static void helper_namespaces(struct proc *p)
+{
+	struct ctr *c = p->ctr;
+	char path[64], why[512];
+	int e;
+
+	if (c->memory_mib && !c->cgroup[0] && (e = cgroup_make(c, why, sizeof(why))) < 0) {
+		proc_failed(p, e, why);
+		return;
+	}
+	if (c->cgroup[0] &&
+	    (e = write_file(c->cgroup, "cgroup.procs", "%d", (int)p->helper)) < 0) {
+		snprintf(why, sizeof(why), "cannot put the container in %.300s: %s", c->cgroup,
+			 strerror(-e));
+		proc_failed(p, e, why);
+		return;
+	}
+	if (!p->is_main) {
+		go(c, p);
+		return;
+	}
+	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)p->helper);
+	if ((c->nsfd = open(path, O_RDONLY | O_CLOEXEC)) < 0) {
+		e = -errno;
+		snprintf(why, sizeof(why), "cannot open the container's network namespace: %s",
+			 strerror(-e));
+		proc_failed(p, e, why);
+		return;
+	}
+	c->ns_ready = 1;
+	nets_bound(c);
+}
+
+/* One message from the helper. */
+static void helper_message(struct proc *p, const char *m, size_t n, int fd)
+{
+	char text[1024];
+	long v;
+
+	snprintf(text, sizeof(text), "%.*s", (int)(n > 1 ? n - 1 : 0), m + 1);
+	v = strtol(text, NULL, 10);
+	switch (n ? m[0] : 0) {
+	case 'N':
+		if (p->state == P_STARTING)
+			helper_namespaces(p);
+		return;
+	case 'I':
+		p->pid = (pid_t)v;
+		return;
+	case 'P':
+		if (fd >= 0 && p->pty && p->fds[0] < 0) {
+			net_set_nonblock(fd);
+			p->fds[0] = fd;
+			p->pty_master = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+			return;
+		}
+		break;
+	case 'R':
+		if (p->state == P_STARTING)
+			proc_running(p);
+		return;
+	case 'E':
+		log_info("compute: container %u: %s", p->ctr->id, text);
+		proc_failed(p, -EIO, text);
+		return;
+	case 'X':
+		proc_ended(p, (int)v, 0);
+		return;
+	case 'S':
+		proc_ended(p, -1, (int)v);
+		return;
+	}
+	if (fd >= 0)
+		close(fd);
+}
+
+static void helper_ctl(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct proc *p = arg;
+	char m[1100], ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { m, sizeof(m) };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
+			     .msg_controllen = sizeof(ctrl) };
+	struct cmsghdr *cm;
+	ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	int got = -1;
+
+	if (n < 0 && (errno == EAGAIN || errno == EINTR))
+		return;
+	if (n <= 0) {
+		/* The helper and the container are gone: its exit says how. */
+		loop_watch_del(p->ctl_w);
+		p->ctl_w = NULL;
+		return;
+	}
+	for (cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm))
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+		    cm->cmsg_len >= CMSG_LEN(sizeof(int))) {
+			int *fds = (int *)CMSG_DATA(cm);
+			size_t k = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+			for (size_t i = 0; i < k; i++) {
+				if (got < 0)
+					got = fds[i];
+				else
+					close(fds[i]);
+			}
+		}
+	helper_message(p, m, (size_t)n, got);
+}
+
+static void helper_exited(struct loop *l, pid_t pid, int status, void *arg)
+{
+	struct proc *p = arg;
+	struct ctr *c = p->ctr;
+
+	p->child = NULL;
+	p->helper = 0;
+	/* What it said before it went is all there is. */
+	if (p->ctl_w)
+		helper_ctl(l, p->ctl, EPOLLIN, p);
+	while (p->ctl_w && p->state != P_ENDED) {
+		char k;
+		if (recv(p->ctl, &k, 1, MSG_PEEK | MSG_DONTWAIT) <= 0)
+			break;
+		helper_ctl(l, p->ctl, EPOLLIN, p);
+	}
+	if (p->state == P_STARTING)
+		proc_failed(p, -EIO, "the container's helper ended before the command ran");
+	else if (p->state != P_ENDED)
+		proc_ended(p, -1, SIGKILL);
+	ctr_maybe_free(c);
+}
+
+/* Starts p's helper: `metac compute _container` with the control socket
+ * and (without a pty) the container's ends of stdin, stdout and stderr. */
+static int proc_start(struct ctr *c, struct proc *p, char *err, size_t errsz)
+{
+	char *argv[] = { "metac", "compute", "_container", NULL };
+	int ctl[2] = { -1, -1 }, io[3][2] = { { -1, -1 }, { -1, -1 }, { -1, -1 } }, e = 0;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	struct buf b;
+	sigset_t none;
+
+	p->pty = p->cfg.pty;
+	buf_init(&b);
+	if ((e = ctr_config_encode(&p->cfg, &b)) < 0) {
+		snprintf(err, errsz, "the container's description is too large");
+		goto out;
+	}
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0)
+		goto errno_out;
+	for (int i = 0; !p->pty && i < 3; i++)
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, io[i]) < 0)
+			goto errno_out;
+	if (send(ctl[0], buf_head(&b), buf_avail(&b), MSG_NOSIGNAL) < 0)
+		goto errno_out;
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, ctl[1], CTR_FD_CTL);
+	for (int i = 0; !p->pty && i < 3; i++)
+		posix_spawn_file_actions_adddup2(&fa, io[i][1], CTR_FD_STDIO + i);
+	posix_spawnattr_init(&attr);
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	e = -posix_spawn(&p->helper, "/proc/self/exe", &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (e < 0) {
+		snprintf(err, errsz, "cannot start the container's helper: %s", strerror(-e));
+		goto out;
+	}
+	p->ctl = ctl[0];
+	ctl[0] = -1;
+	for (int i = 0; !p->pty && i < 3; i++) {
+		net_set_nonblock(io[i][0]);
+		p->fds[i] = io[i][0];
+		io[i][0] = -1;
+	}
+	p->ctl_w = loop_watch_fd(node_loop(c->node), p->ctl, EPOLLIN, helper_ctl, p);
+	p->child = loop_child_watch(node_loop(c->node), p->helper, helper_exited, p);
+	if (!p->ctl_w || !p->child) {
+		kill(p->helper, SIGKILL);
+		snprintf(err, errsz, "out of memory");
+		e = -ENOMEM;
+	}
+	goto out;
+errno_out:
+	e = -errno;
+	snprintf(err, errsz, "cannot start the container: %s", strerror(-e));
+out:
+	buf_free(&b);
+	for (int i = 0; i < 2; i++) {
+		if (ctl[i] >= 0)
+			close(ctl[i]);
+		for (int k = 0; k < 3; k++)
+			if (io[k][i] >= 0)
+				close(io[k][i]);
+	}
+	return e;
+}
+
+/* --- launch -------------------------------------------------------- */
+
+static int read_strings(struct msg_rd *r, char **out, size_t *n, size_t max, const char *what,
+			char *err, size_t errsz)
+{
+	uint64_t k;
+	char s[CTR_MAX_STR + 1];
+
+	if (msg_get_u64(r, &k) < 0 || k > max) {
+		snprintf(err, errsz, "at most %zu %s", max, what);
+		return -EINVAL;
+	}
+	for (*n = 0; *n < k; (*n)++) {
+		if (msg_get_str(r, s, sizeof(s)) < 0) {
+			snprintf(err, errsz, "malformed %s", what);
+			return -EINVAL;
+		}
+		if (!(out[*n] = strdup(s))) {
+			snprintf(err, errsz, "out of memory");
+			return -ENOMEM;
+		}
+	}
+	return 0;
+}
+
+/* args, env, then (after what launch has between) uid, gid, pty, rows,
+ * cols: the process part of a launch or launchProcess. */
+static int read_command(struct msg_rd *r, struct ctr_config *cfg, char *err, size_t errsz)
+{
+	int e;
+
+	if ((e = read_strings(r, cfg->args, &cfg->nargs, CTR_MAX_ARGS, "arguments", err,
+			      errsz)) < 0 ||
+	    (e = read_strings(r, cfg->env, &cfg->nenv, CTR_MAX_ENV, "environment variables", err,
+			      errsz)) < 0)
+		return e;
+	if (!cfg->nargs) {
+		snprintf(err, errsz, "no command to run");
+		return -EINVAL;
+	}
+	for (size_t i = 0; i < cfg->nenv; i++)
+		if (!strchr(cfg->env[i], '=') || cfg->env[i][0] == '=') {
+			snprintf(err, errsz, "'%s' is not NAME=VALUE", cfg->env[i]);
+			return -EINVAL;
+		}
+	return 0;
+}
+
+static int read_identity(struct msg_rd *r, struct ctr_config *cfg, char *err, size_t errsz)
+{
+	uint64_t uid, gid, rows, cols;
+	int pty;
+
+	if (msg_get_u64(r, &uid) < 0 || msg_get_u64(r, &gid) < 0 || uid > UINT32_MAX - 1 ||
+	    gid > UINT32_MAX - 1 || msg_get_bool(r, &pty) < 0 || msg_get_u64(r, &rows) < 0 ||
+	    msg_get_u64(r, &cols) < 0 || rows > 10000 || cols > 10000) {
+		snprintf(err, errsz, "malformed user, group or terminal");
+		return -EINVAL;
+	}
+	cfg->uid = (uint32_t)uid;
+	cfg->gid = (uint32_t)gid;
+	cfg->pty = pty;
+	cfg->rows = (unsigned)rows;
+	cfg->cols = (unsigned)cols;
+	return 0;
+}
+
+static int read_process(struct msg_rd *r, struct ctr_config *cfg, char *err, size_t errsz)
+{
+	int e = read_command(r, cfg, err, errsz);
+	return e < 0 ? e : read_identity(r, cfg, err, errsz);
+}
+
+static int hostname_ok(const char *h)
+{
+	if (!*h || strlen(h) > CTR_HOSTNAME_MAX)
+		return 0;
+	for (; *h; h++)
+		if (!((*h >= 'a' && *h <= 'z') || (*h >= 'A' && *h <= 'Z') ||
+		      (*h >= '0' && *h <= '9') || *h == '-' || *h == '.'))
+			return 0;
+	return 1;
+}
+
+/* Reads the mounts of a launch: the root to cfg->root (or a remote one
+ * to c->remote[0]), the others to cfg->mounts. */
+static int read_mounts(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, char *err,
+		       size_t errsz)
+{
+	uint64_t k;
+	char target[PATH_MAX], source[REF_MAX_LEN + PATH_MAX];
+	int have_root = 0;
+	struct stat st;
+
+	if (msg_get_u64(r, &k) < 0 || k > CTR_MAX_MOUNTS + 1) {
+		snprintf(err, errsz, "at most %d mounts", CTR_MAX_MOUNTS + 1);
+		return -EINVAL;
+	}
+	for (uint64_t i = 0; i < k; i++) {
+		const char *dir;
+		int root;
+		if (msg_get_str(r, target, sizeof(target)) < 0 ||
+		    msg_get_str(r, source, sizeof(source)) < 0) {
+			snprintf(err, errsz, "malformed mount");
+			return -EINVAL;
+		}
+		root = !strcmp(target, "/");
+		if (!root && !ctr_target_ok(target)) {
+			snprintf(err, errsz, "mount target '%.300s' is not an absolute path inside "
+				 "the container (no '..', '.' or '//')", target);
+			return -EINVAL;
+		}
+		if (root && have_root++) {
+			snprintf(err, errsz, "two mounts on /");
+			return -EINVAL;
+		}
+		if ((dir = cli_local_path(source))) {
+			if (dir[0] != '/' || stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+				snprintf(err, errsz, "%.200s (for %.200s) is not an existing "
+					 "directory of this node, by absolute path", dir, target);
+				return -ENOENT;
+			}
+			if (root) {
+				if (!realpath(dir, cfg->root)) {
+					snprintf(err, errsz, "%s: %s", dir, strerror(errno));
+					return -errno;
+				}
+				continue;
+			}
+			snprintf(cfg->mounts[cfg->nmounts].source, PATH_MAX, "%s", dir);
+		} else if (!strncmp(source, "ref://", 6)) {
+			struct remote_mount *m = &c->remote[c->nremote++];
+			if (!(m->ref = strdup(source))) {
+				snprintf(err, errsz, "out of memory");
+				return -ENOMEM;
+			}
+			snprintf(m->staging, sizeof(m->staging), "%s/m%zu", c->dir, c->nremote - 1);
+			if (root) {
+				snprintf(cfg->root, sizeof(cfg->root), "%s", m->staging);
+				continue;
+			}
+			snprintf(cfg->mounts[cfg->nmounts].source, PATH_MAX, "%s", m->staging);
+		} else {
+			snprintf(err, errsz, "mount source for %.300s is neither local:PATH nor a ref",
+				 target);
+			return -EINVAL;
+		}
+		if (cfg->nmounts == CTR_MAX_MOUNTS) {
+			snprintf(err, errsz, "at most %d mounts besides /", CTR_MAX_MOUNTS);
+			return -EINVAL;
+		}
+		snprintf(cfg->mounts[cfg->nmounts++].target, PATH_MAX, "%s", target);
+	}
+	if (!have_root) {
+		snprintf(err, errsz, "no root: one mount must be on /");
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int read_nets(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, char *err,
+		     size_t errsz)
+{
+	uint64_t k;
+	char ref[REF_MAX_LEN + 1];
+
+	if (msg_get_u64(r, &k) < 0 || k > CTR_MAX_NETS) {
+		snprintf(err, errsz, "at most %d networks", CTR_MAX_NETS);
+		return -EINVAL;
+	}
+	for (cfg->nnets = 0; cfg->nnets < k; cfg->nnets++) {
+		struct ctr_net *x = &cfg->nets[cfg->nnets];
+		int fam;
+		uint8_t a[16];
+		unsigned prefix;
+		if (msg_get_str(r, ref, sizeof(ref)) < 0 ||
+		    msg_get_str(r, x->cidr, sizeof(x->cidr)) < 0 ||
+		    msg_get_str(r, x->gateway, sizeof(x->gateway)) < 0) {
+			snprintf(err, errsz, "malformed network");
+			return -EINVAL;
+		}
+		if (strncmp(ref, "ref://", 6)) {
+			snprintf(err, errsz, "network %zu is not a ref to an L2Interface", cfg->nnets);
+			return -EINVAL;
+		}
+		if ((*x->cidr && (nl_parse_cidr(x->cidr, &fam, a, &prefix) < 0 ||
+				  !strchr(x->cidr, '/'))) ||
+		    (*x->gateway && (nl_parse_cidr(x->gateway, &fam, a, &prefix) < 0 ||
+				     strchr(x->gateway, '/')))) {
+			snprintf(err, errsz, "network %zu: addr is ADDRESS/PREFIX and gw an address",
+				 cfg->nnets);
+			return -EINVAL;
+		}
+		snprintf(x->name, sizeof(x->name), "eth%zu", cfg->nnets);
+		if (!(c->net_ref[cfg->nnets] = strdup(ref))) {
+			snprintf(err, errsz, "out of memory");
+			return -ENOMEM;
+		}
+		c->nnets = cfg->nnets + 1;
+	}
+	return 0;
+}
+
+/* The remote mounts are in place (or one failed): start the helper. */
+static void mounts_done(struct ctr *c)
+{
+	struct proc *p = c->procs;
+	char err[256];
+	int e;
+
+	if (c->pending || c->failed)
+		return;
+	if ((e = proc_start(c, p, err, sizeof(err))) < 0)
+		proc_failed(p, e, err);
+}
+
+static void mount_bound(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct remote_mount *m = arg;
+	struct ctr *c = NULL;
+	char why[RPC_MAX_ERRMSG];
+
+	/* Which container: the one whose array holds m. */
+	for (struct ctr *x = S.ctrs; x && !c; x = x->next)
+		if (m >= x->remote && m < x->remote + CTR_MAX_MOUNTS + 1)
+			c = x;
+	if (!c)
+		return;
+	c->pending--;
+	if (err) {
+		if (!c->failed) {
+			snprintf(why, sizeof(why), "cannot mount the folder for %s: %s",
+				 m == c->remote && !strcmp(c->procs->cfg.root, m->staging) ? "/"
+											 : "a mount",
+				 errmsg);
+			proc_failed(c->procs, err, why);
+		}
+		rmdir(m->staging);
+	} else {
+		m->bound = 1;
+		if (c->failed)
+			ctr_release(c);
+	}
+	if (c->failed)
+		ctr_maybe_free(c);
+	else
+		mounts_done(c);
+}
+
+static void launch(struct rpc_call *call)
+{
+	struct msg_rd r;
+	struct ctr *c = calloc(1, sizeof(*c));
+	struct proc *p = calloc(1, sizeof(*p));
+	struct cap *fs = NULL;
+	char err[512];
+	uint64_t mib;
+	int e;
+
+	if (!c || !p) {
+		free(c);
+		free(p);
+		rpc_return_error(call, -ENOMEM, "out of memory");
+		return;
+	}
+	c->node = S.node;
+	c->id = ++S.next_id;
+	c->nsfd = -1;
+	c->procs = p;
+	p->ctr = c;
+	p->is_main = 1;
+	p->ctl = p->pty_master = -1;
+	p->fds[0] = p->fds[1] = p->fds[2] = -1;
+	snprintf(c->dir, sizeof(c->dir), "%s/compute/c%u", node_dir(S.node), c->id);
+	c->next = S.ctrs;
+	S.ctrs = c;
+	msg_rd_init(&r, &call->params);
+	if ((e = read_command(&r, &p->cfg, err, sizeof(err))) < 0 ||
+	    (e = read_mounts(&r, c, &p->cfg, err, sizeof(err))) < 0 ||
+	    (e = read_nets(&r, c, &p->cfg, err, sizeof(err))) < 0)
+		goto fail;
+	if (msg_get_u64(&r, &mib) < 0 || mib > (1ull << 30) ||
+	    (e = read_identity(&r, &p->cfg, err, sizeof(err))) < 0 ||
+	    msg_get_str(&r, p->cfg.hostname, sizeof(p->cfg.hostname)) < 0 || !msg_at_end(&r)) {
+		e = -EINVAL;
+		snprintf(err, sizeof(err), "launch: malformed request");
+		goto fail;
+	}
+	c->memory_mib = mib;
+	if (!*p->cfg.hostname)
+		snprintf(p->cfg.hostname, sizeof(p->cfg.hostname), "metac");
+	if (!hostname_ok(p->cfg.hostname)) {
+		e = -EINVAL;
+		snprintf(err, sizeof(err), "'%s' is not a hostname", p->cfg.hostname);
+		goto fail;
+	}
+	p->answer = call;
+	if (c->nremote) {
+		char parent[PATH_MAX];
+		snprintf(parent, sizeof(parent), "%s/compute", node_dir(S.node));
+		if ((mkdir(parent, 0700) < 0 && errno != EEXIST) || mkdir(c->dir, 0700) < 0 ||
+		    !(fs = node_service_admin(S.node, "fs"))) {
+			e = errno ? -errno : -ENOSYS;
+			snprintf(err, sizeof(err), "cannot prepare %.300s for remote mounts: %s", c->dir,
+				 strerror(-e));
+			p->answer = NULL;
+			goto fail;
+		}
+		for (size_t i = 0; i < c->nremote; i++) {
+			struct msg q;
+			struct remote_mount *m = &c->remote[i];
+			if (mkdir(m->staging, 0700) < 0 && errno != EEXIST)
+				continue; /* the bind says why */
+			msg_init(&q);
+			msg_put_str(&q, m->staging);
+			msg_put_str(&q, m->ref);
+			msg_put_bool(&q, 0);
+			msg_put_u64(&q, 0);
+			msg_put_u64(&q, 0);
+			msg_put_u64(&q, 0);
+			c->pending++;
+			rpc_call(fs, IFACE_SERVICE_ADMIN, FS_ADMIN_BIND, &q, mount_bound, m);
+		}
+		cap_unref(fs);
+		return;
+	}
+	mounts_done(c);
+	return;
+fail:
+	rpc_return_error(call, e, "%s", err);
+	c->failed = 1;
+	ctr_maybe_free(c);
+}
+
+/* --- the launcher, the admin object, the service -------------------- */
+
+static void launcher_call(struct cap *c, struct rpc_call *call)
+{
+	if (call->iface == IFACE_COMPUTE_LAUNCHER && call->method == COMPUTE_LAUNCHER_LAUNCH)
+		launch(call);
+	else
+		rpc_return_unknown(call, "ComputeLauncher");
+}
+
+static void plain_free(struct cap *c)
+{
+	free(c);
+}
+
+static const struct cap_ops launcher_ops = {
+	.name = "ComputeLauncher",
+	.call = launcher_call,
+	.free = plain_free,
+};
+
+static struct cap *launcher_new(void)
+{
+	struct cap *c = calloc(1, sizeof(*c));
+	if (c)
+		cap_init(c, &launcher_ops);
+	return c;
+}
+
+static void compute_admin_call(struct cap *cap, struct rpc_call *call)
+{
+	struct cap *l;
+	uint64_t n = 0;
+
+	if (call->iface != IFACE_SERVICE_ADMIN) {
+		rpc_return_unknown(call, "compute service");
+		return;
+	}
+	switch (call->method) {
+	case COMPUTE_ADMIN_LAUNCHER:
+		if (!(l = launcher_new())) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		rpc_return_cap(call, l);
+		return;
+	case COMPUTE_ADMIN_LIST:
+		for (struct ctr *c = S.ctrs; c; c = c->next)
+			n++;
+		msg_put_u64(&call->results, n);
+		for (struct ctr *c = S.ctrs; c; c = c->next) {
+			struct proc *p = c->procs;
+			msg_put_u64(&call->results, c->id);
+			msg_put_str(&call->results, p->cfg.hostname);
+			msg_put_str(&call->results, p->cfg.nargs ? p->cfg.args[0] : "");
+			msg_put_u64(&call->results, p->pid > 0 ? (uint64_t)p->pid : 0);
+			msg_put_str(&call->results, c->failed ? "failed"
+						    : c->ended ? "ended"
+						    : p->state == P_RUNNING ? "running"
+									    : "starting");
+		}
+		rpc_return(call);
+		return;
+	}
+	rpc_return_unknown(call, "compute service");
+}
+
+static const struct cap_ops compute_admin_ops = {
+	.name = "compute service",
+	.call = compute_admin_call,
+	.free = plain_free,
+};
+
+static struct cap *compute_admin_new(struct node *n)
+{
+	struct cap *c = calloc(1, sizeof(*c));
+	if (c)
+		cap_init(c, &compute_admin_ops);
+	return c;
+}
+
+static int compute_restore(struct node *n, const struct ref_record *rec, struct cap **out,
+			   char *err, size_t errsz)
+{
+	if (strcmp(rec->description, "launcher")) {
+		snprintf(err, errsz, "the compute service exports only its launcher");
+		return -EINVAL;
+	}
+	if (!(*out = launcher_new())) {
+		snprintf(err, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+/* The daemon is going: so are its containers. */
+static void compute_stop(struct node *n)
+{
+	for (struct ctr *c = S.ctrs; c; c = c->next)
+		for (struct proc *p = c->procs; p; p = p->next)
+			if (p->helper > 0)
+				kill(p->helper, SIGKILL);
+}
+
+static const struct node_service compute_service = {
+	.name = "compute",
+	.restore = compute_restore,
+	.admin = compute_admin_new,
+	.stop = compute_stop,
+};
+
+int compute_service_register(struct node *n)
+{
+	S.node = n;
+	return node_register_service(n, &compute_service);
+}
+
+/* --- metac run ----------------------------------------------------- */
+
+struct run {
+	struct admin a;
+	struct cap *process, *env;
+	int pty;
+	int waited, outputs; /* outputs still open */
+	int64_t code, sig;
+	char why[RPC_MAX_ERRMSG];
+	int failed;
+};
+
+static void run_output_done(void *arg, int err)
+{
+	struct run *r = arg;
+	r->outputs--;
+	if (err && err != -ECONNRESET)
+		fprintf(stderr, "metac run: a stream of the process ended with an error: %s\n",
+			strerror(-err));
+}
+
+static void run_input_done(void *arg, int err)
+{
+}
+
+static void run_waited(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct run *r = arg;
+	struct msg_rd rd;
+
+	r->waited = 1;
+	if (!err) {
+		msg_rd_init(&rd, res);
+		if (msg_get_i64(&rd, &r->code) < 0 || msg_get_i64(&rd, &r->sig) < 0)
+			err = -EPROTO, errmsg = "malformed answer to wait";
+	}
+	if (err) {
+		snprintf(r->why, sizeof(r->why), "%s", errmsg);
+		r->failed = 1;
+	}
+}
+
+static void run_signal(struct loop *l, int signo, void *arg)
+{
+	struct run *r = arg;
+	struct msg p;
+	struct winsize ws;
+
+	msg_init(&p);
+	if (signo == SIGWINCH) {
+		if (ioctl(STDIN_FILENO, TIOCGWINSZ, &ws) < 0)
+			return;
+		msg_put_u64(&p, ws.ws_row);
+		msg_put_u64(&p, ws.ws_col);
+		rpc_call(r->process, IFACE_PROCESS, PROCESS_RESIZE, &p, NULL, NULL);
+		return;
+	}
+	msg_put_u64(&p, (uint64_t)signo);
+	rpc_call(r->process, IFACE_PROCESS, PROCESS_KILL, &p, NULL, NULL);
+}
+
+static struct termios saved_tio;
+static int tio_saved;
+
+static void restore_terminal(void)
+{
+	if (tio_saved)
+		tcsetattr(STDIN_FILENO, TCSADRAIN, &saved_tio);
+	tio_saved = 0;
+}
+
+/* Pipes the process's streams to this process's stdio. */
+static int run_attach(struct run *r)
+{
+	int n = r->pty ? 1 : 3;
+
+	for (int i = 0; i < n; i++) {
+		struct msg p, res;
+		struct msg_rd rd;
+		struct cap *s;
+		int rfd, wfd;
+
+		msg_init(&p);
+		msg_init(&res);
+		msg_put_u64(&p, (uint64_t)i);
+		if (admin_call(&r->a, r->process, IFACE_PROCESS, PROCESS_FILE, &p, &res,
+			       "cannot reach the process's stdio") < 0) {
+			msg_free(&res);
+			return -1;
+		}
+		msg_rd_init(&rd, &res);
+		if (msg_get_cap(&rd, &s) < 0) {
+			fprintf(stderr, "metac run: the process gave no stream\n");
+			msg_free(&res);
+			return -1;
+		}
+		cap_ref(s);
+		msg_free(&res);
+		/* Each pipe takes its descriptors: copies, so that the
+		 * standard ones stay open for messages. */
+		if (r->pty || i == 0)
+			rfd = fcntl(STDIN_FILENO, F_DUPFD_CLOEXEC, 3);
+		else
+			rfd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+		if (r->pty || i > 0)
+			wfd = fcntl(i == 2 ? STDERR_FILENO : STDOUT_FILENO, F_DUPFD_CLOEXEC, 3);
+		else
+			wfd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+		if (rfd < 0 || wfd < 0) {
+			fprintf(stderr, "metac run: %m\n");
+			cap_unref(s);
+			return -1;
+		}
+		if (r->pty || i > 0)
+			r->outputs++;
+		admin_stream_pipe(&r->a, s, 0, rfd, wfd, r->pty || i > 0 ? run_output_done
+									: run_input_done, r);
+		cap_unref(s);
+	}
+	return 0;
+}
+
+/* --net=URI[,addr=CIDR][,gw=IP] */
+static int put_net(struct msg *m, char *spec)
+{
+	char *addr = "", *gw = "", *save = NULL, *uri = strtok_r(spec, ",", &save), *o;
+
+	if (!uri)
+		return -1;
+	while ((o = strtok_r(NULL, ",", &save))) {
+		if (!strncmp(o, "addr=", 5))
+			addr = o + 5;
+		else if (!strncmp(o, "gw=", 3))
+			gw = o + 3;
+		else
+			return -1;
+	}
+	msg_put_str(m, uri);
+	msg_put_str(m, addr);
+	msg_put_str(m, gw);
+	return 0;
+}
+
+int run_main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "mount", required_argument, NULL, 'm' },
+		{ "net", required_argument, NULL, 'n' },
+		{ "memory", required_argument, NULL, 'M' },
+		{ "pty", no_argument, NULL, 't' },
+		{ "env", required_argument, NULL, 'e' },
+		{ "hostname", required_argument, NULL, 'h' },
+		{ "uid", required_argument, NULL, 'u' },
+		{ "gid", required_argument, NULL, 'g' },
+		{ "service", required_argument, NULL, 's' },
+		{ "node", required_argument, NULL, 'N' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const struct applet *self = applet_find("run");
+	char *mounts[CTR_MAX_MOUNTS + 1], *nets[CTR_MAX_NETS], *env[CTR_MAX_ENV];
+	char exported[CTR_MAX_MOUNTS + 1][REF_MAX_LEN];
+	size_t nm = 0, nn = 0, ne = 0, nexp = 0;
+	const char *sock = NULL, *service = "compute", *node = NULL, *hostname = "";
+	unsigned long long memory = 0, uid = 0, gid = 0;
+	struct run r = { 0 };
+	struct cap *launcher = NULL, *admin = NULL;
+	struct loop_signal *sigs[5] = { 0 };
+	struct msg p, res;
+	struct winsize ws = { 0 };
+	int c, rc = EXIT_FAIL;
+	char *end;
+
+	msg_init(&res);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+te:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'm':
+			if (nm == CTR_MAX_MOUNTS + 1 || optarg[0] != '/' || !strchr(optarg, '='))
+				return cli_usage_error(self, "--mount=PATH=URI, PATH absolute");
+			mounts[nm++] = optarg;
+			break;
+		case 'n':
+			if (nn == CTR_MAX_NETS)
+				return cli_usage_error(self, "at most %d --net", CTR_MAX_NETS);
+			nets[nn++] = optarg;
+			break;
+		case 'e':
+			if (ne == CTR_MAX_ENV || !strchr(optarg, '='))
+				return cli_usage_error(self, "--env K=V");
+			env[ne++] = optarg;
+			break;
+		case 'M':
+			memory = strtoull(optarg, &end, 10);
+			if (*end || !memory || memory > (1ull << 30))
+				return cli_usage_error(self, "--memory takes MiB, a number above 0");
+			break;
+		case 'u':
+		case 'g': {
+			unsigned long long v = strtoull(optarg, &end, 10);
+			if (*end || !*optarg || v >= UINT32_MAX)
+				return cli_usage_error(self, "--uid and --gid take numbers");
+			*(c == 'u' ? &uid : &gid) = v;
+			break;
+		}
+		case 't': r.pty = 1; break;
+		case 'h': hostname = optarg; break;
+		case 's': service = optarg; break;
+		case 'N': node = optarg; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind >= argc)
+		return cli_usage_error(self, "no command to run");
+	if (argc - optind > CTR_MAX_ARGS)
+		return cli_usage_error(self, "at most %d arguments", CTR_MAX_ARGS);
+	if (r.pty && !isatty(STDIN_FILENO))
+		return cli_usage_error(self, "--pty needs a terminal on stdin");
+	if (admin_open(&r.a, admin_socket_path(sock)) < 0)
+		goto out;
+	/* The launcher: another node's (a ref), or a service of this one. */
+	if (node) {
+		if (admin_restore(&r.a, node, &launcher) < 0)
+			goto out;
+	} else {
+		msg_init(&p);
+		msg_put_str(&p, service);
+		if (admin_call_cap(&r.a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &p, &admin,
+				   "no such service") < 0)
+			goto out;
+		msg_init(&p);
+		if (admin_call_cap(&r.a, admin, IFACE_SERVICE_ADMIN, COMPUTE_ADMIN_LAUNCHER, &p,
+				   &launcher, "the service launches nothing") < 0)
+			goto out;
+	}
+	msg_init(&p);
+	msg_put_u64(&p, (uint64_t)(argc - optind));
+	for (int i = optind; i < argc; i++)
+		msg_put_str(&p, argv[i]);
+	msg_put_u64(&p, ne + (r.pty && getenv("TERM") ? 1 : 0));
+	if (r.pty && getenv("TERM")) {
+		char term[128];
+		snprintf(term, sizeof(term), "TERM=%s", getenv("TERM"));
+		msg_put_str(&p, term);
+	}
+	for (size_t i = 0; i < ne; i++)
+		msg_put_str(&p, env[i]);
+	msg_put_u64(&p, nm);
+	for (size_t i = 0; i < nm; i++) {
+		char *eq = strchr(mounts[i], '='), target[PATH_MAX], abs[PATH_MAX];
+		const char *src = eq + 1, *dir = cli_local_path(src);
+		snprintf(target, sizeof(target), "%.*s", (int)(eq - mounts[i]), mounts[i]);
+		if (dir && !realpath(dir, abs)) {
+			fprintf(stderr, "metac run: %s (for %s): %m\n", dir, target);
+			goto out_exports;
+		}
+		if (dir && node) {
+			/* The other node reaches this folder through a ref that
+			 * lives as long as this run. */
+			char desc[PATH_MAX + 16];
+			snprintf(desc, sizeof(desc), "passthrough:%s", abs);
+			if (admin_export(&r.a, "fs", desc, 0, 0, exported[nexp],
+					 sizeof(exported[nexp])) < 0)
+				goto out_exports;
+			src = exported[nexp++];
+		} else if (dir) {
+			char local[PATH_MAX + 8];
+			snprintf(local, sizeof(local), "local:%s", abs);
+			msg_put_str(&p, target);
+			msg_put_str(&p, local);
+			continue;
+		}
+		msg_put_str(&p, target);
+		msg_put_str(&p, src);
+	}
+	msg_put_u64(&p, nn);
+	for (size_t i = 0; i < nn; i++)
+		if (put_net(&p, nets[i]) < 0) {
+			msg_free(&p);
+			rc = cli_usage_error(self, "--net=URI[,addr=CIDR][,gw=IP]");
+			goto out_exports;
+		}
+	msg_put_u64(&p, memory);
+	msg_put_u64(&p, uid);
+	msg_put_u64(&p, gid);
+	msg_put_bool(&p, r.pty);
+	if (r.pty)
+		ioctl(STDIN_FILENO, TIOCGWINSZ, &ws);
+	msg_put_u64(&p, ws.ws_row);
+	msg_put_u64(&p, ws.ws_col);
+	msg_put_str(&p, hostname);
+	if (admin_call(&r.a, launcher, IFACE_COMPUTE_LAUNCHER, COMPUTE_LAUNCHER_LAUNCH, &p, &res,
+		       "cannot run the container") < 0)
+		goto out_exports;
+	{
+		struct msg_rd rd;
+		struct cap *pc, *ec;
+		msg_rd_init(&rd, &res);
+		if (msg_get_cap(&rd, &pc) < 0 || msg_get_cap(&rd, &ec) < 0) {
+			fprintf(stderr, "metac run: the launcher answered no process\n");
+			goto out_exports;
+		}
+		r.process = cap_ref(pc);
+		r.env = cap_ref(ec);
+	}
+	if (run_attach(&r) < 0) {
+		run_signal(r.a.loop, SIGKILL, &r);
+		goto out_exports;
+	}
+	if (r.pty) {
+		struct termios raw;
+		if (tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
+			tio_saved = 1;
+			atexit(restore_terminal);
+			raw = saved_tio;
+			cfmakeraw(&raw);
+			tcsetattr(STDIN_FILENO, TCSADRAIN, &raw);
+		}
+		sigs[0] = loop_signal_new(r.a.loop, SIGWINCH, run_signal, &r);
+	} else {
+		sigs[0] = loop_signal_new(r.a.loop, SIGINT, run_signal, &r);
+		sigs[1] = loop_signal_new(r.a.loop, SIGQUIT, run_signal, &r);
+	}
+	sigs[2] = loop_signal_new(r.a.loop, SIGTERM, run_signal, &r);
+	sigs[3] = loop_signal_new(r.a.loop, SIGHUP, run_signal, &r);
+	msg_init(&p);
+	rpc_call(r.process, IFACE_PROCESS, PROCESS_WAIT, &p, run_waited, &r);
+	while ((!r.waited || r.outputs > 0) && !r.a.err)
+		if (loop_run_once(r.a.loop, -1) < 0)
+			break;
+	restore_terminal();
+	if (r.failed || (!r.waited && r.a.err)) {
+		fprintf(stderr, "metac run: lost the process: %s\n",
+			r.failed ? r.why : r.a.errmsg);
+	} else if (r.sig) {
+		rc = 128 + (int)r.sig;
+	} else {
+		rc = (int)(r.code & 0xff);
+	}
+out_exports:
+	for (size_t i = 0; i < nexp; i++) {
+		msg_init(&p);
+		msg_put_str(&p, exported[i]);
+		struct msg rr;
+		msg_init(&rr);
+		admin_call(&r.a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_REF_REVOKE, &p, &rr,
+			   "cannot revoke a ref made for the run");
+		msg_free(&rr);
+	}
+out:
+	msg_free(&res);
+	for (size_t i = 0; i < 5; i++)
+		loop_signal_del(sigs[i]);
+	cap_unref(r.process);
+	cap_unref(r.env);
+	cap_unref(launcher);
+	cap_unref(admin);
+	admin_close(&r.a);
+	return rc;
+}
+
+/* --- metac compute ------------------------------------------------- */
+
+static int compute_export(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "persistent", no_argument, NULL, 'p' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	char ref[REF_MAX_LEN];
+	int c, persistent = 0, r = EXIT_FAIL;
+	struct admin a;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
+		if (c == 'p')
+			persistent = 1;
+		else if (c == 'a')
+			sock = optarg;
+		else
+			return cli_usage_error(self, "unknown option");
+	}
+	if (optind != argc)
+		return cli_usage_error(self, "compute export takes no arguments");
+	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
+	    admin_export(&a, "compute", "launcher", persistent, 0, ref, sizeof(ref)) == 0) {
+		printf("%s\n", ref);
+		r = EXIT_OK;
+	}
+	admin_close(&a);
+	return r;
+}
+
+static int compute_list(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	int c, json = 0, r = EXIT_FAIL;
+	struct admin a;
+	struct cap *admin = NULL;
+	struct msg p, res;
+	struct msg_rd rd;
+	uint64_t n, id, pid;
+	char host[CTR_HOSTNAME_MAX + 1], cmd[CTR_MAX_STR + 1], state[32];
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
+		if (c == 'j')
+			json = 1;
+		else if (c == 'a')
+			sock = optarg;
+		else
+			return cli_usage_error(self, "unknown option");
+	}
+	if (optind != argc)
+		return cli_usage_error(self, "compute list takes no arguments");
+	msg_init(&res);
+	if (admin_open(&a, admin_socket_path(sock)) < 0)
+		goto out;
+	msg_init(&p);
+	msg_put_str(&p, "compute");
+	if (admin_call_cap(&a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &p, &admin,
+			   "no compute service") < 0)
+		goto out;
+	msg_init(&p);
+	if (admin_call(&a, admin, IFACE_SERVICE_ADMIN, COMPUTE_ADMIN_LIST, &p, &res,
+		       "cannot list containers") < 0)
+		goto out;
+	msg_rd_init(&rd, &res);
+	if (msg_get_u64(&rd, &n) < 0)
+		goto bad;
+	if (json)
+		printf("[");
+	else
+		printf("%-5s %-16s %-8s %-9s %s\n", "ID", "HOSTNAME", "PID", "STATE", "COMMAND");
+	for (uint64_t i = 0; i < n; i++) {
+		if (msg_get_u64(&rd, &id) < 0 || msg_get_str(&rd, host, sizeof(host)) < 0 ||
+		    msg_get_str(&rd, cmd, sizeof(cmd)) < 0 || msg_get_u64(&rd, &pid) < 0 ||
+		    msg_get_str(&rd, state, sizeof(state)) < 0)
+			goto bad;
+		if (json) {
+			printf("%s{\"id\":%llu,\"hostname\":", i ? "," : "", (unsigned long long)id);
+			cli_json_str(stdout, host);
+			printf(",\"command\":");
+			cli_json_str(stdout, cmd);
+			printf(",\"pid\":%llu,\"state\":", (unsigned long long)pid);
+			cli_json_str(stdout, state);
+			printf("}");
+		} else {
+			printf("%-5llu %-16s %-8llu %-9s %s\n", (unsigned long long)id, host,
+			       (unsigned long long)pid, state, cmd);
+		}
+	}
+	if (json)
+		printf("]\n");
+	r = EXIT_OK;
+	goto out;
+bad:
+	fprintf(stderr, "metac compute: the daemon's list is malformed\n");
+out:
+	msg_free(&res);
+	cap_unref(admin);
+	admin_close(&a);
+	return r;
+}
+
+static int compute_container(const struct applet *self, int argc, char **argv)
+{
+	return ctr_helper_main();
+}
+
+int compute_main(int argc, char **argv)
+{
+	static const struct cli_command cmds[] = {
+		{ "export", compute_export },
+		{ "list", compute_list },
+		{ "_container", compute_container },
+		{ 0 }
+	};
+	return cli_dispatch(applet_find("compute"), cmds, argc, argv);
+}

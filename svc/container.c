@@ -1,0 +1,613 @@
+/*
+ * The container helper (see container.h): namespaces, the root, devices,
+ * interfaces, the pty and the command, in a process of its own so that
+ * nothing here can take the daemon down. Runs as root; a new container
+ * gets mount, pid, uts, ipc and network namespaces.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "lib/buf.h"
+#include "lib/netlink.h"
+#include "svc/container.h"
+
+#define DEFAULT_PATH "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* --- the configuration --------------------------------------------- */
+
+static int put_str(struct buf *b, const char *s)
+{
+	size_t n = strlen(s);
+	if (n > CTR_MAX_STR)
+		return -ENAMETOOLONG;
+	return buf_put_u32(b, (uint32_t)n) < 0 || buf_put(b, s, n) < 0 ? -ENOMEM : 0;
+}
+
+int ctr_config_encode(const struct ctr_config *c, struct buf *b)
+{
+	int e = 0;
+	e |= buf_put_u32(b, (uint32_t)c->join);
+	e |= put_str(b, c->root);
+	e |= buf_put_u32(b, (uint32_t)c->nmounts);
+	for (size_t i = 0; i < c->nmounts; i++)
+		e |= put_str(b, c->mounts[i].target) | put_str(b, c->mounts[i].source);
+	e |= buf_put_u32(b, (uint32_t)c->nnets);
+	for (size_t i = 0; i < c->nnets; i++)
+		e |= put_str(b, c->nets[i].name) | put_str(b, c->nets[i].cidr) |
+		     put_str(b, c->nets[i].gateway);
+	e |= buf_put_u32(b, (uint32_t)c->nargs);
+	for (size_t i = 0; i < c->nargs; i++)
+		e |= put_str(b, c->args[i]);
+	e |= buf_put_u32(b, (uint32_t)c->nenv);
+	for (size_t i = 0; i < c->nenv; i++)
+		e |= put_str(b, c->env[i]);
+	e |= put_str(b, c->hostname);
+	e |= buf_put_u32(b, c->uid) | buf_put_u32(b, c->gid);
+	e |= buf_put_u8(b, (uint8_t)!!c->pty);
+	e |= buf_put_u32(b, c->rows) | buf_put_u32(b, c->cols);
+	if (e)
+		return -ENOMEM;
+	return b->len > CTR_MAX_MSG ? -E2BIG : 0;
+}
+
+/* A string into out (size outsz, NUL-terminated), or allocated (*dup). */
+static int get_str(struct rd *r, char *out, size_t outsz, char **dup)
+{
+	uint32_t n;
+	const uint8_t *p;
+
+	if (rd_u32(r, &n) < 0 || n > CTR_MAX_STR || rd_bytes(r, &p, n) < 0 || memchr(p, 0, n))
+		return -EBADMSG;
+	if (dup) {
+		if (!(*dup = strndup((const char *)p, n)))
+			return -ENOMEM;
+		return 0;
+	}
+	if (n >= outsz)
+		return -EBADMSG;
+	memcpy(out, p, n);
+	out[n] = 0;
+	return 0;
+}
+
+int ctr_config_decode(const uint8_t *p, size_t n, struct ctr_config *c)
+{
+	struct rd r;
+	uint32_t v, k;
+	uint8_t pty;
+
+	memset(c, 0, sizeof(*c));
+	rd_init(&r, p, n);
+	if (rd_u32(&r, &v) < 0)
+		return -EBADMSG;
+	c->join = (pid_t)v;
+	if (get_str(&r, c->root, sizeof(c->root), NULL) < 0 || rd_u32(&r, &k) < 0 ||
+	    k > CTR_MAX_MOUNTS)
+		return -EBADMSG;
+	for (c->nmounts = 0; c->nmounts < k; c->nmounts++) {
+		struct ctr_mount *m = &c->mounts[c->nmounts];
+		if (get_str(&r, m->target, sizeof(m->target), NULL) < 0 ||
+		    get_str(&r, m->source, sizeof(m->source), NULL) < 0)
+			return -EBADMSG;
+	}
+	if (rd_u32(&r, &k) < 0 || k > CTR_MAX_NETS)
+		return -EBADMSG;
+	for (c->nnets = 0; c->nnets < k; c->nnets++) {
+		struct ctr_net *x = &c->nets[c->nnets];
+		if (get_str(&r, x->name, sizeof(x->name), NULL) < 0 ||
+		    get_str(&r, x->cidr, sizeof(x->cidr), NULL) < 0 ||
+		    get_str(&r, x->gateway, sizeof(x->gateway), NULL) < 0)
+			return -EBADMSG;
+	}
+	if (rd_u32(&r, &k) < 0 || k == 0 || k > CTR_MAX_ARGS)
+		goto bad;
+	for (c->nargs = 0; c->nargs < k; c->nargs++)
+		if (get_str(&r, NULL, 0, &c->args[c->nargs]) < 0)
+			goto bad;
+	if (rd_u32(&r, &k) < 0 || k > CTR_MAX_ENV)
+		goto bad;
+	for (c->nenv = 0; c->nenv < k; c->nenv++)
+		if (get_str(&r, NULL, 0, &c->env[c->nenv]) < 0)
+			goto bad;
+	if (get_str(&r, c->hostname, sizeof(c->hostname), NULL) < 0 || rd_u32(&r, &c->uid) < 0 ||
+	    rd_u32(&r, &c->gid) < 0 || rd_u8(&r, &pty) < 0 || rd_u32(&r, &c->rows) < 0 ||
+	    rd_u32(&r, &c->cols) < 0 || rd_left(&r))
+		goto bad;
+	c->pty = pty;
+	return 0;
+bad:
+	ctr_config_free(c);
+	return -EBADMSG;
+}
+
+void ctr_config_free(struct ctr_config *c)
+{
+	for (size_t i = 0; i < c->nargs; i++)
+		free(c->args[i]);
+	for (size_t i = 0; i < c->nenv; i++)
+		free(c->env[i]);
+	c->nargs = c->nenv = 0;
+}
+
+int ctr_target_ok(const char *t)
+{
+	size_t n = strlen(t);
+	if (t[0] != '/' || n >= PATH_MAX)
+		return 0;
+	for (const char *p = t + 1; *p;) {
+		const char *e = strchrnul(p, '/');
+		size_t l = (size_t)(e - p);
+		if (l == 0 && *e)
+			return 0; /* "//" */
+		if ((l == 1 && p[0] == '.') || (l == 2 && p[0] == '.' && p[1] == '.'))
+			return 0;
+		p = *e ? e + 1 : e;
+	}
+	return 1;
+}
+
+/* --- talking to the daemon ----------------------------------------- */
+
+static void say(char kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void say(char kind, const char *fmt, ...)
+{
+	char m[1024];
+	va_list ap;
+	int n;
+
+	m[0] = kind;
+	va_start(ap, fmt);
+	n = vsnprintf(m + 1, sizeof(m) - 1, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		n = 0;
+	if (n > (int)sizeof(m) - 2)
+		n = (int)sizeof(m) - 2;
+	/* Nothing to be done if the daemon is gone: the container ends
+	 * with it anyway. */
+	(void)!send(CTR_FD_CTL, m, (size_t)n + 1, MSG_NOSIGNAL);
+}
+
+static void say_fd(char kind, int fd)
+{
+	char ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { &kind, 1 };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
+			     .msg_controllen = sizeof(ctrl) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+
+	memset(ctrl, 0, sizeof(ctrl));
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	(void)!sendmsg(CTR_FD_CTL, &mh, MSG_NOSIGNAL);
+}
+
+/* Says what failed and ends this process. */
+static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt, ...)
+{
+	char m[1000];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(m, sizeof(m), fmt, ap);
+	va_end(ap);
+	say('E', "%s", m);
+	_exit(1);
+}
+
+/* --- the root ------------------------------------------------------ */
+
+static int openat2_in(int root, const char *path, int flags)
+{
+	struct open_how how = { .flags = (uint64_t)flags | O_CLOEXEC,
+				.resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS };
+	return (int)syscall(SYS_openat2, root, path, &how, sizeof(how));
+}
+
+/* Opens path inside the tree root as its "/" (symbolic links cannot
+ * lead out of it), making missing directories on the way. */
+static int open_dir_in(int root, const char *path)
+{
+	char prefix[PATH_MAX];
+	const char *p = path;
+	int fd;
+
+	while (*p == '/')
+		p++;
+	if (!*p)
+		return fcntl(root, F_DUPFD_CLOEXEC, 3);
+	if ((fd = openat2_in(root, path, O_PATH | O_DIRECTORY)) >= 0 || errno != ENOENT)
+		return fd;
+	/* Make each missing component in turn, under its resolved parent. */
+	for (const char *e = p;; e++) {
+		if (*e != '/' && *e)
+			continue;
+		int len = (int)(e - path);
+		snprintf(prefix, sizeof(prefix), "%.*s", len, path);
+		fd = openat2_in(root, prefix, O_PATH | O_DIRECTORY);
+		if (fd < 0 && errno == ENOENT) {
+			char *slash = strrchr(prefix, '/');
+			int parent;
+			*slash = 0;
+			parent = openat2_in(root, *prefix ? prefix : "/", O_PATH | O_DIRECTORY);
+			if (parent < 0)
+				return -1;
+			if (mkdirat(parent, slash + 1, 0755) < 0 && errno != EEXIST) {
+				int e2 = errno;
+				close(parent);
+				errno = e2;
+				return -1;
+			}
+			close(parent);
+			*slash = '/';
+			fd = openat2_in(root, prefix, O_PATH | O_DIRECTORY);
+		}
+		if (fd < 0)
+			return -1;
+		if (!*e)
+			return fd;
+		close(fd);
+	}
+}
+
+/* Mounts on path inside root (resolved there). */
+static void mount_in(int root, const char *path, const char *src, const char *type,
+		     unsigned long flags, const char *data)
+{
+	char at[64];
+	int fd = open_dir_in(root, path);
+
+	if (fd < 0)
+		fail("cannot make %s in the container's root: %s", path, strerror(errno));
+	snprintf(at, sizeof(at), "/proc/self/fd/%d", fd);
+	if (mount(src, at, type, flags, data) < 0)
+		fail("cannot mount %s on %s: %s", type ? type : src, path, strerror(errno));
+	/* Read-only bind mounts take a second pass. */
+	if ((flags & MS_BIND) && (flags & MS_RDONLY) &&
+	    mount(NULL, at, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
+		fail("cannot make %s read-only: %s", path, strerror(errno));
+	close(fd);
+}
+
+static void make_dev(void)
+{
+	static const struct {
+		const char *name;
+		unsigned major, minor;
+	} nodes[] = { { "null", 1, 3 },    { "zero", 1, 5 }, { "full", 1, 7 },
+		      { "random", 1, 8 },  { "urandom", 1, 9 }, { "tty", 5, 0 } };
+	static const char *const links[][2] = { { "pts/ptmx", "ptmx" },
+						{ "/proc/self/fd", "fd" },
+						{ "/proc/self/fd/0", "stdin" },
+						{ "/proc/self/fd/1", "stdout" },
+						{ "/proc/self/fd/2", "stderr" } };
+	int dev = open("/dev", O_PATH | O_DIRECTORY | O_CLOEXEC);
+	int fd;
+
+	if (dev < 0)
+		fail("cannot open the container's /dev: %s", strerror(errno));
+	umask(0);
+	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++)
+		if (mknodat(dev, nodes[i].name, S_IFCHR | 0666,
+			    makedev(nodes[i].major, nodes[i].minor)) < 0)
+			fail("cannot make /dev/%s: %s", nodes[i].name, strerror(errno));
+	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
+		if (symlinkat(links[i][0], dev, links[i][1]) < 0)
+			fail("cannot make /dev/%s: %s", links[i][1], strerror(errno));
+	/* The console is the terminal when there is one, else nothing. */
+	if ((fd = openat(dev, "console", O_CREAT | O_WRONLY | O_CLOEXEC, 0600)) < 0)
+		fail("cannot make /dev/console: %s", strerror(errno));
+	close(fd);
+	if (mkdirat(dev, "pts", 0755) < 0 || mkdirat(dev, "shm", 01777) < 0)
+		fail("cannot make /dev/pts and /dev/shm: %s", strerror(errno));
+	close(dev);
+	umask(022);
+	if (mount("devpts", "/dev/pts", "devpts", MS_NOSUID | MS_NOEXEC,
+		  "newinstance,ptmxmode=0666,mode=0620") < 0)
+		fail("cannot mount /dev/pts: %s", strerror(errno));
+	if (mount("shm", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, "mode=1777") < 0)
+		fail("cannot mount /dev/shm: %s", strerror(errno));
+	if (mount("/dev/null", "/dev/console", NULL, MS_BIND, NULL) < 0)
+		fail("cannot make /dev/console: %s", strerror(errno));
+}
+
+/* Builds the container's tree and moves into it. */
+static void setup_root(const struct ctr_config *c)
+{
+	int root;
+
+	/* Nothing mounted here travels back to the host. */
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		fail("cannot make the mounts private: %s", strerror(errno));
+	if (mount(c->root, c->root, NULL, MS_BIND | MS_REC, NULL) < 0)
+		fail("cannot bind the root %s: %s", c->root, strerror(errno));
+	if ((root = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		fail("cannot open the root %s: %s", c->root, strerror(errno));
+	for (size_t i = 0; i < c->nmounts; i++)
+		mount_in(root, c->mounts[i].target, c->mounts[i].source, NULL, MS_BIND | MS_REC,
+			 NULL);
+	mount_in(root, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+	mount_in(root, "/sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		 NULL);
+	mount_in(root, "/dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=1024k");
+	/* The old root is stacked under the new one and then let go of. */
+	if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+		fail("cannot pivot into %s: %s", c->root, strerror(errno));
+	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+		fail("cannot let go of the host's root: %s", strerror(errno));
+	close(root);
+	make_dev();
+	if (sethostname(c->hostname, strlen(c->hostname)) < 0)
+		fail("cannot set the hostname: %s", strerror(errno));
+}
+
+static void setup_net(const struct ctr_config *c)
+{
+	struct nl *nl;
+	int e;
+
+	if ((e = nl_open(&nl)) < 0)
+		fail("netlink: %s", strerror(-e));
+	if (nl_link_set_up(nl, "lo", 1) < 0)
+		fail("cannot bring up lo: %s", nl_error(nl));
+	for (size_t i = 0; i < c->nnets; i++) {
+		const struct ctr_net *x = &c->nets[i];
+		if (nl_link_set_up(nl, x->name, 1) < 0)
+			fail("cannot bring up %s: %s", x->name, nl_error(nl));
+		if (*x->cidr && nl_addr_add(nl, x->name, x->cidr) < 0)
+			fail("cannot give %s the address %s: %s", x->name, x->cidr, nl_error(nl));
+		if (*x->gateway && nl_route_add(nl, "default", x->gateway, x->name) < 0)
+			fail("cannot route through %s on %s: %s", x->gateway, x->name,
+			     nl_error(nl));
+	}
+	nl_close(nl);
+}
+
+/* Joins the namespaces and the root of the container whose pid 1 is
+ * pid (seen from here); the pid namespace takes the next child. */
+static void join_namespaces(pid_t pid)
+{
+	static const struct {
+		const char *name;
+		int type;
+	} ns[] = { { "ipc", CLONE_NEWIPC }, { "uts", CLONE_NEWUTS }, { "net", CLONE_NEWNET },
+		   { "pid", CLONE_NEWPID }, { "mnt", CLONE_NEWNS } };
+	char path[64];
+	int fds[5], root;
+
+	/* Everything is opened before the first setns: /proc is the host's
+	 * only until the mount namespace changes. */
+	for (size_t i = 0; i < 5; i++) {
+		snprintf(path, sizeof(path), "/proc/%d/ns/%s", (int)pid, ns[i].name);
+		if ((fds[i] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+			fail("the container is gone (%s: %s)", path, strerror(errno));
+	}
+	snprintf(path, sizeof(path), "/proc/%d/root", (int)pid);
+	if ((root = open(path, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
+		fail("the container is gone (%s: %s)", path, strerror(errno));
+	for (size_t i = 0; i < 5; i++) {
+		if (setns(fds[i], ns[i].type) < 0)
+			fail("cannot join the container's %s namespace: %s", ns[i].name,
+			     strerror(errno));
+		close(fds[i]);
+	}
+	if (fchdir(root) < 0 || chroot(".") < 0 || chdir("/") < 0)
+		fail("cannot enter the container's root: %s", strerror(errno));
+	close(root);
+}
+
+/* --- the command --------------------------------------------------- */
+
+static volatile pid_t command_pid;
+
+/* What reaches pid 1 is meant for the command (its process group). */
+static void forward(int sig)
+{
+	pid_t p = command_pid;
+	if (p > 0 && kill(-p, sig) < 0)
+		kill(p, sig);
+}
+
+static int open_pty(const struct ctr_config *c, char slave[64])
+{
+	int m = open("/dev/pts/ptmx", O_RDWR | O_NOCTTY | O_CLOEXEC), unlock = 0, n;
+	struct winsize ws = { .ws_row = (unsigned short)c->rows, .ws_col = (unsigned short)c->cols };
+
+	if (m < 0)
+		fail("cannot open a terminal: %s", strerror(errno));
+	if (ioctl(m, TIOCSPTLCK, &unlock) < 0 || ioctl(m, TIOCGPTN, &n) < 0)
+		fail("cannot set up a terminal: %s", strerror(errno));
+	if (c->rows && c->cols)
+		ioctl(m, TIOCSWINSZ, &ws);
+	snprintf(slave, 64, "/dev/pts/%d", n);
+	return m;
+}
+
+static void __attribute__((noreturn)) exec_command(const struct ctr_config *c,
+						   const char *slave, int errfd)
+{
+	int e;
+
+	setsid();
+	if (slave) {
+		int t = open(slave, O_RDWR);
+		if (t < 0 || ioctl(t, TIOCSCTTY, 0) < 0)
+			goto out;
+		dup2(t, 0);
+		dup2(t, 1);
+		dup2(t, 2);
+		if (t > 2)
+			close(t);
+	} else {
+		for (int i = 0; i < 3; i++)
+			if (dup2(CTR_FD_STDIO + i, i) < 0)
+				goto out;
+	}
+	close(CTR_FD_CTL);
+	for (int i = CTR_FD_STDIO; i < CTR_FD_STDIO + 3; i++)
+		close(i);
+	if (setgroups(0, NULL) < 0 || setresgid(c->gid, c->gid, c->gid) < 0 ||
+	    setresuid(c->uid, c->uid, c->uid) < 0)
+		goto out;
+	clearenv();
+	putenv(DEFAULT_PATH);
+	putenv("HOME=/");
+	for (size_t i = 0; i < c->nenv; i++)
+		putenv(c->env[i]);
+	if (!slave)
+		unsetenv("TERM");
+	execvp(c->args[0], c->args);
+out:
+	e = errno;
+	(void)!write(errfd, &e, sizeof(e));
+	_exit(127);
+}
+
+/* Starts the command; says why not and ends here when it cannot. */
+static pid_t start_command(const struct ctr_config *c, const char *slave)
+{
+	int p[2], e = 0;
+	pid_t pid;
+	ssize_t n;
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		fail("pipe: %s", strerror(errno));
+	if ((pid = fork()) < 0)
+		fail("cannot fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(p[0]);
+		exec_command(c, slave, p[1]);
+	}
+	close(p[1]);
+	/* Nothing to read: exec succeeded and closed its end. */
+	while ((n = read(p[0], &e, sizeof(e))) < 0 && errno == EINTR)
+		;
+	close(p[0]);
+	if (n == sizeof(e)) {
+		waitpid(pid, NULL, 0);
+		fail("cannot run %s: %s", c->args[0], strerror(e));
+	}
+	return pid;
+}
+
+/* The container's pid 1 (or the process joining it): runs the command
+ * and reaps whatever ends, until the command does. */
+static void __attribute__((noreturn)) inner(const struct ctr_config *c)
+{
+	static const int fwd[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
+				   SIGWINCH, SIGCONT };
+	struct sigaction sa = { .sa_handler = forward, .sa_flags = SA_RESTART };
+	char slave[64];
+	int st;
+	pid_t w;
+
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* One joining a container did that before it was forked. */
+	if (!c->join) {
+		setup_root(c);
+		setup_net(c);
+	}
+	if (c->pty) {
+		int m = open_pty(c, slave);
+		if (!c->join && mount(slave, "/dev/console", NULL, MS_BIND, NULL) < 0)
+			fail("cannot make the terminal the console: %s", strerror(errno));
+		say_fd('P', m);
+		close(m);
+	}
+	sigemptyset(&sa.sa_mask);
+	for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)
+		sigaction(fwd[i], &sa, NULL);
+	command_pid = start_command(c, c->pty ? slave : NULL);
+	/* Only the command holds the container's stdio now. */
+	for (int i = CTR_FD_STDIO; i < CTR_FD_STDIO + 3; i++)
+		close(i);
+	say('R', "%d", (int)command_pid);
+	for (;;) {
+		w = waitpid(-1, &st, 0);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			_exit(0); /* cannot happen: the command is a child */
+		if (w != command_pid)
+			continue;
+		if (WIFSIGNALED(st))
+			say('S', "%d", WTERMSIG(st));
+		else
+			say('X', "%d", WEXITSTATUS(st));
+		/* pid 1 going ends every process left in the container. */
+		_exit(0);
+	}
+}
+
+/* --- the helper ---------------------------------------------------- */
+
+static int wait_go(void)
+{
+	char k;
+	ssize_t n;
+	while ((n = recv(CTR_FD_CTL, &k, 1, 0)) < 0 && errno == EINTR)
+		;
+	return n == 1 && k == 'G' ? 0 : -1;
+}
+
+int ctr_helper_main(void)
+{
+	static uint8_t m[CTR_MAX_MSG];
+	struct ctr_config c;
+	ssize_t n;
+	pid_t pid, w;
+	int st;
+
+	/* Gone with the daemon: no container outlives its supervisor. */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() == 1)
+		return 1;
+	while ((n = recv(CTR_FD_CTL, m, sizeof(m), 0)) < 0 && errno == EINTR)
+		;
+	if (n <= 0 || ctr_config_decode(m, (size_t)n, &c) < 0) {
+		say('E', "the container's configuration is malformed");
+		return 1;
+	}
+	if (c.join)
+		join_namespaces(c.join);
+	else if (unshare(CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWPID) < 0)
+		fail("cannot make namespaces: %s", strerror(errno));
+	say('N', "%d", (int)getpid());
+	if (wait_go() < 0)
+		return 1; /* the daemon gave up: it said why */
+	if ((pid = fork()) < 0)
+		fail("cannot fork: %s", strerror(errno));
+	if (pid == 0)
+		inner(&c);
+	for (int i = CTR_FD_STDIO; i < CTR_FD_STDIO + 3; i++)
+		close(i);
+	say('I', "%d", (int)pid);
+	while ((w = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
+		;
+	/* pid 1 killed (by kill(SIGKILL) or the OOM killer) says nothing
+	 * itself. */
+	if (w == pid && WIFSIGNALED(st))
+		say('S', "%d", WTERMSIG(st));
+	ctr_config_free(&c);
+	return 0;
+}
