@@ -54,7 +54,9 @@ static const struct applet applets[] = {
 	  "   The exit code is the command's (128+N when killed by signal N).\n" },
 	{ "compute", compute_main, "containers: export this node's launcher, list what runs",
 	  "metac compute export [--persistent]   (a ref for 'metac run --node=REF')\n"
-	  "       metac compute list [--json]\n" },
+	  "       metac compute list [--json]\n"
+	  "       metac compute exec [--pty] [--env K=V]... [--uid N] [--gid N] ID CMD [ARG...]\n"
+	  "                 (one more process in a running container)\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

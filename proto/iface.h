@@ -205,6 +205,8 @@ enum {
 	 *  u64 pid, string state)) */
 	COMPUTE_ADMIN_LIST = 1,
 	COMPUTE_ADMIN_LAUNCHER = 2, /* () -> (cap ComputeLauncher) */
+	/* (u64 id) -> (cap ProcessEnvironment): a running container's */
+	COMPUTE_ADMIN_ENVIRONMENT = 3,
 };
 
 const char *iface_name(unsigned id);

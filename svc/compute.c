@@ -1342,6 +1342,29 @@ static void compute_admin_call(struct cap *cap, struct rpc_call *call)
 		}
 		rpc_return_cap(call, l);
 		return;
+	case COMPUTE_ADMIN_ENVIRONMENT: {
+		struct msg_rd r;
+		uint64_t id;
+		struct ctr *c;
+		msg_rd_init(&r, &call->params);
+		if (msg_get_u64(&r, &id) < 0) {
+			rpc_return_error(call, -EINVAL, "environment takes a container's id");
+			return;
+		}
+		for (c = S.ctrs; c && c->id != id; c = c->next)
+			;
+		if (!c || c->ended || c->failed || !c->procs || c->procs->state != P_RUNNING) {
+			rpc_return_error(call, -ENOENT, "no container %llu runs here ('metac "
+				      "compute list' shows them)", (unsigned long long)id);
+			return;
+		}
+		if (!(l = handle_new(c, NULL))) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		rpc_return_cap(call, l);
+		return;
+	}
 	case COMPUTE_ADMIN_LIST:
 		for (struct ctr *c = S.ctrs; c; c = c->next)
 			n++;
@@ -1535,6 +1558,52 @@ static int run_attach(struct run *r)
 	return 0;
 }
 
+/* Pipes the process's stdio (or terminal) here, passes signals and
+ * resizes on, and waits for it: its exit code, 128+N for death by signal
+ * N, or EXIT_FAIL if it could not be followed. */
+static int run_follow(struct run *r)
+{
+	struct loop_signal *sigs[4] = { 0 };
+	struct msg p;
+	int rc = EXIT_FAIL;
+
+	if (run_attach(r) < 0) {
+		run_signal(r->a.loop, SIGKILL, r);
+		return EXIT_FAIL;
+	}
+	if (r->pty) {
+		struct termios raw;
+		if (tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
+			tio_saved = 1;
+			atexit(restore_terminal);
+			raw = saved_tio;
+			cfmakeraw(&raw);
+			tcsetattr(STDIN_FILENO, TCSADRAIN, &raw);
+		}
+		sigs[0] = loop_signal_new(r->a.loop, SIGWINCH, run_signal, r);
+	} else {
+		sigs[0] = loop_signal_new(r->a.loop, SIGINT, run_signal, r);
+		sigs[1] = loop_signal_new(r->a.loop, SIGQUIT, run_signal, r);
+	}
+	sigs[2] = loop_signal_new(r->a.loop, SIGTERM, run_signal, r);
+	sigs[3] = loop_signal_new(r->a.loop, SIGHUP, run_signal, r);
+	msg_init(&p);
+	rpc_call(r->process, IFACE_PROCESS, PROCESS_WAIT, &p, run_waited, r);
+	while ((!r->waited || r->outputs > 0) && !r->a.err)
+		if (loop_run_once(r->a.loop, -1) < 0)
+			break;
+	restore_terminal();
+	if (r->failed || (!r->waited && r->a.err))
+		fprintf(stderr, "metac: lost the process: %s\n", r->failed ? r->why : r->a.errmsg);
+	else if (r->sig)
+		rc = 128 + (int)r->sig;
+	else
+		rc = (int)(r->code & 0xff);
+	for (size_t i = 0; i < 4; i++)
+		loop_signal_del(sigs[i]);
+	return rc;
+}
+
 /* --net=URI[,addr=CIDR][,gw=IP] */
 static int put_net(struct msg *m, char *spec)
 {
@@ -1580,7 +1649,6 @@ int run_main(int argc, char **argv)
 	unsigned long long memory = 0, uid = 0, gid = 0;
 	struct run r = { 0 };
 	struct cap *launcher = NULL, *admin = NULL;
-	struct loop_signal *sigs[5] = { 0 };
 	struct msg p, res;
 	struct winsize ws = { 0 };
 	int c, rc = EXIT_FAIL;
@@ -1719,40 +1787,7 @@ int run_main(int argc, char **argv)
 		r.process = cap_ref(pc);
 		r.env = cap_ref(ec);
 	}
-	if (run_attach(&r) < 0) {
-		run_signal(r.a.loop, SIGKILL, &r);
-		goto out_exports;
-	}
-	if (r.pty) {
-		struct termios raw;
-		if (tcgetattr(STDIN_FILENO, &saved_tio) == 0) {
-			tio_saved = 1;
-			atexit(restore_terminal);
-			raw = saved_tio;
-			cfmakeraw(&raw);
-			tcsetattr(STDIN_FILENO, TCSADRAIN, &raw);
-		}
-		sigs[0] = loop_signal_new(r.a.loop, SIGWINCH, run_signal, &r);
-	} else {
-		sigs[0] = loop_signal_new(r.a.loop, SIGINT, run_signal, &r);
-		sigs[1] = loop_signal_new(r.a.loop, SIGQUIT, run_signal, &r);
-	}
-	sigs[2] = loop_signal_new(r.a.loop, SIGTERM, run_signal, &r);
-	sigs[3] = loop_signal_new(r.a.loop, SIGHUP, run_signal, &r);
-	msg_init(&p);
-	rpc_call(r.process, IFACE_PROCESS, PROCESS_WAIT, &p, run_waited, &r);
-	while ((!r.waited || r.outputs > 0) && !r.a.err)
-		if (loop_run_once(r.a.loop, -1) < 0)
-			break;
-	restore_terminal();
-	if (r.failed || (!r.waited && r.a.err)) {
-		fprintf(stderr, "metac run: lost the process: %s\n",
-			r.failed ? r.why : r.a.errmsg);
-	} else if (r.sig) {
-		rc = 128 + (int)r.sig;
-	} else {
-		rc = (int)(r.code & 0xff);
-	}
+	rc = run_follow(&r);
 out_exports:
 	for (size_t i = 0; i < nexp; i++) {
 		msg_init(&p);
@@ -1765,8 +1800,6 @@ out_exports:
 	}
 out:
 	msg_free(&res);
-	for (size_t i = 0; i < 5; i++)
-		loop_signal_del(sigs[i]);
 	cap_unref(r.process);
 	cap_unref(r.env);
 	cap_unref(launcher);
@@ -1886,6 +1919,97 @@ out:
 	return r;
 }
 
+/* metac compute exec: one more process in a running container. */
+static int compute_exec(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "pty", no_argument, NULL, 't' },
+		{ "env", required_argument, NULL, 'e' },
+		{ "uid", required_argument, NULL, 'u' },
+		{ "gid", required_argument, NULL, 'g' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL, *env[CTR_MAX_ENV];
+	unsigned long long id, uid = 0, gid = 0, v;
+	size_t ne = 0;
+	struct run r = { 0 };
+	struct cap *admin = NULL, *envcap = NULL;
+	struct msg p, res;
+	struct winsize ws = { 0 };
+	int c, rc = EXIT_FAIL;
+	char *end;
+
+	msg_init(&res);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+te:", opts, NULL)) != -1) {
+		switch (c) {
+		case 't': r.pty = 1; break;
+		case 'e':
+			if (ne == CTR_MAX_ENV || !strchr(optarg, '='))
+				return cli_usage_error(self, "--env K=V");
+			env[ne++] = optarg;
+			break;
+		case 'u':
+		case 'g':
+			v = strtoull(optarg, &end, 10);
+			if (*end || !*optarg || v >= UINT32_MAX)
+				return cli_usage_error(self, "--uid and --gid take numbers");
+			*(c == 'u' ? &uid : &gid) = v;
+			break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (argc - optind < 2)
+		return cli_usage_error(self, "compute exec takes a container's id and a command");
+	id = strtoull(argv[optind], &end, 10);
+	if (*end || !*argv[optind])
+		return cli_usage_error(self, "'%s' is not a container's id", argv[optind]);
+	optind++;
+	if (argc - optind > CTR_MAX_ARGS)
+		return cli_usage_error(self, "at most %d arguments", CTR_MAX_ARGS);
+	if (r.pty && !isatty(STDIN_FILENO))
+		return cli_usage_error(self, "--pty needs a terminal on stdin");
+	if (admin_open(&r.a, admin_socket_path(sock)) < 0)
+		goto out;
+	msg_init(&p);
+	msg_put_str(&p, "compute");
+	if (admin_call_cap(&r.a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &p, &admin,
+			   "no compute service") < 0)
+		goto out;
+	msg_init(&p);
+	msg_put_u64(&p, id);
+	if (admin_call_cap(&r.a, admin, IFACE_SERVICE_ADMIN, COMPUTE_ADMIN_ENVIRONMENT, &p,
+			   &envcap, "cannot reach the container") < 0)
+		goto out;
+	msg_init(&p);
+	msg_put_u64(&p, (uint64_t)(argc - optind));
+	for (int i = optind; i < argc; i++)
+		msg_put_str(&p, argv[i]);
+	msg_put_u64(&p, ne);
+	for (size_t i = 0; i < ne; i++)
+		msg_put_str(&p, env[i]);
+	msg_put_u64(&p, uid);
+	msg_put_u64(&p, gid);
+	msg_put_bool(&p, r.pty);
+	if (r.pty)
+		ioctl(STDIN_FILENO, TIOCGWINSZ, &ws);
+	msg_put_u64(&p, ws.ws_row);
+	msg_put_u64(&p, ws.ws_col);
+	if (admin_call_cap(&r.a, envcap, IFACE_PROCESS_ENVIRONMENT, PROCESS_ENV_LAUNCH_PROCESS, &p,
+			   &r.process, "cannot run it in the container") < 0)
+		goto out;
+	rc = run_follow(&r);
+out:
+	msg_free(&res);
+	cap_unref(r.process);
+	cap_unref(envcap);
+	cap_unref(admin);
+	admin_close(&r.a);
+	return rc;
+}
+
 static int compute_container(const struct applet *self, int argc, char **argv)
 {
 	return ctr_helper_main();
@@ -1896,6 +2020,7 @@ int compute_main(int argc, char **argv)
 	static const struct cli_command cmds[] = {
 		{ "export", compute_export },
 		{ "list", compute_list },
+		{ "exec", compute_exec },
 		{ "_container", compute_container },
 		{ 0 }
 	};

@@ -224,7 +224,10 @@ static unsigned tunnel_mtu(enum vx_mode mode, const struct sockaddr_storage *pee
 	unsigned path = len ? vx_path_mtu((const struct sockaddr *)peer, len) : 0;
 	unsigned over = vx_overhead(mode, v4 ? AF_INET : AF_INET6) + 14;
 
-	if (!path)
+	/* An Ethernet segment is as wide as an Ethernet: a tunnel over
+	 * loopback (two ends on one node, bridged with others) must not
+	 * carry frames that its neighbours on the bridge would drop. */
+	if (!path || path > NET_DEFAULT_MTU)
 		path = NET_DEFAULT_MTU;
 	return path > over + 576 ? path - over : 576;
 }

@@ -41,6 +41,32 @@ run --mount=/=local:"$R" sh -c "test ! -e /proc/$$" || fail "the container sees 
 run --mount=/=local:"$R" sh -c 'ip link 2>/dev/null | grep -c "^[0-9]"' >"$T/links"
 [ "$(cat "$T/links")" = 1 ] || fail "the container has more than lo: $(cat "$T/links")"
 
+# --- user and group; Ctrl-C without a terminal (SIGINT to metac run) ---
+[ "$(run --mount=/=local:"$R" --uid 1000 --gid 1001 sh -c 'echo $(id -u):$(id -g)')" = 1000:1001 ] ||
+	fail "--uid/--gid"
+"$T/A.m" run --mount=/=local:"$R" sleep 60 &
+runner=$!
+sleep 1
+kill -INT $runner
+wait $runner
+rc=$?
+[ $rc = 130 ] || fail "SIGINT to metac run gave $rc, not 130 (the container's process killed by it)"
+
+# --- one more process in a running container: compute list and exec ---
+bg_start long timeout 60 "$T/A.m" run --mount=/=local:"$R" --hostname ex1 sh -c 'echo $$ >/tmp/first; sleep 30'
+for _ in $(seq 50); do m A compute list | grep -q 'ex1 .*running' && break; sleep 0.1; done
+id=$(m A compute list --json | grep -o '"id":[0-9]*,"hostname":"ex1"' | grep -o '[0-9]*' | head -1)
+[ -n "$id" ] || fail "compute list does not show the container: $(m A compute list)"
+out=$(timeout 30 "$T/A.m" compute exec "$id" sh -c 'hostname; cat /tmp/first; cat /proc/$(cat /tmp/first)/comm') ||
+	fail "compute exec"
+[ "$out" = "ex1
+2
+sleep" ] || fail "compute exec did not run inside the container: $out"
+expect_fail "no container" "$T/A.m" compute exec 9999 true
+kill $PID_long
+wait $PID_long 2>/dev/null
+rm -f "$R/tmp/first"
+
 # --- a second folder, and the environment ---
 out=$(run --mount=/=local:"$R" --mount=/mnt/data=local:"$T/data" --env GREETING=hi \
 	sh -c 'cat /mnt/data/hello; echo $GREETING; echo made >/mnt/data/new') || fail "a mount inside"
