@@ -212,7 +212,7 @@ static int cgroup_make(struct ctr *c, char *err, size_t errsz)
 	}
 	if (access("/sys/fs/cgroup/memory/memory.limit_in_bytes", F_OK) == 0) {
 		own_cgroup_v1("memory", own, sizeof(own));
-		snprintf(c->cgroup, sizeof(c->cgroup), "/sys/fs/cgroup/memory%s/metac-%d-%u", own,
+		snprintf(c->cgroup, sizeof(c->cgroup), "/sys/fs/cgroup/memory%.3000s/metac-%d-%u", own,
 			 (int)getpid(), c->id);
 		if (mkdir(c->cgroup, 0755) < 0) {
 			e = -errno;

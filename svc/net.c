@@ -332,6 +332,8 @@ struct tend {
 	void *failed_arg;
 };
 
+/* Stops t's engine and timers and lets go of its peer. t may be gone
+ * when this returns (see the end): callers do not touch it after. */
 static void tend_stop(struct tend *t)
 {
 	if (t->tun)
@@ -346,8 +348,12 @@ static void tend_stop(struct tend *t)
 	loop_timer_del(t->ping);
 	t->rekey = t->ping = NULL;
 	t->failed = NULL;
-	cap_unref(t->peer);
+	/* Last, and t untouched after: when both ends are on this node,
+	 * the peer may hold the last reference to t, and stopping it
+	 * lets go of that. */
+	struct cap *peer = t->peer;
 	t->peer = NULL;
+	cap_unref(peer);
 }
 
 static void tend_fail(struct tend *t, const char *why)
@@ -785,9 +791,9 @@ static void l2_call(struct cap *c, struct rpc_call *call)
 		}
 		nl_close(nl);
 		if ((nif = netif_find(x->name)))
-			snprintf(nif->name, sizeof(nif->name), "%s", name);
+			snprintf(nif->name, sizeof(nif->name), "%.*s", IFNAMSIZ - 1, name);
 		refs_follow(x->name, name);
-		snprintf(x->name, sizeof(x->name), "%s", name);
+		snprintf(x->name, sizeof(x->name), "%.*s", IFNAMSIZ - 1, name);
 		rpc_return(call);
 		return;
 	case KERNEL_INTERFACE_DESTROY:

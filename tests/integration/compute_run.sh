@@ -114,9 +114,11 @@ expect_fail "not an existing directory\|No such file" "$T/A.m" run --mount=/=loc
 expect_fail "no root" "$T/A.m" run --mount=/mnt=local:"$T/data" true
 expect_fail "not an absolute path inside" "$T/A.m" run --mount=/=local:"$R" --mount=/../etc=local:"$T/data" true
 expect_fail "cannot run nosuch" "$T/A.m" run --mount=/=local:"$R" nosuch
-expect_fail "ref" "$T/A.m" run --mount=/=local:"$R" --net=ref://127.0.0.1:9/AAAA true
 at_exit "ip link del mt$$ 2>/dev/null"
 NREF=$(m A net export newlocal:mt$$) || fail "net export"
+# A well-formed ref to this node whose secret it never gave out.
+expect_fail "network 0 (eth0)" "$T/A.m" run --mount=/=local:"$R" --net="${NREF%????}AAAA" true
+expect_fail "not a ref" "$T/A.m" run --mount=/=local:"$R" --net=local:eth0 true
 expect_fail "addr is" "$T/A.m" run --mount=/=local:"$R" --net="$NREF",addr=300.1.1.1/24 true
 no_leftovers "after bad input"
 # A symbolic link inside the root cannot take a mount out of it.
