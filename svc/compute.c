@@ -1069,6 +1069,10 @@ static int read_mounts(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, 
 			return -EINVAL;
 		}
 		root = !strcmp(target, "/");
+		if (!root && cfg->nmounts == CTR_MAX_MOUNTS) {
+			snprintf(err, errsz, "at most %d mounts besides /", CTR_MAX_MOUNTS);
+			return -EINVAL;
+		}
 		if (!root && !ctr_target_ok(target)) {
 			snprintf(err, errsz, "mount target '%.300s' is not an absolute path inside "
 				 "the container (no '..', '.' or '//')", target);
@@ -1107,10 +1111,6 @@ static int read_mounts(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, 
 		} else {
 			snprintf(err, errsz, "mount source for %.300s is neither local:PATH nor a ref",
 				 target);
-			return -EINVAL;
-		}
-		if (cfg->nmounts == CTR_MAX_MOUNTS) {
-			snprintf(err, errsz, "at most %d mounts besides /", CTR_MAX_MOUNTS);
 			return -EINVAL;
 		}
 		snprintf(cfg->mounts[cfg->nmounts++].target, PATH_MAX, "%s", target);

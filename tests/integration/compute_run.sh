@@ -113,6 +113,9 @@ no_leftovers "after the runs"
 expect_fail "not an existing directory\|No such file" "$T/A.m" run --mount=/=local:"$T/nope" true
 expect_fail "no root" "$T/A.m" run --mount=/mnt=local:"$T/data" true
 expect_fail "not an absolute path inside" "$T/A.m" run --mount=/=local:"$R" --mount=/../etc=local:"$T/data" true
+many=()
+for i in $(seq 33); do many+=(--mount=/m$i=local:"$T/data"); done
+expect_fail "at most 32 mounts" "$T/A.m" run "${many[@]}" true
 expect_fail "cannot run nosuch" "$T/A.m" run --mount=/=local:"$R" nosuch
 at_exit "ip link del mt$$ 2>/dev/null"
 NREF=$(m A net export newlocal:mt$$) || fail "net export"
