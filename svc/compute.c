@@ -49,7 +49,7 @@
 #include "svc/container.h"
 #include "svc/net.h"
 #include "svc/services.h"
-#include "wire/conn.h"
+#include "svc/stream.h"
 
 #define NET_VNI 1           /* as svc/net.c: one segment per tunnel */
 #define MAX_WAITERS 8
@@ -408,51 +408,6 @@ struct handle {
 	struct proc *proc;
 };
 
-/* One of a process's stdio descriptors (or its terminal) as a Stream:
- * its one data connection pipes the descriptor. */
-struct fd_stream {
-	struct cap cap;
-	int fd;
-};
-
-static void fd_stream_call(struct cap *c, struct rpc_call *call)
-{
-	node_stream_call(S.node, c, call, "process stream");
-}
-
-static void fd_stream_attach(struct cap *c, struct wire_conn *data)
-{
-	struct fd_stream *s = (struct fd_stream *)c;
-	int fd = s->fd, e;
-
-	s->fd = -1;
-	if (fd < 0) {
-		log_info("compute: a process stream is connected already");
-		wire_conn_close(data);
-		return;
-	}
-	if ((e = node_pipe_fds(data, fd, fd, NULL, NULL)) < 0) {
-		log_warn("compute: cannot pipe a process stream: %s", strerror(-e));
-		close(fd);
-		wire_conn_close(data);
-	}
-}
-
-static void fd_stream_free(struct cap *c)
-{
-	struct fd_stream *s = (struct fd_stream *)c;
-	if (s->fd >= 0)
-		close(s->fd);
-	free(s);
-}
-
-static const struct cap_ops fd_stream_ops = {
-	.name = "process stream",
-	.call = fd_stream_call,
-	.free = fd_stream_free,
-	.attach = fd_stream_attach,
-};
-
 static void handle_free(struct cap *cap)
 {
 	struct handle *h = (struct handle *)cap;
@@ -497,7 +452,7 @@ static void process_call(struct proc *p, struct rpc_call *call)
 {
 	struct msg_rd r;
 	uint64_t v, rows, cols;
-	struct fd_stream *s;
+	struct cap *s;
 
 	msg_rd_init(&r, &call->params);
 	switch (call->method) {
@@ -512,14 +467,12 @@ static void process_call(struct proc *p, struct rpc_call *call)
 				      "not there yet", (unsigned long long)v);
 			return;
 		}
-		if (!(s = calloc(1, sizeof(*s)))) {
+		if (!(s = fd_stream_new(S.node, p->fds[v], "process stream"))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
 		}
-		cap_init(&s->cap, &fd_stream_ops);
-		s->fd = p->fds[v];
 		p->fds[v] = -1;
-		rpc_return_cap(call, &s->cap);
+		rpc_return_cap(call, s);
 		return;
 	case PROCESS_KILL:
 		if (msg_get_u64(&r, &v) < 0 || v == 0 || v >= 65) {

@@ -25,6 +25,7 @@
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/services.h"
+#include "svc/stream.h"
 #include "wire/conn.h"
 #include "wire/noise.h"
 
@@ -98,6 +99,66 @@ static const struct node_service stream_service = {
 int stream_service_register(struct node *n)
 {
 	return node_register_service(n, &stream_service);
+}
+
+/* --- a descriptor as a Stream --------------------------------------- */
+
+struct fd_stream {
+	struct cap cap;
+	struct node *node;
+	int fd;
+	const char *name;
+};
+
+static void fd_stream_call(struct cap *c, struct rpc_call *call)
+{
+	struct fd_stream *s = (struct fd_stream *)c;
+	node_stream_call(s->node, c, call, s->name);
+}
+
+static void fd_stream_attach(struct cap *c, struct wire_conn *data)
+{
+	struct fd_stream *s = (struct fd_stream *)c;
+	int fd = s->fd, e;
+
+	s->fd = -1;
+	if (fd < 0) {
+		log_info("%s: connected already", s->name);
+		wire_conn_close(data);
+		return;
+	}
+	if ((e = node_pipe_fds(data, fd, fd, NULL, NULL)) < 0) {
+		log_warn("%s: %s", s->name, strerror(-e));
+		close(fd);
+		wire_conn_close(data);
+	}
+}
+
+static void fd_stream_free(struct cap *c)
+{
+	struct fd_stream *s = (struct fd_stream *)c;
+	if (s->fd >= 0)
+		close(s->fd);
+	free(s);
+}
+
+static const struct cap_ops fd_stream_ops = {
+	.name = "descriptor stream",
+	.call = fd_stream_call,
+	.free = fd_stream_free,
+	.attach = fd_stream_attach,
+};
+
+struct cap *fd_stream_new(struct node *n, int fd, const char *name)
+{
+	struct fd_stream *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	cap_init(&s->cap, &fd_stream_ops);
+	s->node = n;
+	s->fd = fd;
+	s->name = name;
+	return &s->cap;
 }
 
 /* --- applet -------------------------------------------------------- */
