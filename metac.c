@@ -57,6 +57,14 @@ static const struct applet applets[] = {
 	  "       metac compute list [--json]\n"
 	  "       metac compute exec [--pty] [--env K=V]... [--uid N] [--gid N] ID CMD [ARG...]\n"
 	  "                 (one more process in a running container)\n" },
+	{ "vm", vm_main, "virtual machines (qemu) with local and remote disks, networks, consoles",
+	  "metac vm start [--memory MiB] [--vcpu N] [--drive uri=URI[,driver=virtio|ide][,ro]]...\n"
+	  "               [--net REF[,model=virtio|e1000]]... [--kernel URI [--initrd URI]\n"
+	  "               [--cmdline STR]] [--serial stdio|REF] [--name NAME]\n"
+	  "   URI: local:PATH or a ref to a file (a disk); --serial stdio is the console here,\n"
+	  "   until the VM ends; otherwise its id is printed and it runs on.\n"
+	  "       metac vm list [--json]\n"
+	  "       metac vm stop ID\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"

@@ -209,6 +209,39 @@ enum {
 	COMPUTE_ADMIN_ENVIRONMENT = 3,
 };
 
+/* VMLauncher: starts qemu virtual machines. */
+enum {
+	/* (u64 memory_mib, u64 vcpus, string kernel, string initrd,
+	 *  string cmdline, u64 n, n * (string uri, string driver, bool ro),
+	 *  u64 n, n * (string uri, string model), u64 n, n * string serial,
+	 *  string name) -> (cap vm): kernel and initrd are "" (boot from the
+	 *  first drive), local:PATH or refs to Files; drives local:PATH or
+	 *  refs to Files (used as BlockDevices), driver "virtio" or "ide";
+	 *  nets refs to L2Interfaces, model "virtio" or "e1000"; serial
+	 *  ports "" (a new Stream) or a ref to a Stream the port is bound to.
+	 *  Answered once qemu runs. */
+	VM_LAUNCHER_LAUNCH = 1,
+};
+
+/* VM: a running virtual machine. */
+enum {
+	VM_DESTROY = 1,     /* () -> (): qemu is killed */
+	VM_SERIAL_PORT = 2, /* (u64 i) -> (cap stream), each once */
+	VM_NETWORK = 3,     /* (u64 i) -> (cap L2Interface): its i-th NIC */
+	/* () -> (i64 status): once qemu has ended: its exit code, or -N
+	 * for death by signal N */
+	VM_WAIT = 4,
+};
+
+/* ServiceAdmin of the vm service. */
+enum {
+	/* () -> (u64 n, n * (u64 id, string name, u64 pid, u64 memory_mib,
+	 *  string state)) */
+	VM_ADMIN_LIST = 1,
+	VM_ADMIN_LAUNCHER = 2, /* () -> (cap VMLauncher) */
+	VM_ADMIN_GET = 3,      /* (u64 id) -> (cap VM) */
+};
+
 const char *iface_name(unsigned id);
 
 #endif

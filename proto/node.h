@@ -96,6 +96,13 @@ void node_pipe(struct wire_conn *a, struct wire_conn *b);
  * socket). Takes ownership of the fds; done (may be NULL) runs at the end. */
 int node_pipe_fds(struct wire_conn *wc, int rfd, int wfd,
 		  void (*done)(void *arg, int err), void *arg);
+/* As node_pipe_fds; with NODE_PIPE_NO_SHUTDOWN the far side's end of
+ * stream is not passed on to wfd (no shutdown(SHUT_WR)): for a
+ * descriptor that outlives one reader, such as a VM's serial port,
+ * whose other end gives up on a half-closed socket. */
+#define NODE_PIPE_NO_SHUTDOWN 1u
+int node_pipe_fds_flags(struct wire_conn *wc, int rfd, int wfd, unsigned flags,
+			void (*done)(void *arg, int err), void *arg);
 /* Pipes a data connection to one end of a new socket pair and gives the
  * other end (blocking) to a server that runs in threads of its own;
  * sockbuf, if not 0, sizes both ends' socket buffers. On failure the

@@ -100,6 +100,7 @@ struct fpipe {
 	int tx_done;
 	int wc_gone;
 	int hangup;       /* rfd is a terminal that hung up: nothing more to do */
+	int no_shutdown;  /* the far end's end of stream is not passed on */
 	/* Regular files cannot be polled; they are always ready. */
 	int r_queued;
 	/* Received records are written once per dispatch round. */
@@ -182,7 +183,7 @@ static int fpipe_update(struct fpipe *p)
 {
 	if (!buf_avail(&p->out) && (p->tx_eof || p->wc_gone) && !p->tx_done) {
 		p->tx_done = 1;
-		if (shutdown(p->wfd, SHUT_WR) < 0 && errno == ENOTSOCK) {
+		if (!p->no_shutdown && shutdown(p->wfd, SHUT_WR) < 0 && errno == ENOTSOCK) {
 			/* A pipe or terminal: nothing more will be written. */
 		}
 	}
@@ -325,11 +326,18 @@ static const struct wire_conn_ops fpipe_ops = {
 int node_pipe_fds(struct wire_conn *wc, int rfd, int wfd,
 		  void (*done)(void *arg, int err), void *arg)
 {
+	return node_pipe_fds_flags(wc, rfd, wfd, 0, done, arg);
+}
+
+int node_pipe_fds_flags(struct wire_conn *wc, int rfd, int wfd, unsigned flags,
+			void (*done)(void *arg, int err), void *arg)
+{
 	struct fpipe *p = calloc(1, sizeof(*p));
 	int r = -ENOMEM;
 
 	if (!p)
 		goto fail;
+	p->no_shutdown = !!(flags & NODE_PIPE_NO_SHUTDOWN);
 	p->loop = wire_conn_loop(wc);
 	p->wc = wc;
 	p->rfd = rfd;

@@ -12,5 +12,6 @@ int node_main(int argc, char **argv);
 int ref_main(int argc, char **argv);
 int run_main(int argc, char **argv);
 int stream_main(int argc, char **argv);
+int vm_main(int argc, char **argv);
 
 #endif

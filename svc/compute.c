@@ -467,7 +467,7 @@ static void process_call(struct proc *p, struct rpc_call *call)
 				      "not there yet", (unsigned long long)v);
 			return;
 		}
-		if (!(s = fd_stream_new(S.node, p->fds[v], "process stream"))) {
+		if (!(s = fd_stream_new(S.node, p->fds[v], 0, "process stream"))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
 		}

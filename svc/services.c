@@ -8,7 +8,8 @@ int services_register(struct node *n)
 	    (r = fs_service_register(n)) < 0 ||
 	    (r = file_service_register(n)) < 0 ||
 	    (r = net_service_register(n)) < 0 ||
-	    (r = compute_service_register(n)) < 0)
+	    (r = compute_service_register(n)) < 0 ||
+	    (r = vm_service_register(n)) < 0)
 		return r;
 	return 0;
 }

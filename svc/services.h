@@ -10,5 +10,6 @@ int fs_service_register(struct node *n);
 int file_service_register(struct node *n);
 int net_service_register(struct node *n);
 int compute_service_register(struct node *n);
+int vm_service_register(struct node *n);
 
 #endif

@@ -107,6 +107,7 @@ struct fd_stream {
 	struct cap cap;
 	struct node *node;
 	int fd;
+	unsigned flags;
 	const char *name;
 };
 
@@ -127,7 +128,7 @@ static void fd_stream_attach(struct cap *c, struct wire_conn *data)
 		wire_conn_close(data);
 		return;
 	}
-	if ((e = node_pipe_fds(data, fd, fd, NULL, NULL)) < 0) {
+	if ((e = node_pipe_fds_flags(data, fd, fd, s->flags, NULL, NULL)) < 0) {
 		log_warn("%s: %s", s->name, strerror(-e));
 		close(fd);
 		wire_conn_close(data);
@@ -149,7 +150,7 @@ static const struct cap_ops fd_stream_ops = {
 	.attach = fd_stream_attach,
 };
 
-struct cap *fd_stream_new(struct node *n, int fd, const char *name)
+struct cap *fd_stream_new(struct node *n, int fd, unsigned flags, const char *name)
 {
 	struct fd_stream *s = calloc(1, sizeof(*s));
 	if (!s)
@@ -157,6 +158,7 @@ struct cap *fd_stream_new(struct node *n, int fd, const char *name)
 	cap_init(&s->cap, &fd_stream_ops);
 	s->node = n;
 	s->fd = fd;
+	s->flags = flags;
 	s->name = name;
 	return &s->cap;
 }

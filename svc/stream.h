@@ -7,7 +7,8 @@ struct node;
 
 /* A Stream whose one data connection pipes fd (taken over; closed with
  * the stream if no connection came). Later connections are refused: a
- * descriptor's bytes go to one reader. name (static) is for logs. */
-struct cap *fd_stream_new(struct node *n, int fd, const char *name);
+ * descriptor's bytes go to one reader. flags as node_pipe_fds_flags;
+ * name (static) is for logs. */
+struct cap *fd_stream_new(struct node *n, int fd, unsigned flags, const char *name);
 
 #endif

@@ -182,3 +182,44 @@ no_leftovers() {
 	mounts_under_t | sort >"$T/mounts.now"
 	cmp -s "$T/mounts.now" "$T/mounts.ok" || fail "$what: mounts left: $(comm -13 "$T/mounts.ok" "$T/mounts.now")"
 }
+
+# cloud_kernel: the newest Debian cloud kernel's version (package
+# linux-image-cloud-amd64), for VMs under test.
+cloud_kernel() {
+	local k
+	k=$(ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | sort -V | tail -n 1)
+	[ -n "$k" ] || fail "no cloud kernel (contrib/install-deps.sh installs linux-image-cloud-amd64)"
+	command -v qemu-system-x86_64 >/dev/null || fail "qemu-system-x86_64 is missing (qemu-system-x86)"
+	basename "$k" | sed 's/^vmlinuz-//'
+}
+
+# vm_initrd OUT KVER INIT MODULE...: an initrd (newc cpio, gzip) with
+# busybox, INIT (a shell script) as /init and the modules with what they
+# depend on, as /lib/mods/N-NAME.ko in the order to load them.
+vm_initrd() {
+	local out=$1 kver=$2 init=$3 dir n=0 m
+	shift 3
+	dir=$(mktemp -d "$T/initrd.XXXXXX")
+	mkdir -p "$dir/bin" "$dir/lib/mods" "$dir/proc" "$dir/sys" "$dir/dev" "$dir/tmp"
+	cp /bin/busybox "$dir/bin/busybox"
+	for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "$dir/bin/$a"; done
+	cp "$init" "$dir/init" && chmod +x "$dir/init"
+	local -A seen=()
+	add_mod() {
+		local path dep
+		path=$(awk -v m="$1" -F: '{ n = $1; sub(/.*\//, "", n); sub(/\.ko.*$/, "", n) }
+			n == m { print $1; exit }' "/lib/modules/$kver/modules.dep")
+		[ -n "$path" ] || fail "kernel $kver has no module $1"
+		[ -n "${seen[$1]:-}" ] && return
+		seen[$1]=1
+		for dep in $(awk -v p="$path" -F: '$1 == p { print $2 }' "/lib/modules/$kver/modules.dep"); do
+			dep=${dep##*/}
+			add_mod "${dep%%.ko*}"
+		done
+		n=$((n + 1))
+		cp "/lib/modules/$kver/$path" "$dir/lib/mods/$(printf %02d $n)-$1.ko"
+	}
+	for m in "$@"; do add_mod "$m"; done
+	(cd "$dir" && find . | /bin/busybox cpio -o -H newc 2>/dev/null) | gzip -1 >"$out" ||
+		fail "cannot build the initrd"
+}
