@@ -214,11 +214,14 @@ enum {
 	/* (u64 memory_mib, u64 vcpus, string kernel, string initrd,
 	 *  string cmdline, u64 n, n * (string uri, string driver, bool ro),
 	 *  u64 n, n * (string uri, string model), u64 n, n * string serial,
-	 *  string name) -> (cap vm): kernel and initrd are "" (boot from the
+	 *  u64 n, n * string port, string name) -> (cap vm, u64 id): kernel
+	 *  and initrd are "" (boot from the
 	 *  first drive), local:PATH or refs to Files; drives local:PATH or
 	 *  refs to Files (used as BlockDevices), driver "virtio" or "ide";
 	 *  nets refs to L2Interfaces, model "virtio" or "e1000"; serial
-	 *  ports "" (a new Stream) or a ref to a Stream the port is bound to.
+	 *  ports "" (a new Stream) or a ref to a Stream the port is bound to;
+	 *  ports are virtio-serial ports of those names (/dev/vportNpM in the
+	 *  guest, its name in /sys/class/virtio-ports), each a new Stream.
 	 *  Answered once qemu runs. */
 	VM_LAUNCHER_LAUNCH = 1,
 };
@@ -231,6 +234,8 @@ enum {
 	/* () -> (i64 status): once qemu has ended: its exit code, or -N
 	 * for death by signal N */
 	VM_WAIT = 4,
+	/* (u64 i) -> (cap stream): the i-th virtio-serial port, each once */
+	VM_PORT = 5,
 };
 
 /* ServiceAdmin of the vm service. */

@@ -60,6 +60,7 @@
 #define VM_MAX_DRIVES 8
 #define VM_MAX_NETS 4
 #define VM_MAX_SERIAL 4
+#define VM_MAX_PORTS 48
 #define VM_MAX_WAITERS 8
 #define VM_MAX_CMDLINE 2048
 #define VM_START_MS 700 /* qemu that lives this long has started */
@@ -94,6 +95,11 @@ struct vm_serial {
 	struct cap *holder;
 };
 
+struct vm_port {
+	char name[32];
+	int fd, qfd;
+};
+
 struct vm {
 	struct vm *next;
 	struct node *node;
@@ -113,6 +119,8 @@ struct vm {
 	size_t nnets;
 	struct vm_serial serial[VM_MAX_SERIAL];
 	size_t nserial;
+	struct vm_port ports[VM_MAX_PORTS];
+	size_t nports;
 	pid_t pid;
 	struct loop_child *child;
 	struct loop_timer *start_timer;
@@ -170,6 +178,13 @@ static void vm_cleanup(struct vm *v)
 		if (s->qfd >= 0)
 			close(s->qfd);
 		s->fd = s->qfd = -1;
+	}
+	for (size_t i = 0; i < v->nports; i++) {
+		if (v->ports[i].fd >= 0)
+			close(v->ports[i].fd);
+		if (v->ports[i].qfd >= 0)
+			close(v->ports[i].qfd);
+		v->ports[i].fd = v->ports[i].qfd = -1;
 	}
 	/* Fetched kernels and initrds go; local files are not ours. */
 	if (v->kernel_uri && !strncmp(v->kernel_uri, "ref://", 6))
@@ -347,6 +362,23 @@ static void vm_handle_call(struct cap *c, struct rpc_call *call)
 		v->serial[i].fd = -1;
 		rpc_return_cap(call, s);
 		return;
+	case VM_PORT:
+		if (msg_get_u64(&r, &i) < 0 || i >= v->nports) {
+			rpc_return_error(call, -ENOENT, "the VM has %zu ports", v->nports);
+			return;
+		}
+		if (v->ports[i].fd < 0) {
+			rpc_return_error(call, -EBUSY, "port %llu is taken", (unsigned long long)i);
+			return;
+		}
+		if (!(s = fd_stream_new(v->node, v->ports[i].fd, NODE_PIPE_NO_SHUTDOWN,
+					"vm port"))) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		v->ports[i].fd = -1;
+		rpc_return_cap(call, s);
+		return;
 	case VM_NETWORK:
 		if (msg_get_u64(&r, &i) < 0 || i >= v->nnets || !v->nets[i].l2) {
 			rpc_return_error(call, -ENOENT, "the VM has no network %llu",
@@ -501,6 +533,17 @@ static void vm_spawn(struct vm *v)
 		arg(&a, "-serial");
 		arg(&a, "chardev:s%zu", i);
 	}
+	if (v->nports) {
+		arg(&a, "-device");
+		arg(&a, "virtio-serial-pci,id=vs0,max_ports=%d", VM_MAX_PORTS + 1);
+	}
+	for (size_t i = 0; i < v->nports; i++) {
+		posix_spawn_file_actions_adddup2(&fa, v->ports[i].qfd, next_fd);
+		arg(&a, "-chardev");
+		arg(&a, "socket,id=p%zu,fd=%d", i, next_fd++);
+		arg(&a, "-device");
+		arg(&a, "virtserialport,bus=vs0.0,chardev=p%zu,name=%s", i, v->ports[i].name);
+	}
 	snprintf(log, sizeof(log), "%s/qemu.log", v->dir);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
 	posix_spawn_file_actions_addopen(&fa, 1, log, O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -528,6 +571,10 @@ static void vm_spawn(struct vm *v)
 	for (size_t i = 0; i < v->nserial; i++) {
 		close(v->serial[i].qfd);
 		v->serial[i].qfd = -1;
+	}
+	for (size_t i = 0; i < v->nports; i++) {
+		close(v->ports[i].qfd);
+		v->ports[i].qfd = -1;
 	}
 	v->state = VM_STARTING;
 	v->child = loop_child_watch(node_loop(v->node), v->pid, qemu_exited, v);
@@ -955,6 +1002,16 @@ static int vm_prepare(struct vm *v)
 			goto nomem;
 		node_restore(v->node, v->serial[i].uri, serial_restored, s);
 	}
+	for (size_t i = 0; i < v->nports; i++) {
+		int sv[2];
+		if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+			vm_fail(v, -errno, "port %zu: %s", i, strerror(errno));
+			break;
+		}
+		net_set_nonblock(sv[0]);
+		v->ports[i].fd = sv[0];
+		v->ports[i].qfd = sv[1];
+	}
 	prepared(v);
 	return 0;
 nomem:
@@ -1067,6 +1124,27 @@ static int read_launch(struct msg_rd *r, struct vm *v, char *err, size_t errsz)
 			v->nserial++;
 			return -EINVAL;
 		}
+	}
+	if (msg_get_u64(r, &n) < 0 || n > VM_MAX_PORTS) {
+		snprintf(err, errsz, "at most %d ports", VM_MAX_PORTS);
+		return -EINVAL;
+	}
+	for (v->nports = 0; v->nports < n; v->nports++) {
+		struct vm_port *pt = &v->ports[v->nports];
+		pt->fd = pt->qfd = -1;
+		if (msg_get_str(r, pt->name, sizeof(pt->name)) < 0 || !*pt->name) {
+			snprintf(err, errsz, "a port's name is 1 to 31 characters");
+			v->nports++;
+			return -EINVAL;
+		}
+		for (char *c = pt->name; *c; c++)
+			if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '.' ||
+			      *c == '-' || *c == '_')) {
+				snprintf(err, errsz, "a port's name is lower-case letters, digits, "
+					 "'.', '-' and '_'");
+				v->nports++;
+				return -EINVAL;
+			}
 	}
 	if (msg_get_str(r, v->name, sizeof(v->name)) < 0 || !msg_at_end(r)) {
 		snprintf(err, errsz, "malformed name");
@@ -1522,6 +1600,7 @@ static int vm_start(const struct applet *self, int argc, char **argv)
 	}
 	msg_put_u64(&p, 1);
 	msg_put_str(&p, serial && !stdio ? serial : "");
+	msg_put_u64(&p, 0); /* no virtio-serial ports */
 	msg_put_str(&p, name);
 	if (vm_admin_open(&a, sock, &admin) < 0)
 		goto out_p;
