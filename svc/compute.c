@@ -76,6 +76,8 @@ struct proc {
 	int pty_master;   /* kept for resizing */
 	int code, sig;
 	struct rpc_call *answer; /* launch or launchProcess, until it runs */
+	char line[1100];         /* from the helper, up to its newline */
+	size_t llen;
 	struct rpc_call *waiters[MAX_WAITERS];
 	size_t nwaiters;
 	struct ctr_config cfg;
@@ -792,14 +794,18 @@ static void helper_message(struct proc *p, const char *m, size_t n, int fd)
 static void helper_ctl(struct loop *l, int fd, uint32_t ev, void *arg)
 {
 	struct proc *p = arg;
-	char m[1100], ctrl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { m, sizeof(m) };
+	char ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov;
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
 			     .msg_controllen = sizeof(ctrl) };
 	struct cmsghdr *cm;
-	ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
+	ssize_t n;
 	int got = -1;
+	char *nl;
 
+	iov.iov_base = p->line + p->llen;
+	iov.iov_len = sizeof(p->line) - 1 - p->llen;
+	n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 	if (n < 0 && (errno == EAGAIN || errno == EINTR))
 		return;
 	if (n <= 0) {
@@ -820,7 +826,25 @@ static void helper_ctl(struct loop *l, int fd, uint32_t ev, void *arg)
 					close(fds[i]);
 			}
 		}
-	helper_message(p, m, (size_t)n, got);
+	/* Lines: a helper sends one per message, an agent's port is a
+	 * byte stream. A descriptor belongs to the first line that came
+	 * with it. */
+	p->llen += (size_t)n;
+	p->line[p->llen] = 0;
+	while ((nl = memchr(p->line, '\n', p->llen))) {
+		size_t used = (size_t)(nl - p->line) + 1;
+		*nl = 0;
+		helper_message(p, p->line, used - 1, got);
+		got = -1;
+		if (!p->ctl_w)
+			return; /* p is gone or going */
+		memmove(p->line, p->line + used, p->llen - used + 1);
+		p->llen -= used;
+	}
+	if (got >= 0)
+		close(got);
+	if (p->llen == sizeof(p->line) - 1)
+		p->llen = 0; /* a line too long: not one of ours */
 }
 
 static void helper_exited(struct loop *l, pid_t pid, int status, void *arg)
@@ -859,9 +883,19 @@ static int proc_start(struct ctr *c, struct proc *p, char *err, size_t errsz)
 
 	p->pty = p->cfg.pty;
 	buf_init(&b);
-	if ((e = ctr_config_encode(&p->cfg, &b)) < 0) {
+	/* Its length first: an agent reads it from a byte stream. */
+	if (buf_put_u32(&b, 0) < 0 || (e = ctr_config_encode(&p->cfg, &b)) < 0) {
+		e = e ? e : -ENOMEM;
 		snprintf(err, errsz, "the container's description is too large");
 		goto out;
+	}
+	{
+		uint32_t len = (uint32_t)(b.len - 4);
+		uint8_t *h = b.data;
+		h[0] = (uint8_t)len;
+		h[1] = (uint8_t)(len >> 8);
+		h[2] = (uint8_t)(len >> 16);
+		h[3] = (uint8_t)(len >> 24);
 	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0)
 		goto errno_out;

@@ -166,6 +166,18 @@ int ctr_target_ok(const char *t)
 
 /* --- talking to the daemon ----------------------------------------- */
 
+/* The agent of a VM talks over a virtio port (a character device): no
+ * send() there. */
+static int in_vm;
+
+static void ctl_write(const void *p, size_t n)
+{
+	if (in_vm)
+		(void)!write(CTR_FD_CTL, p, n);
+	else
+		(void)!send(CTR_FD_CTL, p, n, MSG_NOSIGNAL);
+}
+
 static void say(char kind, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 static void say(char kind, const char *fmt, ...)
@@ -176,21 +188,26 @@ static void say(char kind, const char *fmt, ...)
 
 	m[0] = kind;
 	va_start(ap, fmt);
-	n = vsnprintf(m + 1, sizeof(m) - 1, fmt, ap);
+	n = vsnprintf(m + 1, sizeof(m) - 2, fmt, ap);
 	va_end(ap);
 	if (n < 0)
 		n = 0;
-	if (n > (int)sizeof(m) - 2)
-		n = (int)sizeof(m) - 2;
+	if (n > (int)sizeof(m) - 3)
+		n = (int)sizeof(m) - 3;
+	/* One line each: the channel may be a byte stream (a VM's port). */
+	for (int i = 1; i <= n; i++)
+		if (m[i] == '\n' || m[i] == '\r')
+			m[i] = ' ';
+	m[n + 1] = '\n';
 	/* Nothing to be done if the daemon is gone: the container ends
 	 * with it anyway. */
-	(void)!send(CTR_FD_CTL, m, (size_t)n + 1, MSG_NOSIGNAL);
+	ctl_write(m, (size_t)n + 2);
 }
 
 static void say_fd(char kind, int fd)
 {
-	char ctrl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &kind, 1 };
+	char ctrl[CMSG_SPACE(sizeof(int))], line[2] = { kind, '\n' };
+	struct iovec iov = { line, 2 };
 	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
 			     .msg_controllen = sizeof(ctrl) };
 	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
@@ -582,9 +599,12 @@ int ctr_helper_main(void)
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
 	if (getppid() == 1)
 		_exit(1);
+	/* One message: its length, then the configuration. */
 	while ((n = recv(CTR_FD_CTL, m, sizeof(m), 0)) < 0 && errno == EINTR)
 		;
-	if (n <= 0 || ctr_config_decode(m, (size_t)n, &c) < 0) {
+	if (n < 4 || (uint32_t)(n - 4) != ((uint32_t)m[0] | (uint32_t)m[1] << 8 |
+					   (uint32_t)m[2] << 16 | (uint32_t)m[3] << 24) ||
+	    ctr_config_decode(m + 4, (size_t)n - 4, &c) < 0) {
 		say('E', "the container's configuration is malformed");
 		_exit(1);
 	}
