@@ -4,6 +4,7 @@
  * backed up stops the other side's input until it drains.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -258,7 +259,7 @@ static void fpipe_rfd_io(struct loop *l, int fd, uint32_t ev, void *arg)
 	n = read(p->rfd, dst, WIRE_MAX_RECORD);
 	/* A pty's master reads EIO once no one holds the terminal: its end,
 	 * and the pipe's, since nothing can be written to it either. */
-	if (n < 0 && errno == EIO && isatty(p->rfd)) {
+	if (n < 0 && errno == EIO && (isatty(p->rfd) || (errno = EIO, 0))) {
 		n = 0;
 		p->hangup = 1;
 	}
@@ -342,7 +343,7 @@ int node_pipe_fds_flags(struct wire_conn *wc, int rfd, int wfd, unsigned flags,
 	p->wc = wc;
 	p->rfd = rfd;
 	/* Each direction gets its own descriptor, so its own watch. */
-	p->wfd = wfd == rfd ? dup(rfd) : wfd;
+	p->wfd = wfd == rfd ? fcntl(rfd, F_DUPFD_CLOEXEC, 3) : wfd;
 	p->done = done;
 	p->arg = arg;
 	buf_init(&p->out);

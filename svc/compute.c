@@ -78,6 +78,7 @@ struct proc {
 	struct rpc_call *answer; /* launch or launchProcess, until it runs */
 	char line[1100];         /* from the helper, up to its newline */
 	size_t llen;
+	int got_r, got_n;
 	struct rpc_call *waiters[MAX_WAITERS];
 	size_t nwaiters;
 	struct ctr_config cfg;
@@ -410,19 +411,41 @@ struct handle {
 	struct proc *proc;
 };
 
+/* A process that joined a container, ended and held by no one: gone
+ * (only the main one stays with its container). */
+static void proc_reap(struct proc *p)
+{
+	struct ctr *c = p->ctr;
+
+	if (p->is_main || p->state != P_ENDED || p->child || p->handles || p->answer ||
+	    p->nwaiters)
+		return;
+	for (struct proc **pp = &c->procs; *pp; pp = &(*pp)->next)
+		if (*pp == p) {
+			*pp = p->next;
+			break;
+		}
+	proc_free(p);
+}
+
 static void handle_free(struct cap *cap)
 {
 	struct handle *h = (struct handle *)cap;
 	struct ctr *c = h->ctr;
+	struct proc *p = h->proc;
 
-	if (h->proc)
-		h->proc->handles--;
+	/* A process that joined lives while held, like its container. */
+	if (p && --p->handles == 0 && !p->is_main) {
+		if (p->state != P_ENDED)
+			proc_kill(p, SIGKILL);
+		proc_reap(p);
+	}
 	if (--c->handles == 0 && !c->ended) {
 		/* No one can see or reach it any more. */
 		log_info("compute: container %u is no longer held; killing it", c->id);
-		for (struct proc *p = c->procs; p; p = p->next)
-			if (p->is_main)
-				proc_kill(p, SIGKILL);
+		for (struct proc *q = c->procs; q; q = q->next)
+			if (q->is_main)
+				proc_kill(q, SIGKILL);
 	}
 	free(h);
 	ctr_maybe_free(c);
@@ -558,8 +581,10 @@ static void env_launch_process(struct ctr *c, struct rpc_call *call)
 	p->next = main->next;
 	main->next = p;
 	p->answer = call;
-	if ((e = proc_start(c, p, err, sizeof(err))) < 0)
+	if ((e = proc_start(c, p, err, sizeof(err))) < 0) {
 		proc_failed(p, e, err);
+		proc_reap(p);
+	}
 }
 
 static void handle_call(struct cap *cap, struct rpc_call *call)
@@ -748,6 +773,28 @@ static void helper_namespaces(struct proc *p)
 	nets_bound(c);
 }
 
+/* The parent of pid (from /proc), or -1. */
+static pid_t parent_of(pid_t pid)
+{
+	char path[64], buf[512], *rp;
+	int fd, ppid;
+	ssize_t n;
+
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return -1;
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	/* "pid (comm) state ppid": comm may hold anything but ends at
+	 * the last ')'. */
+	if (!(rp = strrchr(buf, ')')) || sscanf(rp + 1, " %*c %d", &ppid) != 1)
+		return -1;
+	return (pid_t)ppid;
+}
+
 /* One message from the helper. */
 static void helper_message(struct proc *p, const char *m, size_t n, int fd)
 {
@@ -758,14 +805,20 @@ static void helper_message(struct proc *p, const char *m, size_t n, int fd)
 	v = strtol(text, NULL, 10);
 	switch (n ? m[0] : 0) {
 	case 'N':
-		if (p->state == P_STARTING)
+		if (p->state == P_STARTING && !p->got_n++)
 			helper_namespaces(p);
-		return;
+		break;
 	case 'I':
-		p->pid = (pid_t)v;
-		return;
+		/* Once, and only a child of the helper: pid 1 holds this
+		 * channel too, and must not point kills elsewhere. */
+		if (!p->pid && v > 1 && p->state == P_STARTING && parent_of((pid_t)v) == p->helper) {
+			p->pid = (pid_t)v;
+			if (p->got_r)
+				proc_running(p);
+		}
+		break;
 	case 'P':
-		if (fd >= 0 && p->pty && p->fds[0] < 0) {
+		if (fd >= 0 && p->pty && p->fds[0] < 0 && isatty(fd)) {
 			net_set_nonblock(fd);
 			p->fds[0] = fd;
 			p->pty_master = fcntl(fd, F_DUPFD_CLOEXEC, 3);
@@ -773,19 +826,26 @@ static void helper_message(struct proc *p, const char *m, size_t n, int fd)
 		}
 		break;
 	case 'R':
-		if (p->state == P_STARTING)
+		/* Running; answered once the pid is known too ('I' comes
+		 * from another process, in no set order). */
+		p->got_r = 1;
+		if (p->state == P_STARTING && p->pid)
 			proc_running(p);
-		return;
+		break;
 	case 'E':
 		log_info("compute: container %u: %s", p->ctr->id, text);
+		if (fd >= 0)
+			close(fd);
 		proc_failed(p, -EIO, text);
 		return;
 	case 'X':
-		proc_ended(p, (int)v, 0);
-		return;
+		if (p->state == P_RUNNING)
+			proc_ended(p, (int)v, 0);
+		break;
 	case 'S':
-		proc_ended(p, -1, (int)v);
-		return;
+		if (p->state == P_RUNNING)
+			proc_ended(p, -1, (int)v);
+		break;
 	}
 	if (fd >= 0)
 		close(fd);
@@ -867,19 +927,32 @@ static void helper_exited(struct loop *l, pid_t pid, int status, void *arg)
 		proc_failed(p, -EIO, "the container's helper ended before the command ran");
 	else if (p->state != P_ENDED)
 		proc_ended(p, -1, SIGKILL);
+	proc_reap(p);
 	ctr_maybe_free(c);
+}
+
+/* Moves *fd to a descriptor above those a helper gets (still close-on-exec). */
+static int move_high(int *fd)
+{
+	int n = fcntl(*fd, F_DUPFD_CLOEXEC, 16);
+	if (n < 0)
+		return -errno;
+	close(*fd);
+	*fd = n;
+	return 0;
 }
 
 /* Starts p's helper: `metac compute _container` with the control socket
  * and (without a pty) the container's ends of stdin, stdout and stderr. */
 static int proc_start(struct ctr *c, struct proc *p, char *err, size_t errsz)
 {
-	char *argv[] = { "metac", "compute", "_container", NULL };
+	char daemon[16];
+	char *argv[] = { "metac", "compute", "_container", daemon, NULL };
 	int ctl[2] = { -1, -1 }, io[3][2] = { { -1, -1 }, { -1, -1 }, { -1, -1 } }, e = 0;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	struct buf b;
-	sigset_t none;
+	sigset_t none, all;
 
 	p->pty = p->cfg.pty;
 	buf_init(&b);
@@ -904,6 +977,13 @@ static int proc_start(struct ctr *c, struct proc *p, char *err, size_t errsz)
 			goto errno_out;
 	if (send(ctl[0], buf_head(&b), buf_avail(&b), MSG_NOSIGNAL) < 0)
 		goto errno_out;
+	/* Above what they go to, so that no dup2 below overwrites a source. */
+	if ((e = move_high(&ctl[1])) < 0)
+		goto errno_out;
+	for (int i = 0; !p->pty && i < 3; i++)
+		if ((e = move_high(&io[i][1])) < 0)
+			goto errno_out;
+	snprintf(daemon, sizeof(daemon), "%d", (int)getpid());
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_adddup2(&fa, ctl[1], CTR_FD_CTL);
 	for (int i = 0; !p->pty && i < 3; i++)
@@ -911,7 +991,10 @@ static int proc_start(struct ctr *c, struct proc *p, char *err, size_t errsz)
 	posix_spawnattr_init(&attr);
 	sigemptyset(&none);
 	posix_spawnattr_setsigmask(&attr, &none);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+	/* Nothing the daemon ignores (SIGPIPE) stays ignored in there. */
+	sigfillset(&all);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 	e = -posix_spawn(&p->helper, "/proc/self/exe", &fa, &attr, argv, environ);
 	posix_spawn_file_actions_destroy(&fa);
 	posix_spawnattr_destroy(&attr);
@@ -1035,8 +1118,8 @@ static int hostname_ok(const char *h)
 
 /* Reads the mounts of a launch: the root to cfg->root (or a remote one
  * to c->remote[0]), the others to cfg->mounts. */
-static int read_mounts(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, char *err,
-		       size_t errsz)
+static int read_mounts(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, int allow_local,
+		       char *err, size_t errsz)
 {
 	uint64_t k;
 	char target[PATH_MAX], source[REF_MAX_LEN + PATH_MAX];
@@ -1069,7 +1152,12 @@ static int read_mounts(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, 
 			snprintf(err, errsz, "two mounts on /");
 			return -EINVAL;
 		}
-		if ((dir = cli_local_path(source))) {
+		if ((dir = cli_local_path(source)) && !allow_local) {
+			snprintf(err, errsz, "a launcher reached by a ref mounts refs only (not "
+				 "local:PATH of its node); export the folder and pass its ref");
+			return -EPERM;
+		}
+		if (dir) {
 			if (dir[0] != '/' || stat(dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
 				snprintf(err, errsz, "%.200s (for %.200s) is not an existing "
 					 "directory of this node, by absolute path", dir, target);
@@ -1161,8 +1249,10 @@ static void mounts_done(struct ctr *c)
 
 	if (c->pending || c->failed)
 		return;
-	if ((e = proc_start(c, p, err, sizeof(err))) < 0)
+	if ((e = proc_start(c, p, err, sizeof(err))) < 0) {
 		proc_failed(p, e, err);
+		ctr_maybe_free(c);
+	}
 }
 
 static void mount_bound(void *arg, int err, const char *errmsg, struct msg *res)
@@ -1198,7 +1288,7 @@ static void mount_bound(void *arg, int err, const char *errmsg, struct msg *res)
 		mounts_done(c);
 }
 
-static void launch(struct rpc_call *call)
+static void launch(struct rpc_call *call, int allow_local)
 {
 	struct msg_rd r;
 	struct ctr *c = calloc(1, sizeof(*c));
@@ -1222,12 +1312,14 @@ static void launch(struct rpc_call *call)
 	p->is_main = 1;
 	p->ctl = p->pty_master = -1;
 	p->fds[0] = p->fds[1] = p->fds[2] = -1;
-	snprintf(c->dir, sizeof(c->dir), "%s/compute/c%u", node_dir(S.node), c->id);
+	/* Unique to this daemon's run: one killed may have left its own. */
+	snprintf(c->dir, sizeof(c->dir), "%.3000s/compute/c%d-%u", node_dir(S.node), (int)getpid(),
+		 c->id);
 	c->next = S.ctrs;
 	S.ctrs = c;
 	msg_rd_init(&r, &call->params);
 	if ((e = read_command(&r, &p->cfg, err, sizeof(err))) < 0 ||
-	    (e = read_mounts(&r, c, &p->cfg, err, sizeof(err))) < 0 ||
+	    (e = read_mounts(&r, c, &p->cfg, allow_local, err, sizeof(err))) < 0 ||
 	    (e = read_nets(&r, c, &p->cfg, err, sizeof(err))) < 0)
 		goto fail;
 	if (msg_get_u64(&r, &mib) < 0 || mib > (1ull << 30) ||
@@ -1249,19 +1341,27 @@ static void launch(struct rpc_call *call)
 	if (c->nremote) {
 		char parent[PATH_MAX];
 		snprintf(parent, sizeof(parent), "%s/compute", node_dir(S.node));
+		errno = ENOSYS;
 		if ((mkdir(parent, 0700) < 0 && errno != EEXIST) || mkdir(c->dir, 0700) < 0 ||
 		    !(fs = node_service_admin(S.node, "fs"))) {
-			e = errno ? -errno : -ENOSYS;
+			e = -errno;
 			snprintf(err, sizeof(err), "cannot prepare %.300s for remote mounts: %s", c->dir,
 				 strerror(-e));
 			p->answer = NULL;
 			goto fail;
 		}
-		for (size_t i = 0; i < c->nremote; i++) {
+		/* Held while the binds go out: a local one can answer (and
+		 * fail the container) before rpc_call returns. */
+		c->pending++;
+		for (size_t i = 0; i < c->nremote && !c->failed; i++) {
 			struct msg q;
 			struct remote_mount *m = &c->remote[i];
-			if (mkdir(m->staging, 0700) < 0 && errno != EEXIST)
-				continue; /* the bind says why */
+			if (mkdir(m->staging, 0700) < 0) {
+				snprintf(err, sizeof(err), "cannot make %.300s: %s", m->staging,
+					 strerror(errno));
+				proc_failed(p, -errno, err);
+				break;
+			}
 			msg_init(&q);
 			msg_put_str(&q, m->staging);
 			msg_put_str(&q, m->ref);
@@ -1273,6 +1373,11 @@ static void launch(struct rpc_call *call)
 			rpc_call(fs, IFACE_SERVICE_ADMIN, FS_ADMIN_BIND, &q, mount_bound, m);
 		}
 		cap_unref(fs);
+		c->pending--;
+		if (c->failed)
+			ctr_maybe_free(c);
+		else
+			mounts_done(c);
 		return;
 	}
 	mounts_done(c);
@@ -1285,10 +1390,18 @@ fail:
 
 /* --- the launcher, the admin object, the service -------------------- */
 
+/* A launcher: the one the admin socket gives may mount this node's
+ * folders (local:PATH); one restored from a ref only what its caller
+ * brings (refs), so that a ref to it is not a ref to every folder here. */
+struct launcher {
+	struct cap cap;
+	int local;
+};
+
 static void launcher_call(struct cap *c, struct rpc_call *call)
 {
 	if (call->iface == IFACE_COMPUTE_LAUNCHER && call->method == COMPUTE_LAUNCHER_LAUNCH)
-		launch(call);
+		launch(call, ((struct launcher *)c)->local);
 	else
 		rpc_return_unknown(call, "ComputeLauncher");
 }
@@ -1304,12 +1417,14 @@ static const struct cap_ops launcher_ops = {
 	.free = plain_free,
 };
 
-static struct cap *launcher_new(void)
+static struct cap *launcher_new(int local)
 {
-	struct cap *c = calloc(1, sizeof(*c));
-	if (c)
-		cap_init(c, &launcher_ops);
-	return c;
+	struct launcher *l = calloc(1, sizeof(*l));
+	if (!l)
+		return NULL;
+	cap_init(&l->cap, &launcher_ops);
+	l->local = local;
+	return &l->cap;
 }
 
 static void compute_admin_call(struct cap *cap, struct rpc_call *call)
@@ -1323,7 +1438,7 @@ static void compute_admin_call(struct cap *cap, struct rpc_call *call)
 	}
 	switch (call->method) {
 	case COMPUTE_ADMIN_LAUNCHER:
-		if (!(l = launcher_new())) {
+		if (!(l = launcher_new(1))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
 		}
@@ -1394,7 +1509,7 @@ static int compute_restore(struct node *n, const struct ref_record *rec, struct 
 		snprintf(err, errsz, "the compute service exports only its launcher");
 		return -EINVAL;
 	}
-	if (!(*out = launcher_new())) {
+	if (!(*out = launcher_new(0))) {
 		snprintf(err, errsz, "out of memory");
 		return -ENOMEM;
 	}
@@ -1576,9 +1691,22 @@ static int run_follow(struct run *r)
 	sigs[3] = loop_signal_new(r->a.loop, SIGHUP, run_signal, r);
 	msg_init(&p);
 	rpc_call(r->process, IFACE_PROCESS, PROCESS_WAIT, &p, run_waited, r);
-	while ((!r->waited || r->outputs > 0) && !r->a.err)
-		if (loop_run_once(r->a.loop, -1) < 0)
+	/* Once it has ended, what it wrote comes at once; a background
+	 * child left holding its output is not waited for long. */
+	uint64_t until = 0;
+	while ((!r->waited || r->outputs > 0) && !r->a.err) {
+		int wait_ms = -1;
+		if (r->waited) {
+			uint64_t now = clock_mono_ms();
+			if (!until)
+				until = now + 2000;
+			if (now >= until)
+				break;
+			wait_ms = (int)(until - now);
+		}
+		if (loop_run_once(r->a.loop, wait_ms) < 0)
 			break;
+	}
 	restore_terminal();
 	if (r->failed || (!r->waited && r->a.err))
 		fprintf(stderr, "metac: lost the process: %s\n", r->failed ? r->why : r->a.errmsg);
@@ -1999,7 +2127,10 @@ out:
 
 static int compute_container(const struct applet *self, int argc, char **argv)
 {
-	return ctr_helper_main();
+	/* argv[1]: the daemon's pid (only the daemon starts this). */
+	if (argc != 2 || atoi(argv[1]) <= 0)
+		return cli_usage_error(self, "_container is started by the daemon");
+	return ctr_helper_main((pid_t)atoi(argv[1]));
 }
 
 int compute_main(int argc, char **argv)

@@ -16,9 +16,14 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <poll.h>
+#include <linux/capability.h>
+#include <linux/close_range.h>
 #include <sys/prctl.h>
+#include <sys/reboot.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -170,6 +175,21 @@ int ctr_target_ok(const char *t)
  * send() there. */
 static int in_vm;
 
+void ctr_set_vm(void)
+{
+	in_vm = 1;
+}
+
+/* The end of pid 1 (or of the helper): in a VM, the machine's. */
+void ctr_end(int status)
+{
+	if (in_vm) {
+		sync();
+		reboot(RB_POWER_OFF);
+	}
+	_exit(status);
+}
+
 static void ctl_write(const void *p, size_t n)
 {
 	if (in_vm)
@@ -229,7 +249,7 @@ static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt
 	vsnprintf(m, sizeof(m), fmt, ap);
 	va_end(ap);
 	say('E', "%s", m);
-	_exit(1);
+	ctr_end(1);
 }
 
 /* --- the root ------------------------------------------------------ */
@@ -287,6 +307,30 @@ static int open_dir_in(int root, const char *path)
 	}
 }
 
+/* Sets flags on the bind mount at path inside root, keeping those it
+ * has (a remount must repeat them). */
+static void remount_in(int root, const char *path, unsigned long flags)
+{
+	char at[64];
+	struct statvfs sv;
+	int fd = open_dir_in(root, path);
+
+	if (fd < 0 || fstatvfs(fd, &sv) < 0)
+		fail("cannot open %s again: %s", path, strerror(errno));
+	if (sv.f_flag & ST_RDONLY)
+		flags |= MS_RDONLY;
+	if (sv.f_flag & ST_NOSUID)
+		flags |= MS_NOSUID;
+	if (sv.f_flag & ST_NODEV)
+		flags |= MS_NODEV;
+	if (sv.f_flag & ST_NOEXEC)
+		flags |= MS_NOEXEC;
+	snprintf(at, sizeof(at), "/proc/self/fd/%d", fd);
+	if (mount(NULL, at, NULL, MS_REMOUNT | MS_BIND | flags, NULL) < 0)
+		fail("cannot set the flags of %s: %s", path, strerror(errno));
+	close(fd);
+}
+
 /* Mounts on path inside root (resolved there). */
 static void mount_in(int root, const char *path, const char *src, const char *type,
 		     unsigned long flags, const char *data)
@@ -299,20 +343,70 @@ static void mount_in(int root, const char *path, const char *src, const char *ty
 	snprintf(at, sizeof(at), "/proc/self/fd/%d", fd);
 	if (mount(src, at, type, flags, data) < 0)
 		fail("cannot mount %s on %s: %s", type ? type : src, path, strerror(errno));
-	/* Read-only bind mounts take a second pass. */
-	if ((flags & MS_BIND) && (flags & MS_RDONLY) &&
-	    mount(NULL, at, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) < 0)
-		fail("cannot make %s read-only: %s", path, strerror(errno));
 	close(fd);
+	/* Flags of bind mounts take a second pass, on the new mount (fd
+	 * was the directory under it). */
+	if ((flags & MS_BIND) && (flags & (MS_RDONLY | MS_NODEV | MS_NOSUID)))
+		remount_in(root, path, flags & (MS_RDONLY | MS_NODEV | MS_NOSUID));
+}
+
+/* Puts the host's node at path over the file fd (on a nodev tmpfs,
+ * device nodes of its own would not open; bind mounts of the host's do,
+ * and only those). */
+static int bind_over(int fd, const char *host)
+{
+	char at[64];
+	snprintf(at, sizeof(at), "/proc/self/fd/%d", fd);
+	return mount(host, at, NULL, MS_BIND, NULL);
+}
+
+/* The device nodes of the container's /dev (mounted nodev), before the
+ * host's /dev is out of reach. */
+static void make_dev_nodes(int root)
+{
+	static const char *const nodes[] = { "null", "zero", "full", "random", "urandom", "tty" };
+	int dev = open_dir_in(root, "/dev"), fd;
+	char host[32];
+
+	if (dev < 0)
+		fail("cannot open the container's /dev: %s", strerror(errno));
+	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++) {
+		snprintf(host, sizeof(host), "/dev/%s", nodes[i]);
+		if ((fd = openat(dev, nodes[i], O_CREAT | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0666)) < 0 ||
+		    bind_over(fd, host) < 0)
+			fail("cannot make /dev/%s: %s", nodes[i], strerror(errno));
+		close(fd);
+	}
+	close(dev);
+}
+
+/* Files of /proc that would reach past the container (sysrq, kernel
+ * memory) show nothing; /proc/sys is read-only. */
+static void mask_proc(int root)
+{
+	static const char *const masked[] = { "/proc/sysrq-trigger", "/proc/kcore", "/proc/keys",
+					      "/proc/timer_list" };
+	char at[64];
+	int fd;
+
+	for (size_t i = 0; i < sizeof(masked) / sizeof(masked[0]); i++) {
+		if ((fd = openat2_in(root, masked[i], O_PATH | O_NOFOLLOW)) < 0)
+			continue; /* not in this kernel */
+		if (bind_over(fd, "/dev/null") < 0)
+			fail("cannot mask %s: %s", masked[i], strerror(errno));
+		close(fd);
+	}
+	if ((fd = openat2_in(root, "/proc/sys", O_PATH | O_DIRECTORY)) < 0)
+		fail("cannot open /proc/sys: %s", strerror(errno));
+	snprintf(at, sizeof(at), "/proc/self/fd/%d", fd);
+	if (mount(at, at, NULL, MS_BIND | MS_REC, NULL) < 0)
+		fail("cannot make /proc/sys read-only: %s", strerror(errno));
+	close(fd);
+	remount_in(root, "/proc/sys", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC);
 }
 
 static void make_dev(void)
 {
-	static const struct {
-		const char *name;
-		unsigned major, minor;
-	} nodes[] = { { "null", 1, 3 },    { "zero", 1, 5 }, { "full", 1, 7 },
-		      { "random", 1, 8 },  { "urandom", 1, 9 }, { "tty", 5, 0 } };
 	static const char *const links[][2] = { { "pts/ptmx", "ptmx" },
 						{ "/proc/self/fd", "fd" },
 						{ "/proc/self/fd/0", "stdin" },
@@ -324,10 +418,6 @@ static void make_dev(void)
 	if (dev < 0)
 		fail("cannot open the container's /dev: %s", strerror(errno));
 	umask(0);
-	for (size_t i = 0; i < sizeof(nodes) / sizeof(nodes[0]); i++)
-		if (mknodat(dev, nodes[i].name, S_IFCHR | 0666,
-			    makedev(nodes[i].major, nodes[i].minor)) < 0)
-			fail("cannot make /dev/%s: %s", nodes[i].name, strerror(errno));
 	for (size_t i = 0; i < sizeof(links) / sizeof(links[0]); i++)
 		if (symlinkat(links[i][0], dev, links[i][1]) < 0)
 			fail("cannot make /dev/%s: %s", links[i][1], strerror(errno));
@@ -360,18 +450,31 @@ static void setup_root(const struct ctr_config *c)
 		fail("cannot bind the root %s: %s", c->root, strerror(errno));
 	if ((root = open(c->root, O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0)
 		fail("cannot open the root %s: %s", c->root, strerror(errno));
+	/* No device node of the root's own opens inside. */
+	remount_in(root, "/", MS_NODEV);
 	for (size_t i = 0; i < c->nmounts; i++)
-		mount_in(root, c->mounts[i].target, c->mounts[i].source, NULL, MS_BIND | MS_REC,
+		mount_in(root, c->mounts[i].target, c->mounts[i].source, NULL,
+			 MS_BIND | MS_REC | MS_NODEV,
 			 NULL);
 	mount_in(root, "/proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
 	mount_in(root, "/sys", "sysfs", "sysfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
 		 NULL);
-	mount_in(root, "/dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=1024k");
-	/* The old root is stacked under the new one and then let go of. */
-	if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
-		fail("cannot pivot into %s: %s", c->root, strerror(errno));
-	if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
-		fail("cannot let go of the host's root: %s", strerror(errno));
+	mount_in(root, "/dev", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC | MS_NODEV, "mode=755,size=1024k");
+	make_dev_nodes(root);
+	mask_proc(root);
+	if (in_vm) {
+		/* An initramfs cannot be pivoted away: moved over, as
+		 * switch_root does. */
+		if (fchdir(root) < 0 || mount(".", "/", NULL, MS_MOVE, NULL) < 0 || chroot(".") < 0 ||
+		    chdir("/") < 0)
+			fail("cannot move into %s: %s", c->root, strerror(errno));
+	} else {
+		/* The old root is stacked under the new one and let go of. */
+		if (fchdir(root) < 0 || syscall(SYS_pivot_root, ".", ".") < 0)
+			fail("cannot pivot into %s: %s", c->root, strerror(errno));
+		if (umount2(".", MNT_DETACH) < 0 || chdir("/") < 0)
+			fail("cannot let go of the host's root: %s", strerror(errno));
+	}
 	close(root);
 	make_dev();
 	if (sethostname(c->hostname, strlen(c->hostname)) < 0)
@@ -433,9 +536,80 @@ static void join_namespaces(pid_t pid)
 	close(root);
 }
 
+/* The command's pid, seen from pid 1. */
+static volatile pid_t command_pid;
+
+/* --- in a VM: relays and the host's requests ------------------------- */
+
+void ctr_relay(int a, int b)
+{
+	static char buf[65536];
+	struct pollfd p[2] = { { a, POLLIN, 0 }, { b, POLLIN, 0 } };
+
+	for (;;) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			_exit(1);
+		}
+		for (int i = 0; i < 2; i++) {
+			ssize_t n;
+			if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			n = read(p[i].fd, buf, sizeof(buf));
+			if (n <= 0)
+				_exit(0);
+			for (ssize_t done = 0; done < n;) {
+				ssize_t w = write(p[!i].fd, buf + done, (size_t)(n - done));
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w <= 0)
+					_exit(0);
+				done += w;
+			}
+		}
+	}
+}
+
+pid_t ctr_relay_spawn(int a, int b)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		for (int i = 0; i < 1024; i++)
+			if (i != a && i != b && i > 2)
+				close(i);
+		ctr_relay(a, b);
+	}
+	return pid;
+}
+
+/* What the host asks of a VM's command, over the control port:
+ * 'W' rows cols (two u16 each, little-endian): the terminal's size;
+ * 'K' signal (one byte): a signal for the command. */
+static void host_requests_spawn(int master)
+{
+	pid_t cmd = command_pid;
+	uint8_t m[5];
+
+	if (fork() != 0)
+		return;
+	for (;;) {
+		if (read(CTR_FD_CTL, m, 1) != 1)
+			_exit(0);
+		if (m[0] == 'W' && read(CTR_FD_CTL, m + 1, 4) == 4) {
+			struct winsize ws = { .ws_row = (unsigned short)(m[1] | m[2] << 8),
+					      .ws_col = (unsigned short)(m[3] | m[4] << 8) };
+			if (master >= 0)
+				ioctl(master, TIOCSWINSZ, &ws);
+		} else if (m[0] == 'K' && read(CTR_FD_CTL, m + 1, 1) == 1) {
+			if (kill(-cmd, m[1]) < 0)
+				kill(cmd, m[1]);
+		}
+	}
+}
+
 /* --- the command --------------------------------------------------- */
 
-static volatile pid_t command_pid;
 
 /* What reaches pid 1 is meant for the command (its process group). */
 static void forward(int sig)
@@ -460,6 +634,40 @@ static int open_pty(const struct ctr_config *c, char slave[64])
 	return m;
 }
 
+/* What root in a container keeps (Docker's default set, less MKNOD):
+ * nothing that administers the host (SYS_ADMIN, SYS_MODULE, SYS_RAWIO,
+ * SYS_PTRACE, SYS_BOOT, SYS_TIME, NET_ADMIN, ...). */
+static int cap_kept(int cap)
+{
+	static const int keep[] = { 0 /* CHOWN */,	  1 /* DAC_OVERRIDE */, 3 /* FOWNER */,
+				    4 /* FSETID */,	  5 /* KILL */,		6 /* SETGID */,
+				    7 /* SETUID */,	  8 /* SETPCAP */,	10 /* NET_BIND_SERVICE */,
+				    13 /* NET_RAW */,	  18 /* SYS_CHROOT */,	29 /* AUDIT_WRITE */,
+				    31 /* SETFCAP */ };
+	for (size_t i = 0; i < sizeof(keep) / sizeof(keep[0]); i++)
+		if (keep[i] == cap)
+			return 1;
+	return 0;
+}
+
+static int drop_privileges(void)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+
+	for (int cap = 0; cap < 64; cap++)
+		if (!cap_kept(cap) && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return -1;
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	if (syscall(SYS_capget, &h, d) < 0)
+		return -1;
+	d[0].inheritable = d[1].inheritable = 0;
+	if (syscall(SYS_capset, &h, d) < 0)
+		return -1;
+	/* No setuid or file capability gives any of it back. */
+	return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
+
 static void __attribute__((noreturn)) exec_command(const struct ctr_config *c,
 						   const char *slave, int errfd)
 {
@@ -480,9 +688,20 @@ static void __attribute__((noreturn)) exec_command(const struct ctr_config *c,
 			if (dup2(CTR_FD_STDIO + i, i) < 0)
 				goto out;
 	}
+	/* Nothing of the helper's, the daemon's or the VM agent's goes
+	 * past exec (errfd is close-on-exec already). */
 	close(CTR_FD_CTL);
 	for (int i = CTR_FD_STDIO; i < CTR_FD_STDIO + 3; i++)
 		close(i);
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		goto out;
+	for (int sig = 1; sig < NSIG; sig++)
+		signal(sig, SIG_DFL);
+	/* The command dies with pid 1 (or with the process that joined it
+	 * into a container). */
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (drop_privileges() < 0)
+		goto out;
 	if (setgroups(0, NULL) < 0 || setresgid(c->gid, c->gid, c->gid) < 0 ||
 	    setresuid(c->uid, c->uid, c->uid) < 0)
 		goto out;
@@ -529,7 +748,7 @@ static pid_t start_command(const struct ctr_config *c, const char *slave)
 
 /* The container's pid 1 (or the process joining it): runs the command
  * and reaps whatever ends, until the command does. */
-static void __attribute__((noreturn)) inner(const struct ctr_config *c)
+void ctr_inner(const struct ctr_config *c)
 {
 	static const int fwd[] = { SIGHUP, SIGINT, SIGQUIT, SIGTERM, SIGUSR1, SIGUSR2,
 				   SIGWINCH, SIGCONT };
@@ -539,22 +758,36 @@ static void __attribute__((noreturn)) inner(const struct ctr_config *c)
 	pid_t w;
 
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	/* Not to be ptraced or looked into (/proc/1/fd) from inside. */
+	prctl(PR_SET_DUMPABLE, 0);
 	/* One joining a container did that before it was forked. */
 	if (!c->join) {
 		setup_root(c);
 		setup_net(c);
 	}
+	int m = -1;
 	if (c->pty) {
-		int m = open_pty(c, slave);
+		m = open_pty(c, slave);
 		if (!c->join && mount(slave, "/dev/console", NULL, MS_BIND, NULL) < 0)
 			fail("cannot make the terminal the console: %s", strerror(errno));
-		say_fd('P', m);
-		close(m);
+		if (!in_vm) {
+			say_fd('P', m);
+			close(m);
+			m = -1;
+		} else {
+			/* The host's end of the terminal is a port: copied
+			 * to and from the pty's master here. */
+			ctr_relay_spawn(CTR_FD_STDIO, m);
+		}
 	}
 	sigemptyset(&sa.sa_mask);
 	for (size_t i = 0; i < sizeof(fwd) / sizeof(fwd[0]); i++)
 		sigaction(fwd[i], &sa, NULL);
 	command_pid = start_command(c, c->pty ? slave : NULL);
+	if (in_vm)
+		host_requests_spawn(m);
+	if (m >= 0)
+		close(m);
 	/* Only the command holds the container's stdio now. */
 	for (int i = CTR_FD_STDIO; i < CTR_FD_STDIO + 3; i++)
 		close(i);
@@ -564,15 +797,16 @@ static void __attribute__((noreturn)) inner(const struct ctr_config *c)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0)
-			_exit(0); /* cannot happen: the command is a child */
+			ctr_end(0); /* cannot happen: the command is a child */
 		if (w != command_pid)
 			continue;
 		if (WIFSIGNALED(st))
 			say('S', "%d", WTERMSIG(st));
 		else
 			say('X', "%d", WEXITSTATUS(st));
-		/* pid 1 going ends every process left in the container. */
-		_exit(0);
+		/* pid 1 going ends every process left in the container (in
+		 * a VM, the machine). */
+		ctr_end(0);
 	}
 }
 
@@ -582,12 +816,12 @@ static int wait_go(void)
 {
 	char k;
 	ssize_t n;
-	while ((n = recv(CTR_FD_CTL, &k, 1, 0)) < 0 && errno == EINTR)
+	while ((n = read(CTR_FD_CTL, &k, 1)) < 0 && errno == EINTR)
 		;
 	return n == 1 && k == 'G' ? 0 : -1;
 }
 
-int ctr_helper_main(void)
+int ctr_helper_main(pid_t daemon)
 {
 	static uint8_t m[CTR_MAX_MSG];
 	struct ctr_config c;
@@ -595,10 +829,18 @@ int ctr_helper_main(void)
 	pid_t pid, w;
 	int st;
 
-	/* Gone with the daemon: no container outlives its supervisor. */
+	/* Gone with the daemon: no container outlives its supervisor (if
+	 * the daemon went before this took effect, it is not the parent). */
 	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() == 1)
+	if (getppid() != daemon)
 		_exit(1);
+	/* The control socket and the container's stdio are all this
+	 * process and the container get of the daemon. */
+	close_range(CTR_FD_STDIO + 3, ~0U, 0);
+	int nul = open("/dev/null", O_RDWR | O_CLOEXEC);
+	if (nul < 0 || dup2(nul, 0) < 0 || dup2(nul, 1) < 0 || dup2(nul, 2) < 0)
+		_exit(1);
+	close(nul);
 	/* One message: its length, then the configuration. */
 	while ((n = recv(CTR_FD_CTL, m, sizeof(m), 0)) < 0 && errno == EINTR)
 		;
@@ -618,7 +860,7 @@ int ctr_helper_main(void)
 	if ((pid = fork()) < 0)
 		fail("cannot fork: %s", strerror(errno));
 	if (pid == 0)
-		inner(&c);
+		ctr_inner(&c);
 	for (int i = CTR_FD_STDIO; i < CTR_FD_STDIO + 3; i++)
 		close(i);
 	say('I', "%d", (int)pid);

@@ -82,7 +82,22 @@ void ctr_config_free(struct ctr_config *c);
  * empty components or more than PATH_MAX bytes. */
 int ctr_target_ok(const char *target);
 
-/* The helper's main: runs until the container ends. */
-int ctr_helper_main(void);
+/* The helper's main: runs until the container ends; daemon is the pid
+ * of its parent, the daemon. */
+int ctr_helper_main(pid_t daemon);
+
+/* For the agent of a VM (svc/agent.c), which is the container's pid 1
+ * itself: the control channel is a virtio port on CTR_FD_CTL (and
+ * stdio, or the terminal, ports on CTR_FD_STDIO...). */
+void ctr_set_vm(void);
+/* Sets up the root, the network and the command, and reaps until it
+ * ends (then powers the VM off). */
+void ctr_inner(const struct ctr_config *c) __attribute__((noreturn));
+/* Ends pid 1: in a VM, powers it off. */
+void ctr_end(int status) __attribute__((noreturn));
+/* Copies between two descriptors until either ends (never returns);
+ * ctr_relay_spawn does it in a child process. */
+void ctr_relay(int a, int b) __attribute__((noreturn));
+pid_t ctr_relay_spawn(int a, int b);
 
 #endif

@@ -63,9 +63,34 @@ out=$(timeout 30 "$T/A.m" compute exec "$id" sh -c 'hostname; cat /tmp/first; ca
 2
 sleep" ] || fail "compute exec did not run inside the container: $out"
 expect_fail "no container" "$T/A.m" compute exec 9999 true
+# A background child that keeps the output open does not keep exec waiting.
+start=$(date +%s)
+timeout 20 "$T/A.m" compute exec "$id" sh -c 'sleep 25 & echo started' >"$T/out" || fail "exec with a background child"
+[ $(( $(date +%s) - start )) -lt 10 ] || fail "exec waited for a background child"
 kill $PID_long
 wait $PID_long 2>/dev/null
 rm -f "$R/tmp/first"
+
+# --- what root inside cannot do; what it does not get ---
+run --mount=/=local:"$R" sh -c 'mknod /tmp/hd b 8 0' 2>/dev/null && fail "mknod works inside"
+rm -f "$R/tmp/hd"
+run --mount=/=local:"$R" sh -c 'mount -t tmpfs x /mnt' 2>/dev/null && fail "mount works inside"
+run --mount=/=local:"$R" sh -c 'echo 0 >/proc/sys/kernel/sysrq' 2>/dev/null && fail "/proc/sys is writable inside"
+run --mount=/=local:"$R" sh -c 'echo h >/proc/sysrq-trigger; test ! -s /proc/sysrq-trigger' ||
+	fail "/proc/sysrq-trigger is not masked"
+[ "$(run --mount=/=local:"$R" sh -c 'grep NoNewPrivs /proc/self/status')" = "NoNewPrivs:	1" ] ||
+	fail "no_new_privs is not set"
+# Another container's streams are not in this one (nor anything of the daemon's).
+bg_start other timeout 60 "$T/A.m" run --mount=/=local:"$R" sleep 20
+sleep 1
+fds=$(run --mount=/=local:"$R" sh -c 'ls /proc/self/fd' | tr '\n' ' ')
+[ "$fds" = "0 1 2 3 " ] || fail "a container has descriptors it should not: $fds"
+kill $PID_other; wait $PID_other 2>/dev/null
+# Signals are at their defaults: a pipeline into head ends.
+run --mount=/=local:"$R" sh -c 'yes | head -n 1' >/dev/null || fail "a pipeline into head does not end (SIGPIPE ignored?)"
+# Bad refs that fail at once do not take the daemon down.
+expect_fail "cannot mount" "$T/A.m" run --mount=/=local:"$R" --mount=/a=ref://bad1 --mount=/b=ref://bad2 true
+m A node >/dev/null || fail "the daemon died of two bad mount refs"
 
 # --- a second folder, and the environment ---
 out=$(run --mount=/=local:"$R" --mount=/mnt/data=local:"$T/data" --env GREETING=hi \
