@@ -110,10 +110,16 @@ fuzz: deps fuzz-build
 bench: deps metac
 	$(Q)METAC=$(CURDIR)/metac ./tests/bench/run.sh
 
+# The initramfs run --service=computevm boots (the daemon also makes it
+# on first use): this binary as /init, and the installed cloud kernel's
+# modules it needs.
+vm-initrd: metac
+	$(Q)./metac vm initrd -o build/computevm-initrd.img
+
 clean:
 	rm -rf build metac
 
-.PHONY: all check unit deps fuzz fuzz-build bench clean
+.PHONY: all check unit deps fuzz fuzz-build bench clean vm-initrd
 .SECONDARY:
 
 -include $(LIB_OBJ:.o=.d) $(O)/metac.d

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "lib/cli.h"
+#include "svc/agent.h"
 #include "svc/applets.h"
 
 static const struct applet applets[] = {
@@ -64,7 +65,8 @@ static const struct applet applets[] = {
 	  "   URI: local:PATH or a ref to a file (a disk); --serial stdio is the console here,\n"
 	  "   until the VM ends; otherwise its id is printed and it runs on.\n"
 	  "       metac vm list [--json]\n"
-	  "       metac vm stop ID\n" },
+	  "       metac vm stop ID\n"
+	  "       metac vm initrd -o FILE [--kernel-version V]   (what run --service=computevm boots)\n" },
 	{ "stream", stream_main, "share a local socket as a Stream; connect to one",
 	  "metac stream export [--persistent] unix:PATH|ADDR:PORT\n"
 	  "       metac stream connect [--direct] REF   (pipes stdin and stdout)\n"
@@ -133,6 +135,9 @@ int main(int argc, char **argv)
 	const char *base = strrchr(argv[0], '/');
 	base = base ? base + 1 : argv[0];
 
+	/* The /init of a computevm VM's initramfs (svc/agent.c). */
+	if (getpid() == 1 && !strcmp(base, "init"))
+		agent_main();
 	if (!strncmp(base, "metac-", 6))
 		return run_applet(base + 6, argc, argv);
 	if (argc < 2) {

@@ -234,7 +234,9 @@ enum {
 	/* () -> (i64 status): once qemu has ended: its exit code, or -N
 	 * for death by signal N */
 	VM_WAIT = 4,
-	/* (u64 i) -> (cap stream): the i-th virtio-serial port, each once */
+	/* (u64 i, bool eof) -> (cap stream): the i-th virtio-serial port,
+	 * each once; with eof, the end of what is written to it reaches the
+	 * guest (its reads end), else the port stays open. */
 	VM_PORT = 5,
 };
 

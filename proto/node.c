@@ -112,6 +112,25 @@ const char *node_dir(struct node *n)
 	return n->dir;
 }
 
+int node_local_object(struct node *n, const char *service, const char *description,
+		      int read_only, struct cap **out, char *err, size_t errsz)
+{
+	const struct node_service *svc = find_service(n, service);
+	struct ref_record rec = { .read_only = read_only };
+
+	if (!svc || !svc->restore) {
+		snprintf(err, errsz, "this node runs no %s service", service);
+		return -ENOSYS;
+	}
+	snprintf(rec.service, sizeof(rec.service), "%s", service);
+	if (snprintf(rec.description, sizeof(rec.description), "%s", description) >=
+	    (int)sizeof(rec.description)) {
+		snprintf(err, errsz, "the description is too long");
+		return -ENAMETOOLONG;
+	}
+	return svc->restore(n, &rec, out, err, errsz);
+}
+
 struct loop *node_loop(struct node *n) { return n->loop; }
 struct sqlite3 *node_db(struct node *n) { return n->db; }
 const struct node_keys *node_keys(struct node *n) { return &n->keys; }

@@ -57,6 +57,10 @@ const char *node_dir(struct node *n);
 /* The administration object of the service called name (a new reference),
  * as NODE_ADMIN_SERVICE gives it; NULL if there is none. */
 struct cap *node_service_admin(struct node *n, const char *name);
+/* The object a ref of service with this description would restore to,
+ * made here without a ref (for services using one another's objects). */
+int node_local_object(struct node *n, const char *service, const char *description,
+		      int read_only, struct cap **out, char *err, size_t errsz);
 struct sqlite3;
 struct sqlite3 *node_db(struct node *n);
 const struct node_keys *node_keys(struct node *n);

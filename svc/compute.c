@@ -39,6 +39,7 @@
 #include <unistd.h>
 
 #include "lib/cli.h"
+#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/net.h"
@@ -46,10 +47,12 @@
 #include "proto/node.h"
 #include "svc/admin_client.h"
 #include "svc/applets.h"
+#include "svc/agent.h"
 #include "svc/container.h"
 #include "svc/net.h"
 #include "svc/services.h"
 #include "svc/stream.h"
+#include "wire/conn.h"
 
 #define NET_VNI 1           /* as svc/net.c: one segment per tunnel */
 #define MAX_WAITERS 8
@@ -79,6 +82,11 @@ struct proc {
 	char line[1100];         /* from the helper, up to its newline */
 	size_t llen;
 	int got_r, got_n;
+	/* computevm: the VM the process runs in, and its stdio ports. */
+	struct cap *vm;
+	struct cap *vstreams[3];
+	int vm_alive;      /* qemu runs: the VM's wait is pending */
+	unsigned vm_pending; /* ports being set up */
 	struct rpc_call *waiters[MAX_WAITERS];
 	size_t nwaiters;
 	struct ctr_config cfg;
@@ -112,6 +120,12 @@ struct ctr {
 	struct loop_timer *cg_timer;
 	struct proc *procs; /* the first is the main one */
 	char why[RPC_MAX_ERRMSG];
+	/* computevm: a VM instead of namespaces; its folders come over
+	 * virtio ports as 9p, vm_src[0] the root's URI, then the mounts'. */
+	int vm;
+	char *vm_src[CTR_MAX_MOUNTS + 1];
+	size_t nvm_src;
+	struct cap *fs_holder[CTR_MAX_MOUNTS + 1];
 };
 
 static struct {
@@ -120,8 +134,19 @@ static struct {
 	unsigned next_id;
 } S;
 
+static void vm_destroy(struct proc *p);
+
+/* A signal for p: to its pid 1 (which passes it on), or for a VM, over
+ * the control port to the agent (SIGKILL ends the VM). */
 static void proc_kill(struct proc *p, int sig)
 {
+	if (p->vm) {
+		uint8_t m[2] = { 'K', (uint8_t)sig };
+		if (sig == SIGKILL || p->ctl < 0 || p->state != P_RUNNING ||
+		    send(p->ctl, m, 2, MSG_NOSIGNAL | MSG_DONTWAIT) != 2)
+			vm_destroy(p);
+		return;
+	}
 	if (p->pid > 0 && p->state != P_ENDED)
 		kill(p->pid, sig);
 	else if (p->helper > 0)
@@ -292,6 +317,13 @@ static void ctr_release(struct ctr *c)
 		cap_unref(c->l2[i]);
 		c->holder[i] = c->l2[i] = NULL;
 	}
+	for (size_t i = 0; i < c->nvm_src; i++) {
+		cap_unref(c->fs_holder[i]);
+		c->fs_holder[i] = NULL;
+	}
+	for (struct proc *p = c->procs; p; p = p->next)
+		if (p->vm && p->vm_alive)
+			vm_destroy(p);
 	if (c->nsfd >= 0)
 		close(c->nsfd);
 	c->nsfd = -1;
@@ -315,6 +347,9 @@ static void ctr_release(struct ctr *c)
 
 static void proc_free(struct proc *p)
 {
+	cap_unref(p->vm);
+	for (int i = 0; i < 3; i++)
+		cap_unref(p->vstreams[i]);
 	for (int i = 0; i < 3; i++)
 		if (p->fds[i] >= 0)
 			close(p->fds[i]);
@@ -334,7 +369,7 @@ static void ctr_maybe_free(struct ctr *c)
 	if (c->handles > 0 || c->pending)
 		return;
 	for (struct proc *p = c->procs; p; p = p->next)
-		if (p->child || p->handles > 0)
+		if (p->child || p->handles > 0 || p->vm_alive || p->vm_pending)
 			return;
 	ctr_release(c);
 	if (cgroup_remove(c))
@@ -353,6 +388,8 @@ static void ctr_maybe_free(struct ctr *c)
 		free(c->remote[i].ref);
 	for (size_t i = 0; i < c->nnets; i++)
 		free(c->net_ref[i]);
+	for (size_t i = 0; i < c->nvm_src; i++)
+		free(c->vm_src[i]);
 	loop_timer_del(c->cg_timer);
 	rmdir(c->dir);
 	free(c);
@@ -418,7 +455,7 @@ static void proc_reap(struct proc *p)
 	struct ctr *c = p->ctr;
 
 	if (p->is_main || p->state != P_ENDED || p->child || p->handles || p->answer ||
-	    p->nwaiters)
+	    p->nwaiters || p->vm_alive)
 		return;
 	for (struct proc **pp = &c->procs; *pp; pp = &(*pp)->next)
 		if (*pp == p) {
@@ -487,6 +524,16 @@ static void process_call(struct proc *p, struct rpc_call *call)
 				      "one stream, 0" : "a process has streams 0, 1 and 2");
 			return;
 		}
+		if (p->vm) {
+			if (!p->vstreams[v]) {
+				rpc_return_error(call, -EBUSY, "stream %llu of this process is taken",
+						 (unsigned long long)v);
+				return;
+			}
+			rpc_return_cap(call, p->vstreams[v]); /* ours goes with it */
+			p->vstreams[v] = NULL;
+			return;
+		}
 		if (p->fds[v] < 0) {
 			rpc_return_error(call, -EBUSY, "stream %llu of this process is taken or "
 				      "not there yet", (unsigned long long)v);
@@ -535,6 +582,14 @@ static void process_call(struct proc *p, struct rpc_call *call)
 			rpc_return_error(call, -EINVAL, "resize takes rows and columns");
 			return;
 		}
+		if (p->vm && p->pty) {
+			uint8_t m[5] = { 'W', (uint8_t)rows, (uint8_t)(rows >> 8), (uint8_t)cols,
+					 (uint8_t)(cols >> 8) };
+			if (p->ctl >= 0)
+				(void)!send(p->ctl, m, 5, MSG_NOSIGNAL | MSG_DONTWAIT);
+			rpc_return(call);
+			return;
+		}
 		if (p->pty_master < 0) {
 			rpc_return_error(call, -ENOTTY, "the process has no terminal");
 			return;
@@ -561,6 +616,10 @@ static void env_launch_process(struct ctr *c, struct rpc_call *call)
 
 	if (c->ended || c->failed || !main || main->state != P_RUNNING) {
 		rpc_return_error(call, -ESRCH, "the container is not running");
+		return;
+	}
+	if (c->vm) {
+		rpc_return_error(call, -ENOTSUP, "a container in a VM runs one process");
 		return;
 	}
 	if (!(p = calloc(1, sizeof(*p)))) {
@@ -829,7 +888,7 @@ static void helper_message(struct proc *p, const char *m, size_t n, int fd)
 		/* Running; answered once the pid is known too ('I' comes
 		 * from another process, in no set order). */
 		p->got_r = 1;
-		if (p->state == P_STARTING && p->pid)
+		if (p->state == P_STARTING && (p->pid || p->vm))
 			proc_running(p);
 		break;
 	case 'E':
@@ -1030,6 +1089,454 @@ out:
 				close(io[k][i]);
 	}
 	return e;
+}
+
+/* --- computevm: the container in a VM -------------------------------- */
+
+#define VM_DEFAULT_MIB 256
+#define VM_PORTS_FIXED 4 /* metac.ctl, then stdio (or the terminal) */
+
+/* In a VM, each folder is the 9p session of a port: the URIs the
+ * launch named, in order (the root first), and the configuration the
+ * agent gets names the ports. */
+static int vm_sources(struct ctr *c, struct ctr_config *cfg, char *err, size_t errsz)
+{
+	const char *paths[CTR_MAX_MOUNTS + 1];
+	char buf[PATH_MAX + 16];
+	size_t n = 0;
+
+	paths[n++] = cfg->root;
+	for (size_t i = 0; i < cfg->nmounts; i++)
+		paths[n++] = cfg->mounts[i].source;
+	for (size_t i = 0; i < n; i++) {
+		const char *uri = NULL;
+		for (size_t k = 0; k < c->nremote; k++)
+			if (!strcmp(paths[i], c->remote[k].staging))
+				uri = c->remote[k].ref;
+		if (!uri) {
+			/* Owners and modes as they are: the guest's root is root. */
+			snprintf(buf, sizeof(buf), "passthrough:%s", paths[i]);
+			uri = buf;
+		}
+		if (!(c->vm_src[i] = strdup(uri))) {
+			snprintf(err, errsz, "out of memory");
+			return -ENOMEM;
+		}
+		c->nvm_src = i + 1;
+	}
+	snprintf(cfg->root, sizeof(cfg->root), "port:metac.9p.0");
+	for (size_t i = 0; i < cfg->nmounts; i++)
+		snprintf(cfg->mounts[i].source, PATH_MAX, "port:metac.9p.%zu", i + 1);
+	return 0;
+}
+
+static void vm_destroy(struct proc *p)
+{
+	struct msg q;
+	if (!p->vm || !p->vm_alive)
+		return;
+	msg_init(&q);
+	rpc_call(p->vm, IFACE_VM, VM_DESTROY, &q, NULL, NULL);
+}
+
+/* A step of setting up one port of p's VM. */
+struct vm_step {
+	struct proc *p;
+	size_t port;
+	struct cap *stream; /* the port's */
+};
+
+static void vm_step_end(struct vm_step *st, int err, const char *why);
+
+/* The VM is gone: like a helper's exit. */
+static void vm_waited(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct proc *p = arg;
+	struct ctr *c = p->ctr;
+
+	p->vm_alive = 0;
+	if (p->ctl_w)
+		helper_ctl(node_loop(c->node), p->ctl, EPOLLIN, p);
+	if (p->state == P_STARTING)
+		proc_failed(p, -EIO, "the VM ended before the command ran (its console may say why)");
+	else if (p->state != P_ENDED)
+		proc_ended(p, -1, SIGKILL);
+	ctr_maybe_free(c);
+}
+
+/* Everything is wired: the agent gets its configuration, then go. */
+static void vm_go(struct proc *p)
+{
+	struct buf b;
+	uint32_t len;
+	int e;
+
+	buf_init(&b);
+	if (buf_put_u32(&b, 0) < 0 || (e = ctr_config_encode(&p->cfg, &b)) < 0) {
+		buf_free(&b);
+		proc_failed(p, -E2BIG, "the container's description is too large");
+		return;
+	}
+	len = (uint32_t)(b.len - 4);
+	b.data[0] = (uint8_t)len;
+	b.data[1] = (uint8_t)(len >> 8);
+	b.data[2] = (uint8_t)(len >> 16);
+	b.data[3] = (uint8_t)(len >> 24);
+	if (buf_put_u8(&b, 'G') < 0 || io_write_all(p->ctl, buf_head(&b), buf_avail(&b)) < 0)
+		proc_failed(p, -EIO, "cannot reach the VM's agent");
+	buf_free(&b);
+}
+
+static void vm_ctl_opened(void *arg, struct wire_conn *wc, int err, const char *why)
+{
+	struct vm_step *st = arg;
+	struct proc *p = st->p;
+	int sv[2];
+
+	if (!wc) {
+		vm_step_end(st, err, why);
+		return;
+	}
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		wire_conn_close(wc);
+		vm_step_end(st, -errno, "socketpair");
+		return;
+	}
+	net_set_nonblock(sv[0]);
+	if ((err = node_pipe_fds(wc, sv[0], sv[0], NULL, NULL)) < 0) {
+		close(sv[0]);
+		close(sv[1]);
+		wire_conn_close(wc);
+		vm_step_end(st, err, "cannot pipe the control port");
+		return;
+	}
+	p->ctl = sv[1];
+	if (!(p->ctl_w = loop_watch_fd(node_loop(p->ctr->node), p->ctl, EPOLLIN, helper_ctl, p))) {
+		vm_step_end(st, -ENOMEM, "out of memory");
+		return;
+	}
+	vm_step_end(st, 0, NULL);
+}
+
+static void vm_fs_bound(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct vm_step *st = arg;
+	struct msg_rd r;
+	struct cap *h;
+	size_t k = st->port - VM_PORTS_FIXED;
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &h) < 0)
+			err = -EPROTO, errmsg = "bindTo answered nothing";
+		else
+			st->p->ctr->fs_holder[k] = cap_ref(h);
+	}
+	vm_step_end(st, err, errmsg);
+}
+
+static void vm_fs_streamed(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct vm_step *st = arg;
+	struct msg_rd r;
+	struct cap *fsst;
+	struct msg q;
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &fsst) < 0)
+			err = -EPROTO, errmsg = "the folder gave no 9p stream";
+	}
+	if (err) {
+		vm_step_end(st, err, errmsg);
+		return;
+	}
+	/* The folder's 9p sessions, piped to the port for good. */
+	msg_init(&q);
+	msg_put_cap(&q, st->stream);
+	rpc_call(fsst, IFACE_STREAM, STREAM_BIND_TO, &q, vm_fs_bound, st);
+}
+
+static void vm_fs_found(struct vm_step *st, struct cap *fs)
+{
+	struct msg q;
+	msg_init(&q);
+	rpc_call(fs, IFACE_FILESYSTEM, FILESYSTEM_V9FS_STREAM, &q, vm_fs_streamed, st);
+}
+
+static void vm_fs_restored(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct vm_step *st = arg;
+	struct msg_rd r;
+	struct cap *fs;
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &fs) < 0)
+			err = -EPROTO, errmsg = "the ref restored to nothing";
+	}
+	if (err) {
+		vm_step_end(st, err, errmsg);
+		return;
+	}
+	vm_fs_found(st, fs);
+}
+
+/* Port st->port's Stream is there: wire it to what it is for. */
+static void vm_port_got(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct vm_step *st = arg;
+	struct proc *p = st->p;
+	struct ctr *c = p->ctr;
+	struct msg_rd r;
+	struct cap *s, *fs;
+	char why[256];
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &s) < 0)
+			err = -EPROTO, errmsg = "no port";
+	}
+	if (err || c->failed) {
+		vm_step_end(st, err, errmsg);
+		return;
+	}
+	st->stream = cap_ref(s);
+	if (st->port == 0) {
+		node_stream_open(c->node, st->stream, vm_ctl_opened, st);
+	} else if (st->port < VM_PORTS_FIXED) {
+		p->vstreams[st->port - 1] = cap_ref(st->stream);
+		vm_step_end(st, 0, NULL);
+	} else {
+		const char *uri = c->vm_src[st->port - VM_PORTS_FIXED];
+		if (!strncmp(uri, "ref://", 6)) {
+			node_restore(c->node, uri, vm_fs_restored, st);
+		} else if ((err = node_local_object(c->node, "fs", uri, 0, &fs, why,
+						    sizeof(why))) < 0) {
+			vm_step_end(st, err, why);
+		} else {
+			vm_fs_found(st, fs);
+			cap_unref(fs);
+		}
+	}
+}
+
+static void vm_step_end(struct vm_step *st, int err, const char *why)
+{
+	struct proc *p = st->p;
+	struct ctr *c = p->ctr;
+	char msg[RPC_MAX_ERRMSG];
+
+	cap_unref(st->stream);
+	free(st);
+	p->vm_pending--;
+	if (err && !c->failed) {
+		snprintf(msg, sizeof(msg), "the VM's channels: %s", why ? why : strerror(-err));
+		proc_failed(p, err, msg);
+	}
+	if (c->failed) {
+		ctr_maybe_free(c);
+		return;
+	}
+	if (!p->vm_pending)
+		vm_go(p);
+}
+
+static void vm_console_opened(void *arg, struct wire_conn *wc, int err, const char *why)
+{
+	struct ctr *c = arg;
+	char path[PATH_MAX];
+	int in, out;
+
+	if (!wc)
+		return;
+	snprintf(path, sizeof(path), "%.3000s/computevm-%d-%u.console", node_dir(S.node),
+		 (int)getpid(), c->id);
+	in = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	out = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+	if (in < 0 || out < 0 || node_pipe_fds(wc, in, out, NULL, NULL) < 0) {
+		if (in >= 0)
+			close(in);
+		if (out >= 0)
+			close(out);
+		wire_conn_close(wc);
+	}
+}
+
+static void vm_console_got(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct msg_rd r;
+	struct cap *s;
+
+	if (err)
+		return;
+	msg_rd_init(&r, res);
+	if (msg_get_cap(&r, &s) == 0)
+		node_stream_open(S.node, s, vm_console_opened, arg);
+}
+
+static void vm_launched(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct proc *p = arg;
+	struct ctr *c = p->ctr;
+	size_t nports = VM_PORTS_FIXED + c->nvm_src;
+	struct msg_rd r;
+	struct cap *vm;
+	struct msg q;
+
+	p->vm_pending--;
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &vm) < 0)
+			err = -EPROTO, errmsg = "the VM launcher answered no VM";
+	}
+	if (err) {
+		if (!c->failed)
+			proc_failed(p, err, errmsg);
+		ctr_maybe_free(c);
+		return;
+	}
+	p->vm = cap_ref(vm);
+	p->vm_alive = 1;
+	msg_init(&q);
+	rpc_call(p->vm, IFACE_VM, VM_WAIT, &q, vm_waited, p);
+	/* Its console, for when something goes wrong in there. */
+	msg_init(&q);
+	msg_put_u64(&q, 0);
+	rpc_call(p->vm, IFACE_VM, VM_SERIAL_PORT, &q, vm_console_got, c);
+	if (c->failed) {
+		vm_destroy(p);
+		return;
+	}
+	for (size_t i = 0; i < nports; i++) {
+		struct vm_step *st;
+		if (p->pty && i >= 2 && i < VM_PORTS_FIXED)
+			continue; /* one port for the terminal */
+		if (!(st = calloc(1, sizeof(*st)))) {
+			proc_failed(p, -ENOMEM, "out of memory");
+			break;
+		}
+		st->p = p;
+		st->port = i;
+		p->vm_pending++;
+		msg_init(&q);
+		msg_put_u64(&q, i);
+		/* stdin's end is the command's; nothing else ends that way. */
+		msg_put_bool(&q, !p->pty && i == 1);
+		rpc_call(p->vm, IFACE_VM, VM_PORT, &q, vm_port_got, st);
+		if (c->failed)
+			break;
+	}
+}
+
+/* The VM launcher's answer: launch with what was prepared. */
+struct launch_ctx {
+	struct proc *p;
+	struct msg params;
+};
+
+static void vm_launcher_got(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct launch_ctx *lc = arg;
+	struct proc *p = lc->p;
+	struct msg_rd r;
+	struct cap *l;
+
+	if (!err) {
+		msg_rd_init(&r, res);
+		if (msg_get_cap(&r, &l) < 0)
+			err = -EPROTO, errmsg = "the vm service gave no launcher";
+	}
+	if (err || p->ctr->failed) {
+		msg_free(&lc->params);
+		free(lc);
+		p->vm_pending--;
+		if (!p->ctr->failed)
+			proc_failed(p, err, errmsg);
+		ctr_maybe_free(p->ctr);
+		return;
+	}
+	/* vm_launched takes over p's pending count. */
+	rpc_call(l, IFACE_VM_LAUNCHER, VM_LAUNCHER_LAUNCH, &lc->params, vm_launched, p);
+	free(lc);
+}
+
+/* Starts the VM: the cloud kernel, the agent's initramfs (made on first
+ * use), the networks, one serial console and the ports. */
+static void vm_start(struct ctr *c, struct proc *p)
+{
+	char kver[256], initrd[PATH_MAX], kernel[PATH_MAX + 16], err[512], name[32];
+	struct cap *admin = NULL;
+	struct launch_ctx *lc;
+	struct msg q;
+	struct stat st;
+	int e;
+
+	if ((e = agent_kernel(kver, sizeof(kver))) < 0) {
+		proc_failed(p, e, "computevm needs a kernel: Debian's linux-image-cloud-amd64, or "
+			    "METAC_VM_KERNEL=VERSION with /boot/vmlinuz-VERSION");
+		ctr_maybe_free(c);
+		return;
+	}
+	snprintf(initrd, sizeof(initrd), "%.3000s/computevm-%.200s.img", node_dir(c->node), kver);
+	/* Made again when this binary is newer than the one inside. */
+	struct stat self;
+	if ((stat(initrd, &st) < 0 ||
+	     (stat(agent_binary(), &self) == 0 && self.st_mtime >= st.st_mtime)) &&
+	    (e = agent_initrd_build(kver, initrd, err, sizeof(err))) < 0) {
+		proc_failed(p, e, err);
+		ctr_maybe_free(c);
+		return;
+	}
+	if (!(admin = node_service_admin(c->node, "vm"))) {
+		proc_failed(p, -ENOSYS, "this node runs no vm service");
+		ctr_maybe_free(c);
+		return;
+	}
+	p->pty = p->cfg.pty;
+	msg_init(&q);
+	msg_put_u64(&q, c->memory_mib ? c->memory_mib : VM_DEFAULT_MIB);
+	msg_put_u64(&q, 1);
+	snprintf(kernel, sizeof(kernel), "local:/boot/vmlinuz-%s", kver);
+	msg_put_str(&q, kernel);
+	snprintf(kernel, sizeof(kernel), "local:%s", initrd);
+	msg_put_str(&q, kernel);
+	msg_put_str(&q, "console=ttyS0 quiet panic=-1");
+	msg_put_u64(&q, 0); /* drives */
+	msg_put_u64(&q, c->nnets);
+	for (size_t i = 0; i < c->nnets; i++) {
+		msg_put_str(&q, c->net_ref[i]);
+		msg_put_str(&q, "virtio");
+	}
+	msg_put_u64(&q, 1);
+	msg_put_str(&q, "");
+	msg_put_u64(&q, VM_PORTS_FIXED + c->nvm_src);
+	msg_put_str(&q, "metac.ctl");
+	for (int i = 0; i < 3; i++) {
+		char pn[32];
+		snprintf(pn, sizeof(pn), p->pty ? (i ? "metac.unused%d" : "metac.tty") : "metac.%d", i);
+		msg_put_str(&q, pn);
+	}
+	for (size_t i = 0; i < c->nvm_src; i++) {
+		char pn[32];
+		snprintf(pn, sizeof(pn), "metac.9p.%zu", i);
+		msg_put_str(&q, pn);
+	}
+	snprintf(name, sizeof(name), "computevm-%u", c->id);
+	msg_put_str(&q, name);
+	if (!(lc = calloc(1, sizeof(*lc)))) {
+		msg_free(&q);
+		cap_unref(admin);
+		proc_failed(p, -ENOMEM, "out of memory");
+		ctr_maybe_free(c);
+		return;
+	}
+	lc->p = p;
+	lc->params = q;
+	p->vm_pending++;
+	msg_init(&q);
+	rpc_call(admin, IFACE_SERVICE_ADMIN, VM_ADMIN_LAUNCHER, &q, vm_launcher_got, lc);
+	cap_unref(admin);
 }
 
 /* --- launch -------------------------------------------------------- */
@@ -1240,6 +1747,8 @@ static int read_nets(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, ch
 	return 0;
 }
 
+static void vm_start(struct ctr *c, struct proc *p);
+
 /* The remote mounts are in place (or one failed): start the helper. */
 static void mounts_done(struct ctr *c)
 {
@@ -1249,6 +1758,10 @@ static void mounts_done(struct ctr *c)
 
 	if (c->pending || c->failed)
 		return;
+	if (c->vm) {
+		vm_start(c, p);
+		return;
+	}
 	if ((e = proc_start(c, p, err, sizeof(err))) < 0) {
 		proc_failed(p, e, err);
 		ctr_maybe_free(c);
@@ -1288,7 +1801,9 @@ static void mount_bound(void *arg, int err, const char *errmsg, struct msg *res)
 		mounts_done(c);
 }
 
-static void launch(struct rpc_call *call, int allow_local)
+static int vm_sources(struct ctr *c, struct ctr_config *cfg, char *err, size_t errsz);
+
+static void launch(struct rpc_call *call, int allow_local, int vm)
 {
 	struct msg_rd r;
 	struct ctr *c = calloc(1, sizeof(*c));
@@ -1330,6 +1845,8 @@ static void launch(struct rpc_call *call, int allow_local)
 		goto fail;
 	}
 	c->memory_mib = mib;
+	if ((c->vm = vm) && (e = vm_sources(c, &p->cfg, err, sizeof(err))) < 0)
+		goto fail;
 	if (!*p->cfg.hostname)
 		snprintf(p->cfg.hostname, sizeof(p->cfg.hostname), "metac");
 	if (!hostname_ok(p->cfg.hostname)) {
@@ -1338,7 +1855,7 @@ static void launch(struct rpc_call *call, int allow_local)
 		goto fail;
 	}
 	p->answer = call;
-	if (c->nremote) {
+	if (c->nremote && !c->vm) {
 		char parent[PATH_MAX];
 		snprintf(parent, sizeof(parent), "%s/compute", node_dir(S.node));
 		errno = ENOSYS;
@@ -1396,12 +1913,13 @@ fail:
 struct launcher {
 	struct cap cap;
 	int local;
+	int vm; /* computevm */
 };
 
 static void launcher_call(struct cap *c, struct rpc_call *call)
 {
 	if (call->iface == IFACE_COMPUTE_LAUNCHER && call->method == COMPUTE_LAUNCHER_LAUNCH)
-		launch(call, ((struct launcher *)c)->local);
+		launch(call, ((struct launcher *)c)->local, ((struct launcher *)c)->vm);
 	else
 		rpc_return_unknown(call, "ComputeLauncher");
 }
@@ -1417,15 +1935,18 @@ static const struct cap_ops launcher_ops = {
 	.free = plain_free,
 };
 
-static struct cap *launcher_new(int local)
+static struct cap *launcher_new(int local, int vm)
 {
 	struct launcher *l = calloc(1, sizeof(*l));
 	if (!l)
 		return NULL;
 	cap_init(&l->cap, &launcher_ops);
 	l->local = local;
+	l->vm = vm;
 	return &l->cap;
 }
+
+static const struct cap_ops computevm_admin_ops;
 
 static void compute_admin_call(struct cap *cap, struct rpc_call *call)
 {
@@ -1438,7 +1959,7 @@ static void compute_admin_call(struct cap *cap, struct rpc_call *call)
 	}
 	switch (call->method) {
 	case COMPUTE_ADMIN_LAUNCHER:
-		if (!(l = launcher_new(1))) {
+		if (!(l = launcher_new(1, cap->ops == &computevm_admin_ops))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
 		}
@@ -1509,7 +2030,7 @@ static int compute_restore(struct node *n, const struct ref_record *rec, struct 
 		snprintf(err, errsz, "the compute service exports only its launcher");
 		return -EINVAL;
 	}
-	if (!(*out = launcher_new(0))) {
+	if (!(*out = launcher_new(0, 0))) {
 		snprintf(err, errsz, "out of memory");
 		return -ENOMEM;
 	}
@@ -1532,10 +2053,33 @@ static const struct node_service compute_service = {
 	.stop = compute_stop,
 };
 
+static const struct cap_ops computevm_admin_ops = {
+	.name = "computevm service",
+	.call = compute_admin_call,
+	.free = plain_free,
+};
+
+static struct cap *computevm_admin_new(struct node *n)
+{
+	struct cap *c = calloc(1, sizeof(*c));
+	if (c)
+		cap_init(c, &computevm_admin_ops);
+	return c;
+}
+
+/* computevm: the same containers, each in a VM of its own. */
+static const struct node_service computevm_service = {
+	.name = "computevm",
+	.admin = computevm_admin_new,
+};
+
 int compute_service_register(struct node *n)
 {
+	int e;
 	S.node = n;
-	return node_register_service(n, &compute_service);
+	if ((e = node_register_service(n, &compute_service)) < 0)
+		return e;
+	return node_register_service(n, &computevm_service);
 }
 
 /* --- metac run ----------------------------------------------------- */

@@ -50,6 +50,7 @@
 #include "lib/netlink.h"
 #include "proto/node.h"
 #include "svc/admin_client.h"
+#include "svc/agent.h"
 #include "svc/applets.h"
 #include "svc/net.h"
 #include "svc/services.h"
@@ -284,12 +285,15 @@ static void qemu_exited(struct loop *l, pid_t pid, int status, void *arg)
 		return;
 	}
 	log_info("vm %u (%s) ended, status %d", v->id, v->name, v->status);
+	/* Held while the waiters hear: one may drop the last handle. */
+	v->handles++;
 	for (size_t i = 0; i < v->nwaiters; i++) {
 		msg_put_i64(&v->waiters[i]->results, v->status);
 		rpc_return(v->waiters[i]);
 	}
 	v->nwaiters = 0;
 	vm_cleanup(v);
+	v->handles--;
 	vm_maybe_free(v);
 }
 
@@ -362,8 +366,9 @@ static void vm_handle_call(struct cap *c, struct rpc_call *call)
 		v->serial[i].fd = -1;
 		rpc_return_cap(call, s);
 		return;
-	case VM_PORT:
-		if (msg_get_u64(&r, &i) < 0 || i >= v->nports) {
+	case VM_PORT: {
+		int eof = 0;
+		if (msg_get_u64(&r, &i) < 0 || i >= v->nports || msg_get_bool(&r, &eof) < 0) {
 			rpc_return_error(call, -ENOENT, "the VM has %zu ports", v->nports);
 			return;
 		}
@@ -371,7 +376,7 @@ static void vm_handle_call(struct cap *c, struct rpc_call *call)
 			rpc_return_error(call, -EBUSY, "port %llu is taken", (unsigned long long)i);
 			return;
 		}
-		if (!(s = fd_stream_new(v->node, v->ports[i].fd, NODE_PIPE_NO_SHUTDOWN,
+		if (!(s = fd_stream_new(v->node, v->ports[i].fd, eof ? 0 : NODE_PIPE_NO_SHUTDOWN,
 					"vm port"))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
@@ -379,6 +384,7 @@ static void vm_handle_call(struct cap *c, struct rpc_call *call)
 		v->ports[i].fd = -1;
 		rpc_return_cap(call, s);
 		return;
+	}
 	case VM_NETWORK:
 		if (msg_get_u64(&r, &i) < 0 || i >= v->nnets || !v->nets[i].l2) {
 			rpc_return_error(call, -ENOENT, "the VM has no network %llu",
@@ -1762,10 +1768,47 @@ out:
 	return rc;
 }
 
+/* metac vm initrd: what computevm boots, made ahead (make vm-initrd). */
+static int vm_initrd(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "kernel-version", required_argument, NULL, 'k' },
+		{ "output", required_argument, NULL, 'o' },
+		{ 0 }
+	};
+	const char *out = NULL;
+	char kver[256] = "", err[512];
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "k:o:", opts, NULL)) != -1) {
+		if (c == 'k')
+			snprintf(kver, sizeof(kver), "%s", optarg);
+		else if (c == 'o')
+			out = optarg;
+		else
+			return cli_usage_error(self, "unknown option");
+	}
+	if (!out || optind != argc)
+		return cli_usage_error(self, "vm initrd -o FILE [--kernel-version V]");
+	if (!*kver && agent_kernel(kver, sizeof(kver)) < 0) {
+		fprintf(stderr, "metac vm: no cloud kernel in /boot (Debian package "
+			"linux-image-cloud-amd64); --kernel-version names another\n");
+		return EXIT_FAIL;
+	}
+	if (agent_initrd_build(kver, out, err, sizeof(err)) < 0) {
+		fprintf(stderr, "metac vm: %s\n", err);
+		return EXIT_FAIL;
+	}
+	fprintf(stderr, "metac vm: %s: the computevm initramfs for kernel %s\n", out, kver);
+	return EXIT_OK;
+}
+
 int vm_main(int argc, char **argv)
 {
 	static const struct cli_command cmds[] = {
 		{ "start", vm_start },
+		{ "initrd", vm_initrd },
 		{ "list", vm_list },
 		{ "stop", vm_stop_cmd },
 		{ 0 }
