@@ -44,6 +44,13 @@ cmp -s "$T/in" "$T/out" || fail "stdin did not come back whole"
 vmrun --mount=/=local:"$R" sh -c 'kill -KILL $$'; rc=$?
 [ $rc = 137 ] || fail "death by SIGKILL gave $rc"
 
+# --- a terminal (script gives metac run one) ---
+command -v script >/dev/null || fail "script is missing (bsdutils)"
+timeout 120 script -qec "stty rows 33 cols 77; $T/A.m run --pty --service=computevm --mount=/=local:$R sh -c 'echo T=\$(tty) S=\$(stty size); exit 6'; echo RC=\$?" \
+	/dev/null </dev/null >"$T/pty" 2>&1
+grep -q 'T=/dev/pts/0 S=33 77' "$T/pty" || fail "the terminal in the VM: $(cat -v "$T/pty" | tail -5)"
+grep -q 'RC=6' "$T/pty" || fail "the exit code through the terminal: $(cat -v "$T/pty" | tail -5)"
+
 # --- B's folder inside; a file written there lands on B; B's segment ---
 FREF=$(m B fs export local:"$T/share") || fail "fs export"
 NREF=$(m B net export newlocal:cvseg) || fail "net export"
