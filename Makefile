@@ -116,10 +116,22 @@ bench: deps metac
 vm-initrd: metac
 	$(Q)./metac vm initrd -o build/computevm-initrd.img
 
+# make install [DESTDIR=...] [PREFIX=/usr/local]: the binary, its applet
+# links, the man page, bash completion and the systemd unit.
+PREFIX ?= /usr/local
+install: metac
+	install -D -m 0755 metac $(DESTDIR)$(PREFIX)/bin/metac
+	./metac --install $(DESTDIR)$(PREFIX)/bin
+	install -D -m 0644 contrib/metac.1 $(DESTDIR)$(PREFIX)/share/man/man1/metac.1
+	install -D -m 0644 contrib/metac.bash-completion \
+		$(DESTDIR)$(PREFIX)/share/bash-completion/completions/metac
+	sed 's|/usr/local/bin/metac|$(PREFIX)/bin/metac|' contrib/metac.service | \
+		install -D -m 0644 /dev/stdin $(DESTDIR)/etc/systemd/system/metac.service
+
 clean:
 	rm -rf build metac
 
-.PHONY: all check unit deps fuzz fuzz-build bench clean vm-initrd
+.PHONY: all check unit deps fuzz fuzz-build bench clean vm-initrd install
 .SECONDARY:
 
 -include $(LIB_OBJ:.o=.d) $(O)/metac.d

@@ -15,7 +15,8 @@
 
 static const struct applet applets[] = {
 	{ "daemon", daemon_main, "run a node: keys, database, peers, admin socket",
-	  "metac daemon [--dir DIR] [--listen ADDR:PORT] [--admin-socket PATH] [-v]\n" },
+	  "metac daemon [--dir DIR] [--listen ADDR:PORT] [--admin-socket PATH] [-v|-q]\n"
+	  "             [--log auto|syslog|stderr]   (auto: syslog when stderr is no terminal)\n" },
 	{ "node", node_main, "show this node's identity and addresses",
 	  "metac node [--json] [--admin-socket PATH]\n" },
 	{ "ref", ref_main, "list, show and revoke this node's refs",

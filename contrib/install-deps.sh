@@ -6,7 +6,7 @@ set -eu
 # Build: compiler, static archives of the libraries linked into ./metac.
 BUILD="build-essential pkg-config libsodium-dev libsqlite3-dev libfuse3-dev"
 # Tests: sanitizer and fuzzer runtimes, network namespaces, real peers.
-TEST="clang libclang-rt-14-dev iproute2 procps psmisc socat openssh-client openssh-server diod sshfs fuse3 libnbd-bin qemu-utils nbdkit iputils-ping tcpdump iperf3 wireguard-go wireguard-tools busybox-static tmux qemu-system-x86 linux-image-cloud-amd64"
+TEST="clang libclang-rt-14-dev iproute2 procps psmisc socat openssh-client openssh-server diod sshfs fuse3 libnbd-bin qemu-utils nbdkit iputils-ping tcpdump iperf3 wireguard-go wireguard-tools busybox-static tmux qemu-system-x86 linux-image-cloud-amd64 groff-base systemd"
 
 missing=""
 for p in $BUILD $TEST; do

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "lib/cli.h"
 #include "lib/log.h"
@@ -31,6 +32,7 @@ int daemon_main(int argc, char **argv)
 		{ "admin-socket", required_argument, NULL, 'a' },
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
+		{ "log", required_argument, NULL, 'L' },
 		{ 0 }
 	};
 	const struct applet *self = applet_find("daemon");
@@ -39,6 +41,8 @@ int daemon_main(int argc, char **argv)
 	struct loop *l = NULL;
 	struct node *n = NULL;
 	int c, r = EXIT_FAIL;
+	const char *log = getenv("METAC_LOG");
+	int use_syslog;
 
 	cfg.dir = getenv("METAC_DIR");
 	while ((c = getopt_long(argc, argv, "d:l:a:vq", opts, NULL)) != -1) {
@@ -48,6 +52,7 @@ int daemon_main(int argc, char **argv)
 		case 'a': cfg.admin_socket = optarg; break;
 		case 'v': level = LOG_LVL_DEBUG; break;
 		case 'q': level = LOG_LVL_WARN; break;
+		case 'L': log = optarg; break;
 		default: return cli_usage_error(self, "unknown option");
 		}
 	}
@@ -56,7 +61,15 @@ int daemon_main(int argc, char **argv)
 	if (!cfg.dir || !*cfg.dir)
 		cfg.dir = "/var/lib/metac";
 	cfg.admin_socket = admin_socket_path(cfg.admin_socket);
-	log_init("metac", level, 0);
+	/* A daemon with no terminal (systemd, procd, an init script) logs
+	 * to syslog; --log (or METAC_LOG) says otherwise. */
+	if (!log || !*log || !strcmp(log, "auto"))
+		use_syslog = !isatty(STDERR_FILENO);
+	else if (!strcmp(log, "syslog") || !strcmp(log, "stderr"))
+		use_syslog = !strcmp(log, "syslog");
+	else
+		return cli_usage_error(self, "--log is auto, syslog or stderr");
+	log_init("metac", level, use_syslog);
 	signal(SIGPIPE, SIG_IGN);
 	if (!strcmp(cfg.admin_socket, ADMIN_SOCKET_DEFAULT))
 		mkdir("/run/metac", 0755);

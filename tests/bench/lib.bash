@@ -14,6 +14,9 @@
 # cpu_ticks, tree_ticks, timed, row/ROWS/VAL, mbps, per_gib,
 # print_table, ratio, finish, daemon_start, ssh_start.
 
+# Daemons log to stderr (their log files), not to syslog.
+export METAC_LOG=stderr
+
 HZ=$(getconf CLK_TCK)
 T=$(mktemp -d /tmp/metac-bench.XXXXXX)
 _pids=()     # servers: daemons, sshd, socket servers

@@ -3,6 +3,8 @@
 # ends. Source it, then call netns_pair / daemon_start; fail() ends a test.
 
 set -u
+# Daemons log to stderr (their log files), not to syslog.
+export METAC_LOG=stderr
 : "${METAC:?METAC must point at the metac binary}"
 T=$(mktemp -d /tmp/metac-it.XXXXXX)
 NS_PREFIX="mt$$"
