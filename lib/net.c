@@ -193,11 +193,24 @@ int net_set_nonblock(int fd)
 	return 0;
 }
 
+/* Every TCP connection: no Nagle delay, and a peer that vanishes (its
+ * machine died, the path broke) is noticed within NET_DEAD_PEER_MS
+ * whether the connection is idle (keepalive probes) or has data in
+ * flight (user timeout), not after the kernel's two hours. */
 static void tune_tcp(int fd, int family)
 {
-	int one = 1;
-	if (family == AF_INET || family == AF_INET6)
-		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	int one = 1, idle = NET_KEEPALIVE_IDLE_S, intvl = NET_KEEPALIVE_INTVL_S,
+	    cnt = NET_KEEPALIVE_COUNT;
+	unsigned user = NET_DEAD_PEER_MS;
+
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+	setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user, sizeof(user));
 }
 
 int net_listen(const struct net_addr *a, int backlog)

@@ -5,6 +5,14 @@
 
 #include <sys/socket.h>
 
+/* Dead peers on TCP: noticed within NET_DEAD_PEER_MS (keepalive probes
+ * after NET_KEEPALIVE_IDLE_S of silence, NET_KEEPALIVE_COUNT of them
+ * NET_KEEPALIVE_INTVL_S apart; or unacknowledged data that long). */
+#define NET_KEEPALIVE_IDLE_S 10
+#define NET_KEEPALIVE_INTVL_S 5
+#define NET_KEEPALIVE_COUNT 3
+#define NET_DEAD_PEER_MS 25000
+
 struct net_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
