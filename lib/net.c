@@ -294,3 +294,23 @@ int net_accept_each(int lfd, void (*fn)(int fd, const struct net_addr *peer, voi
 		}
 	}
 }
+
+int net_send_fd(int sock, const void *p, size_t n, int fd, int flags)
+{
+	char ctrl[CMSG_SPACE(sizeof(int))];
+	struct iovec iov = { (void *)p, n };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
+			     .msg_controllen = sizeof(ctrl) };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	ssize_t r;
+
+	memset(ctrl, 0, sizeof(ctrl));
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
+	r = sendmsg(sock, &mh, flags | MSG_NOSIGNAL);
+	if (r < 0)
+		return -errno;
+	return r == (ssize_t)n ? 0 : -EIO;
+}

@@ -46,4 +46,8 @@ int net_set_nonblock(int fd);
 int net_accept_each(int lfd, void (*fn)(int fd, const struct net_addr *peer, void *arg),
 		    void *arg, const char *what);
 
+/* Sends n bytes (at least one) with descriptor fd attached (SCM_RIGHTS)
+ * on a unix socket: 0 or -errno. */
+int net_send_fd(int sock, const void *p, size_t n, int fd, int flags);
+
 #endif

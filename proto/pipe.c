@@ -257,15 +257,16 @@ static void fpipe_rfd_io(struct loop *l, int fd, uint32_t ev, void *arg)
 		return;
 	}
 	n = read(p->rfd, dst, WIRE_MAX_RECORD);
+	int e = n < 0 ? errno : 0;
 	/* A pty's master reads EIO once no one holds the terminal: its end,
 	 * and the pipe's, since nothing can be written to it either. */
-	if (n < 0 && errno == EIO && (isatty(p->rfd) || (errno = EIO, 0))) {
+	if (e == EIO && isatty(p->rfd)) {
 		n = 0;
 		p->hangup = 1;
 	}
 	if (n < 0) {
-		if (errno != EAGAIN && errno != EINTR)
-			fpipe_finish(p, -errno);
+		if (e != EAGAIN && e != EINTR)
+			fpipe_finish(p, -e);
 		return;
 	}
 	if (n == 0) {

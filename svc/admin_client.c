@@ -248,6 +248,25 @@ int admin_restore(struct admin *a, const char *ref, struct cap **out)
 			      out, "cannot restore the ref");
 }
 
+int admin_service(struct admin *a, const char *service, struct cap **out)
+{
+	struct msg params;
+	char what[64];
+
+	msg_init(&params);
+	msg_put_str(&params, service);
+	snprintf(what, sizeof(what), "the daemon has no %s service", service);
+	return admin_call_cap(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &params, out, what);
+}
+
+int admin_open_service(struct admin *a, const char *sock, const char *service,
+		       struct cap **out)
+{
+	if (admin_open(a, admin_socket_path(sock)) < 0)
+		return -1;
+	return admin_service(a, service, out);
+}
+
 int admin_call_cap(struct admin *a, struct cap *target, uint16_t iface,
 		   uint16_t method, struct msg *params, struct cap **out,
 		   const char *what)

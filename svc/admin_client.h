@@ -43,6 +43,11 @@ int admin_call_cap(struct admin *a, struct cap *target, uint16_t iface,
  * waits) until SIGINT or SIGTERM, or until the daemon's connection fails:
  * 0, or -1 with the reason printed, prefixed by what. */
 int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const char *what);
+/* The administration object of a service of the daemon (NODE_ADMIN_SERVICE);
+ * admin_open_service opens the socket (sock: as admin_socket_path) first. */
+int admin_service(struct admin *a, const char *service, struct cap **out);
+int admin_open_service(struct admin *a, const char *sock, const char *service,
+		       struct cap **out);
 /* Restores a ref through the daemon. */
 int admin_restore(struct admin *a, const char *ref, struct cap **out);
 /* Exports through NodeAdmin; the new ref is written to ref. */

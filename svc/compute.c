@@ -93,6 +93,7 @@ struct proc {
 };
 
 struct remote_mount {
+	struct ctr *ctr;
 	char *ref;
 	char staging[PATH_MAX];
 	int bound;
@@ -990,6 +991,24 @@ static void helper_exited(struct loop *l, pid_t pid, int status, void *arg)
 	ctr_maybe_free(c);
 }
 
+/* The configuration as the helper or the agent reads it: its length
+ * first (an agent reads it from a byte stream), then the encoding. */
+static int config_frame(const struct ctr_config *cfg, struct buf *b)
+{
+	size_t at = b->len;
+	uint32_t len;
+	int e;
+
+	if (buf_put_u32(b, 0) < 0)
+		return -ENOMEM;
+	if ((e = ctr_config_encode(cfg, b)) < 0)
+		return e;
+	len = (uint32_t)(b->len - at - 4);
+	for (int i = 0; i < 4; i++)
+		b->data[at + (size_t)i] = (uint8_t)(len >> (8 * i));
+	return 0;
+}
+
 /* Moves *fd to a descriptor above those a helper gets (still close-on-exec). */
 static int move_high(int *fd)
 {
@@ -1015,19 +1034,9 @@ static int proc_start(struct ctr *c, struct proc *p, char *err, size_t errsz)
 
 	p->pty = p->cfg.pty;
 	buf_init(&b);
-	/* Its length first: an agent reads it from a byte stream. */
-	if (buf_put_u32(&b, 0) < 0 || (e = ctr_config_encode(&p->cfg, &b)) < 0) {
-		e = e ? e : -ENOMEM;
+	if ((e = config_frame(&p->cfg, &b)) < 0) {
 		snprintf(err, errsz, "the container's description is too large");
 		goto out;
-	}
-	{
-		uint32_t len = (uint32_t)(b.len - 4);
-		uint8_t *h = b.data;
-		h[0] = (uint8_t)len;
-		h[1] = (uint8_t)(len >> 8);
-		h[2] = (uint8_t)(len >> 16);
-		h[3] = (uint8_t)(len >> 24);
 	}
 	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0)
 		goto errno_out;
@@ -1168,20 +1177,13 @@ static void vm_waited(void *arg, int err, const char *errmsg, struct msg *res)
 static void vm_go(struct proc *p)
 {
 	struct buf b;
-	uint32_t len;
-	int e;
 
 	buf_init(&b);
-	if (buf_put_u32(&b, 0) < 0 || (e = ctr_config_encode(&p->cfg, &b)) < 0) {
+	if (config_frame(&p->cfg, &b) < 0) {
 		buf_free(&b);
 		proc_failed(p, -E2BIG, "the container's description is too large");
 		return;
 	}
-	len = (uint32_t)(b.len - 4);
-	b.data[0] = (uint8_t)len;
-	b.data[1] = (uint8_t)(len >> 8);
-	b.data[2] = (uint8_t)(len >> 16);
-	b.data[3] = (uint8_t)(len >> 24);
 	if (buf_put_u8(&b, 'G') < 0 || io_write_all(p->ctl, buf_head(&b), buf_avail(&b)) < 0)
 		proc_failed(p, -EIO, "cannot reach the VM's agent");
 	buf_free(&b);
@@ -1680,6 +1682,7 @@ static int read_mounts(struct msg_rd *r, struct ctr *c, struct ctr_config *cfg, 
 			snprintf(cfg->mounts[cfg->nmounts].source, PATH_MAX, "%s", dir);
 		} else if (!strncmp(source, "ref://", 6)) {
 			struct remote_mount *m = &c->remote[c->nremote++];
+			m->ctr = c;
 			if (!(m->ref = strdup(source))) {
 				snprintf(err, errsz, "out of memory");
 				return -ENOMEM;
@@ -1771,15 +1774,9 @@ static void mounts_done(struct ctr *c)
 static void mount_bound(void *arg, int err, const char *errmsg, struct msg *res)
 {
 	struct remote_mount *m = arg;
-	struct ctr *c = NULL;
+	struct ctr *c = m->ctr; /* held by its pending count */
 	char why[RPC_MAX_ERRMSG];
 
-	/* Which container: the one whose array holds m. */
-	for (struct ctr *x = S.ctrs; x && !c; x = x->next)
-		if (m >= x->remote && m < x->remote + CTR_MAX_MOUNTS + 1)
-			c = x;
-	if (!c)
-		return;
 	c->pending--;
 	if (err) {
 		if (!c->failed) {
@@ -2284,6 +2281,74 @@ static int put_net(struct msg *m, char *spec)
 	return 0;
 }
 
+/* What run and compute exec say of the process: --pty, --env, --uid,
+ * --gid. */
+struct proc_opts {
+	int pty;
+	const char *env[CTR_MAX_ENV];
+	size_t nenv;
+	unsigned long long uid, gid;
+};
+
+/* Takes option c if it is one of those: 1, or 0 if not, or the usage
+ * error's exit code (above 1). */
+static int proc_opt(const struct applet *self, int c, struct proc_opts *o)
+{
+	unsigned long long v;
+	char *end;
+
+	switch (c) {
+	case 't':
+		o->pty = 1;
+		return 1;
+	case 'e':
+		if (o->nenv == CTR_MAX_ENV || !strchr(optarg, '='))
+			return cli_usage_error(self, "--env K=V");
+		o->env[o->nenv++] = optarg;
+		return 1;
+	case 'u':
+	case 'g':
+		v = strtoull(optarg, &end, 10);
+		if (*end || !*optarg || v >= UINT32_MAX)
+			return cli_usage_error(self, "--uid and --gid take numbers");
+		*(c == 'u' ? &o->uid : &o->gid) = v;
+		return 1;
+	}
+	return 0;
+}
+
+/* The arguments and the environment (with the terminal's TERM). */
+static void put_command(struct msg *m, int argc, char **argv, const struct proc_opts *o)
+{
+	const char *term = o->pty ? getenv("TERM") : NULL;
+
+	msg_put_u64(m, (uint64_t)argc);
+	for (int i = 0; i < argc; i++)
+		msg_put_str(m, argv[i]);
+	msg_put_u64(m, o->nenv + (term ? 1 : 0));
+	if (term) {
+		char t[128];
+		snprintf(t, sizeof(t), "TERM=%s", term);
+		msg_put_str(m, t);
+	}
+	for (size_t i = 0; i < o->nenv; i++)
+		msg_put_str(m, o->env[i]);
+}
+
+/* User, group, and the terminal with its size. */
+static void put_identity(struct msg *m, const struct proc_opts *o)
+{
+	struct winsize ws = { 0 };
+
+	msg_put_u64(m, o->uid);
+	msg_put_u64(m, o->gid);
+	msg_put_bool(m, o->pty);
+	if (o->pty)
+		ioctl(STDIN_FILENO, TIOCGWINSZ, &ws);
+	msg_put_u64(m, ws.ws_row);
+	msg_put_u64(m, ws.ws_col);
+}
+
 int run_main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -2301,21 +2366,26 @@ int run_main(int argc, char **argv)
 		{ 0 }
 	};
 	const struct applet *self = applet_find("run");
-	char *mounts[CTR_MAX_MOUNTS + 1], *nets[CTR_MAX_NETS], *env[CTR_MAX_ENV];
+	char *mounts[CTR_MAX_MOUNTS + 1], *nets[CTR_MAX_NETS];
 	char exported[CTR_MAX_MOUNTS + 1][REF_MAX_LEN];
-	size_t nm = 0, nn = 0, ne = 0, nexp = 0;
+	size_t nm = 0, nn = 0, nexp = 0;
 	const char *sock = NULL, *service = "compute", *node = NULL, *hostname = "";
-	unsigned long long memory = 0, uid = 0, gid = 0;
+	unsigned long long memory = 0;
+	struct proc_opts po = { 0 };
 	struct run r = { 0 };
 	struct cap *launcher = NULL, *admin = NULL;
 	struct msg p, res;
-	struct winsize ws = { 0 };
 	int c, rc = EXIT_FAIL;
 	char *end;
 
 	msg_init(&res);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+te:", opts, NULL)) != -1) {
+		int took = proc_opt(self, c, &po);
+		if (took > 1)
+			return took;
+		if (took)
+			continue;
 		switch (c) {
 		case 'm':
 			if (nm == CTR_MAX_MOUNTS + 1 || optarg[0] != '/' || !strchr(optarg, '='))
@@ -2327,25 +2397,11 @@ int run_main(int argc, char **argv)
 				return cli_usage_error(self, "at most %d --net", CTR_MAX_NETS);
 			nets[nn++] = optarg;
 			break;
-		case 'e':
-			if (ne == CTR_MAX_ENV || !strchr(optarg, '='))
-				return cli_usage_error(self, "--env K=V");
-			env[ne++] = optarg;
-			break;
 		case 'M':
 			memory = strtoull(optarg, &end, 10);
 			if (*end || !memory || memory > (1ull << 30))
 				return cli_usage_error(self, "--memory takes MiB, a number above 0");
 			break;
-		case 'u':
-		case 'g': {
-			unsigned long long v = strtoull(optarg, &end, 10);
-			if (*end || !*optarg || v >= UINT32_MAX)
-				return cli_usage_error(self, "--uid and --gid take numbers");
-			*(c == 'u' ? &uid : &gid) = v;
-			break;
-		}
-		case 't': r.pty = 1; break;
 		case 'h': hostname = optarg; break;
 		case 's': service = optarg; break;
 		case 'N': node = optarg; break;
@@ -2353,6 +2409,7 @@ int run_main(int argc, char **argv)
 		default: return cli_usage_error(self, "unknown option");
 		}
 	}
+	r.pty = po.pty;
 	if (optind >= argc)
 		return cli_usage_error(self, "no command to run");
 	if (argc - optind > CTR_MAX_ARGS)
@@ -2366,10 +2423,7 @@ int run_main(int argc, char **argv)
 		if (admin_restore(&r.a, node, &launcher) < 0)
 			goto out;
 	} else {
-		msg_init(&p);
-		msg_put_str(&p, service);
-		if (admin_call_cap(&r.a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &p, &admin,
-				   "no such service") < 0)
+		if (admin_service(&r.a, service, &admin) < 0)
 			goto out;
 		msg_init(&p);
 		if (admin_call_cap(&r.a, admin, IFACE_SERVICE_ADMIN, COMPUTE_ADMIN_LAUNCHER, &p,
@@ -2377,17 +2431,7 @@ int run_main(int argc, char **argv)
 			goto out;
 	}
 	msg_init(&p);
-	msg_put_u64(&p, (uint64_t)(argc - optind));
-	for (int i = optind; i < argc; i++)
-		msg_put_str(&p, argv[i]);
-	msg_put_u64(&p, ne + (r.pty && getenv("TERM") ? 1 : 0));
-	if (r.pty && getenv("TERM")) {
-		char term[128];
-		snprintf(term, sizeof(term), "TERM=%s", getenv("TERM"));
-		msg_put_str(&p, term);
-	}
-	for (size_t i = 0; i < ne; i++)
-		msg_put_str(&p, env[i]);
+	put_command(&p, argc - optind, argv + optind, &po);
 	msg_put_u64(&p, nm);
 	for (size_t i = 0; i < nm; i++) {
 		char *eq = strchr(mounts[i], '='), target[PATH_MAX], abs[PATH_MAX];
@@ -2424,13 +2468,7 @@ int run_main(int argc, char **argv)
 			goto out_exports;
 		}
 	msg_put_u64(&p, memory);
-	msg_put_u64(&p, uid);
-	msg_put_u64(&p, gid);
-	msg_put_bool(&p, r.pty);
-	if (r.pty)
-		ioctl(STDIN_FILENO, TIOCGWINSZ, &ws);
-	msg_put_u64(&p, ws.ws_row);
-	msg_put_u64(&p, ws.ws_col);
+	put_identity(&p, &po);
 	msg_put_str(&p, hostname);
 	if (admin_call(&r.a, launcher, IFACE_COMPUTE_LAUNCHER, COMPUTE_LAUNCHER_LAUNCH, &p, &res,
 		       "cannot run the container") < 0)
@@ -2529,12 +2567,7 @@ static int compute_list(const struct applet *self, int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error(self, "compute list takes no arguments");
 	msg_init(&res);
-	if (admin_open(&a, admin_socket_path(sock)) < 0)
-		goto out;
-	msg_init(&p);
-	msg_put_str(&p, "compute");
-	if (admin_call_cap(&a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &p, &admin,
-			   "no compute service") < 0)
+	if (admin_open_service(&a, sock, "compute", &admin) < 0)
 		goto out;
 	msg_init(&p);
 	if (admin_call(&a, admin, IFACE_SERVICE_ADMIN, COMPUTE_ADMIN_LIST, &p, &res,
@@ -2589,37 +2622,29 @@ static int compute_exec(const struct applet *self, int argc, char **argv)
 		{ "admin-socket", required_argument, NULL, 'a' },
 		{ 0 }
 	};
-	const char *sock = NULL, *env[CTR_MAX_ENV];
-	unsigned long long id, uid = 0, gid = 0, v;
-	size_t ne = 0;
+	const char *sock = NULL;
+	unsigned long long id;
+	struct proc_opts po = { 0 };
 	struct run r = { 0 };
 	struct cap *admin = NULL, *envcap = NULL;
 	struct msg p, res;
-	struct winsize ws = { 0 };
 	int c, rc = EXIT_FAIL;
 	char *end;
 
 	msg_init(&res);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "+te:", opts, NULL)) != -1) {
-		switch (c) {
-		case 't': r.pty = 1; break;
-		case 'e':
-			if (ne == CTR_MAX_ENV || !strchr(optarg, '='))
-				return cli_usage_error(self, "--env K=V");
-			env[ne++] = optarg;
-			break;
-		case 'u':
-		case 'g':
-			v = strtoull(optarg, &end, 10);
-			if (*end || !*optarg || v >= UINT32_MAX)
-				return cli_usage_error(self, "--uid and --gid take numbers");
-			*(c == 'u' ? &uid : &gid) = v;
-			break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
+		int took = proc_opt(self, c, &po);
+		if (took > 1)
+			return took;
+		if (took)
+			continue;
+		if (c == 'a')
+			sock = optarg;
+		else
+			return cli_usage_error(self, "unknown option");
 	}
+	r.pty = po.pty;
 	if (argc - optind < 2)
 		return cli_usage_error(self, "compute exec takes a container's id and a command");
 	id = strtoull(argv[optind], &end, 10);
@@ -2630,12 +2655,7 @@ static int compute_exec(const struct applet *self, int argc, char **argv)
 		return cli_usage_error(self, "at most %d arguments", CTR_MAX_ARGS);
 	if (r.pty && !isatty(STDIN_FILENO))
 		return cli_usage_error(self, "--pty needs a terminal on stdin");
-	if (admin_open(&r.a, admin_socket_path(sock)) < 0)
-		goto out;
-	msg_init(&p);
-	msg_put_str(&p, "compute");
-	if (admin_call_cap(&r.a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &p, &admin,
-			   "no compute service") < 0)
+	if (admin_open_service(&r.a, sock, "compute", &admin) < 0)
 		goto out;
 	msg_init(&p);
 	msg_put_u64(&p, id);
@@ -2643,19 +2663,8 @@ static int compute_exec(const struct applet *self, int argc, char **argv)
 			   &envcap, "cannot reach the container") < 0)
 		goto out;
 	msg_init(&p);
-	msg_put_u64(&p, (uint64_t)(argc - optind));
-	for (int i = optind; i < argc; i++)
-		msg_put_str(&p, argv[i]);
-	msg_put_u64(&p, ne);
-	for (size_t i = 0; i < ne; i++)
-		msg_put_str(&p, env[i]);
-	msg_put_u64(&p, uid);
-	msg_put_u64(&p, gid);
-	msg_put_bool(&p, r.pty);
-	if (r.pty)
-		ioctl(STDIN_FILENO, TIOCGWINSZ, &ws);
-	msg_put_u64(&p, ws.ws_row);
-	msg_put_u64(&p, ws.ws_col);
+	put_command(&p, argc - optind, argv + optind, &po);
+	put_identity(&p, &po);
 	if (admin_call_cap(&r.a, envcap, IFACE_PROCESS_ENVIRONMENT, PROCESS_ENV_LAUNCH_PROCESS, &p,
 			   &r.process, "cannot run it in the container") < 0)
 		goto out;

@@ -31,6 +31,7 @@
 #include <unistd.h>
 
 #include "lib/buf.h"
+#include "lib/net.h"
 #include "lib/netlink.h"
 #include "svc/container.h"
 
@@ -226,18 +227,8 @@ static void say(char kind, const char *fmt, ...)
 
 static void say_fd(char kind, int fd)
 {
-	char ctrl[CMSG_SPACE(sizeof(int))], line[2] = { kind, '\n' };
-	struct iovec iov = { line, 2 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctrl,
-			     .msg_controllen = sizeof(ctrl) };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-
-	memset(ctrl, 0, sizeof(ctrl));
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	(void)!sendmsg(CTR_FD_CTL, &mh, MSG_NOSIGNAL);
+	char line[2] = { kind, '\n' };
+	(void)!net_send_fd(CTR_FD_CTL, line, 2, fd, 0);
 }
 
 /* Says what failed and ends this process. */

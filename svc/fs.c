@@ -614,20 +614,9 @@ static void bridge_refuse(struct fs_bind *b, const char *why)
 /* Hands the bridge a new 9p socket. */
 static int bridge_give(struct fs_bind *b, int fd)
 {
-	char k = 'F', ctrl[CMSG_SPACE(sizeof(int))];
-	struct iovec iov = { &k, 1 };
-	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1,
-			     .msg_control = ctrl, .msg_controllen = sizeof(ctrl) };
-	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
-
-	memset(ctrl, 0, sizeof(ctrl));
-	cm->cmsg_level = SOL_SOCKET;
-	cm->cmsg_type = SCM_RIGHTS;
-	cm->cmsg_len = CMSG_LEN(sizeof(int));
-	memcpy(CMSG_DATA(cm), &fd, sizeof(int));
-	if (b->ctl_fd < 0 || sendmsg(b->ctl_fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT) != 1)
-		return -errno;
-	return 0;
+	if (b->ctl_fd < 0)
+		return -EBADF;
+	return net_send_fd(b->ctl_fd, "F", 1, fd, MSG_DONTWAIT);
 }
 
 static void pipe_ended(void *arg, int err)
@@ -1244,17 +1233,6 @@ static int fs_export(const struct applet *self, int argc, char **argv)
 }
 
 /* The fs service's administration object, from the daemon. */
-static int fs_admin_open(struct admin *a, const char *sock, struct cap **out)
-{
-	struct msg params;
-	if (admin_open(a, admin_socket_path(sock)) < 0)
-		return -1;
-	msg_init(&params);
-	msg_put_str(&params, "fs");
-	return admin_call_cap(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &params, out,
-			      "the daemon has no fs service");
-}
-
 static int fs_bind(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -1303,7 +1281,7 @@ static int fs_bind(const struct applet *self, int argc, char **argv)
 		snprintf(abs, sizeof(abs), "local:%s", dir);
 		src = abs;
 	}
-	if (fs_admin_open(&a, sock, &fsa) == 0) {
+	if (admin_open_service(&a, sock, "fs", &fsa) == 0) {
 		msg_init(&params);
 		msg_init(&res);
 		msg_put_str(&params, mp);
@@ -1348,7 +1326,7 @@ static int fs_unbind(const struct applet *self, int argc, char **argv)
 	/* A dead mount cannot be resolved: then take the path as given. */
 	if (!realpath(argv[optind], mp))
 		snprintf(mp, sizeof(mp), "%s", argv[optind]);
-	if (fs_admin_open(&a, sock, &fsa) == 0) {
+	if (admin_open_service(&a, sock, "fs", &fsa) == 0) {
 		msg_init(&params);
 		msg_init(&res);
 		msg_put_str(&params, mp);

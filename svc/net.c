@@ -1470,17 +1470,6 @@ int net_service_register(struct node *n)
 
 /* --- applet -------------------------------------------------------- */
 
-static int net_admin_open(struct admin *a, const char *sock, struct cap **out)
-{
-	struct msg params;
-	if (admin_open(a, admin_socket_path(sock)) < 0)
-		return -1;
-	msg_init(&params);
-	msg_put_str(&params, "net");
-	return admin_call_cap(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &params, out,
-			      "the daemon has no net service");
-}
-
 static int is_local_uri(const char *s)
 {
 	return cli_local_path(s) || (!strncmp(s, "newlocal:", 9) && s[9]);
@@ -1549,7 +1538,7 @@ static int net_bind(const struct applet *self, int argc, char **argv)
 			argv[optind + 1]);
 		return EXIT_USAGE;
 	}
-	if (net_admin_open(&a, sock, &na) == 0) {
+	if (admin_open_service(&a, sock, "net", &na) == 0) {
 		msg_init(&p);
 		msg_put_str(&p, argv[optind]);
 		msg_put_str(&p, argv[optind + 1]);
@@ -1578,7 +1567,7 @@ static int net_unbind(const struct applet *self, int argc, char **argv)
 	}
 	if (argc != 2)
 		return cli_usage_error(self, "net unbind takes one device");
-	if (net_admin_open(&a, sock, &na) == 0) {
+	if (admin_open_service(&a, sock, "net", &na) == 0) {
 		msg_init(&p);
 		msg_put_str(&p, argv[1]);
 		if (admin_call(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_UNBIND, &p, NULL,
@@ -1637,7 +1626,7 @@ static int net_list(const struct applet *self, int argc, char **argv)
 	if (list_opts(self, argc, argv, "net list", &json, &sock) < 0)
 		return EXIT_USAGE;
 	msg_init(&res);
-	if (net_admin_open(&a, sock, &na) < 0 ||
+	if (admin_open_service(&a, sock, "net", &na) < 0 ||
 	    admin_call(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_LIST, NULL, &res,
 		       "cannot list tunnels") < 0)
 		goto out;
@@ -1757,7 +1746,7 @@ static int net_interfaces(const struct applet *self, int argc, char **argv)
 	if (list_opts(self, argc, argv, "net interfaces", &json, &sock) < 0)
 		return EXIT_USAGE;
 	msg_init(&res);
-	if (net_admin_open(&a, sock, &na) < 0 ||
+	if (admin_open_service(&a, sock, "net", &na) < 0 ||
 	    admin_call_cap(&a, na, IFACE_SERVICE_ADMIN, NET_ADMIN_NETNS, NULL, &ns,
 			   "the daemon has no network namespace to show") < 0 ||
 	    admin_call(&a, ns, IFACE_KERNEL_NETNS, KERNEL_NETNS_LIST_INTERFACES, NULL, &res,

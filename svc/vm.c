@@ -73,6 +73,7 @@ enum vm_state { VM_PREPARING, VM_STARTING, VM_RUNNING, VM_ENDED };
 struct vm;
 
 struct vm_drive {
+	struct vm *vm;
 	char *uri;
 	int ide, ro;
 	char path[PATH_MAX]; /* the file, or the NBD socket */
@@ -712,19 +713,15 @@ static void nbd_relay_opened(void *arg, struct wire_conn *wc, int err, const cha
 static void nbd_accept(struct loop *l, int lfd, uint32_t ev, void *arg)
 {
 	struct vm_drive *d = arg;
-	struct vm *v = NULL;
 	int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
 
 	if (fd < 0)
 		return;
-	for (struct vm *x = S.vms; x && !v; x = x->next)
-		if (d >= x->drives && d < x->drives + VM_MAX_DRIVES)
-			v = x;
-	if (!v || !d->nbd) {
+	if (!d->nbd) {
 		close(fd);
 		return;
 	}
-	node_stream_open(v->node, d->nbd, nbd_relay_opened, (void *)(intptr_t)fd);
+	node_stream_open(d->vm->node, d->nbd, nbd_relay_opened, (void *)(intptr_t)fd);
 }
 
 static int nbd_listen(struct vm *v, struct vm_drive *d, char *why, size_t whysz)
@@ -1083,6 +1080,7 @@ static int read_launch(struct msg_rd *r, struct vm *v, char *err, size_t errsz)
 	}
 	for (v->ndrives = 0; v->ndrives < n; v->ndrives++) {
 		struct vm_drive *d = &v->drives[v->ndrives];
+		d->vm = v;
 		d->lfd = -1;
 		if ((e = get_uri(r, &d->uri, 0, "drive", err, errsz)) < 0)
 			return e;
@@ -1344,18 +1342,6 @@ int vm_service_register(struct node *n)
 
 /* --- metac vm ------------------------------------------------------ */
 
-static int vm_admin_open(struct admin *a, const char *sock, struct cap **out)
-{
-	struct msg p;
-
-	if (admin_open(a, admin_socket_path(sock)) < 0)
-		return -1;
-	msg_init(&p);
-	msg_put_str(&p, "vm");
-	return admin_call_cap(a, NULL, IFACE_NODE_ADMIN, NODE_ADMIN_SERVICE, &p, out,
-			      "no vm service");
-}
-
 /* A local:PATH made absolute (the daemon has its own working directory);
  * refs and "" as they are. */
 static int absolute_uri(const char *uri, char *out, size_t outsz)
@@ -1608,7 +1594,7 @@ static int vm_start(const struct applet *self, int argc, char **argv)
 	msg_put_str(&p, serial && !stdio ? serial : "");
 	msg_put_u64(&p, 0); /* no virtio-serial ports */
 	msg_put_str(&p, name);
-	if (vm_admin_open(&a, sock, &admin) < 0)
+	if (admin_open_service(&a, sock, "vm", &admin) < 0)
 		goto out_p;
 	{
 		struct msg q;
@@ -1673,7 +1659,7 @@ static int vm_list(const struct applet *self, int argc, char **argv)
 	if (optind != argc)
 		return cli_usage_error(self, "vm list takes no arguments");
 	msg_init(&res);
-	if (vm_admin_open(&a, sock, &admin) < 0)
+	if (admin_open_service(&a, sock, "vm", &admin) < 0)
 		goto out;
 	msg_init(&p);
 	if (admin_call(&a, admin, IFACE_SERVICE_ADMIN, VM_ADMIN_LIST, &p, &res,
@@ -1743,7 +1729,7 @@ static int vm_stop_cmd(const struct applet *self, int argc, char **argv)
 	if (*end || !*argv[optind])
 		return cli_usage_error(self, "'%s' is not a VM's id", argv[optind]);
 	msg_init(&res);
-	if (vm_admin_open(&a, sock, &admin) < 0)
+	if (admin_open_service(&a, sock, "vm", &admin) < 0)
 		goto out;
 	msg_init(&p);
 	msg_put_u64(&p, id);
