@@ -38,6 +38,13 @@ static const struct applet applets[] = {
 	  "metac block serve --listen unix:PATH|ADDR:PORT [--read-only] [--direct] [--insecure]\n"
 	  "                  local:PATH|REF   (plain NBD for qemu, nbdcopy, nbdinfo, nbd-client)\n"
 	  "       metac block copy [--direct] SRC DST   (each local:PATH or REF; progress on a terminal)\n" },
+	{ "desktop", desktop_main, "share an X11 desktop over VNC (RFB), view remote ones",
+	  "metac desktop export [--persistent] [--view-only] [--xauthority FILE] local-x11:N\n"
+	  "       metac desktop attach [--listen ADDR:PORT] [--viewer CMD|none] [--direct]\n"
+	  "                 [--view-only] REF|local-x11:N   (a loopback VNC port; starts CMD\n"
+	  "                 HOST::PORT or a viewer found, else prints HOST:PORT)\n"
+	  "       metac desktop serve --listen ADDR:PORT [--view-only] [--insecure]\n"
+	  "                 [--xauthority FILE] local-x11:N   (plain RFB from this process)\n" },
 	{ "net", net_main, "join Ethernet segments across nodes (encrypted tunnels)",
 	  "metac net export [--persistent] newlocal:DEV|local:DEV\n"
 	  "       metac net bind [--persistent] newlocal:DEV|local:DEV REF\n"

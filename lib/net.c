@@ -165,6 +165,14 @@ int net_addr_port(const struct net_addr *a)
 	return 0;
 }
 
+void net_addr_set_port(struct net_addr *a, int port)
+{
+	if (a->ss.ss_family == AF_INET)
+		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
+	else if (a->ss.ss_family == AF_INET6)
+		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
+}
+
 int net_addr_is_loopback(const struct net_addr *a)
 {
 	const struct sockaddr_in *v4 = (const void *)&a->ss;

@@ -29,6 +29,8 @@ int net_addr_parse(const char *s, int default_port, struct net_addr *a);
 void net_addr_format(const struct net_addr *a, char *out, size_t outsz);
 int net_addr_is_loopback(const struct net_addr *a);
 int net_addr_port(const struct net_addr *a);
+/* Port 0 before net_listen: any free port (getsockname tells which). */
+void net_addr_set_port(struct net_addr *a, int port);
 
 /* Non-blocking, close-on-exec. Listening unix sockets replace a stale
  * socket file. Return an fd or -errno. */

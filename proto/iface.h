@@ -249,6 +249,23 @@ enum {
 	VM_ADMIN_GET = 3,      /* (u64 id) -> (cap VM) */
 };
 
+/* Desktop: a screen with its keyboard and pointer. */
+enum {
+	/* () -> (cap stream): each data connection to the stream is an RFB
+	 * (VNC) session on the screen, protocol 3.3 to 3.8, security type
+	 * None (the transport authenticates); keys and pointer are dropped
+	 * if the ref was exported view-only. */
+	DESKTOP_VNC_STREAM = 1,
+};
+
+/* ServiceAdmin of the desktop service (DesktopAdmin). */
+enum {
+	/* (u64 display, string xauthority, bool view_only) -> (cap Desktop):
+	 * the X11 display :N of this host, reached with the cookie in the
+	 * xauthority file ("" for none) */
+	DESKTOP_ADMIN_X11 = 1,
+};
+
 const char *iface_name(unsigned id);
 
 #endif

@@ -9,6 +9,7 @@
 
 #include <sodium.h>
 
+#include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/net.h"
 #include "proto/node.h"
@@ -214,17 +215,38 @@ static void serve_stop(struct loop *l, int signo, void *arg)
 	*(int *)arg = 1;
 }
 
-int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const char *what)
+struct child_wait {
+	int *status, *stop;
+	struct loop_child **watch;
+};
+
+static void child_ended(struct loop *l, pid_t pid, int st, void *arg)
+{
+	struct child_wait *cw = arg;
+	if (cw->status)
+		*cw->status = st;
+	*cw->stop = 1;
+	*cw->watch = NULL; /* freed by the loop */
+}
+
+/* Runs a->loop with lfd watched until SIGINT or SIGTERM, the daemon's
+ * connection failing, or child (if > 0) exiting (its status in *status). */
+static int serve_until(struct admin *a, int lfd, loop_fd_fn accept, void *arg, pid_t child,
+		       int *status, const char *what)
 {
 	struct loop_watch *w = loop_watch_fd(a->loop, lfd, EPOLLIN, accept, arg);
 	int stop = 0, r = -1;
 	struct loop_signal *si = loop_signal_new(a->loop, SIGINT, serve_stop, &stop);
 	struct loop_signal *st = loop_signal_new(a->loop, SIGTERM, serve_stop, &stop);
+	struct child_wait cw = { .status = status, .stop = &stop };
+	struct loop_child *cc = child > 0 ? loop_child_watch(a->loop, child, child_ended, &cw)
+					  : NULL;
 
-	if (!w || !si || !st) {
+	if (!w || !si || !st || (child > 0 && !cc)) {
 		fprintf(stderr, "%s: out of memory\n", what);
 		goto out;
 	}
+	cw.watch = &cc;
 	while (!stop && !a->err)
 		if (loop_run_once(a->loop, -1) < 0)
 			break;
@@ -233,10 +255,57 @@ int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const ch
 	else
 		r = 0;
 out:
+	if (cc)
+		loop_child_del(cc);
 	loop_watch_del(w);
 	loop_signal_del(si);
 	loop_signal_del(st);
 	return r;
+}
+
+int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const char *what)
+{
+	return serve_until(a, lfd, accept, arg, 0, NULL, what);
+}
+
+struct stream_relay {
+	struct admin *a;
+	struct cap *stream;
+	int lfd, direct, conns, max_conns;
+	const char *what;
+};
+
+static void stream_relay_done(void *arg, int err)
+{
+	struct stream_relay *r = arg;
+	r->conns--;
+	if (err)
+		log_info("%s: a session ended: %s", r->what, strerror(-err));
+}
+
+static void stream_relay_accept(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct stream_relay *r = arg;
+	struct net_addr peer;
+	int c = net_accept(r->lfd, &peer);
+
+	if (c < 0)
+		return;
+	if (r->conns >= r->max_conns) {
+		log_warn("%s: too many sessions; refusing a connection", r->what);
+		close(c);
+		return;
+	}
+	r->conns++;
+	admin_stream_pipe(r->a, r->stream, r->direct, c, c, stream_relay_done, r);
+}
+
+int admin_relay_stream(struct admin *a, struct cap *stream, int lfd, int direct,
+		       int max_conns, pid_t child, int *status, const char *what)
+{
+	struct stream_relay r = { .a = a, .stream = stream, .lfd = lfd, .direct = direct,
+				  .max_conns = max_conns, .what = what };
+	return serve_until(a, lfd, stream_relay_accept, &r, child, status, what);
 }
 
 int admin_restore(struct admin *a, const char *ref, struct cap **out)

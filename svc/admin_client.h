@@ -2,6 +2,8 @@
 #ifndef METAC_ADMIN_CLIENT_H
 #define METAC_ADMIN_CLIENT_H
 
+#include <sys/types.h>
+
 #include "lib/loop.h"
 #include "proto/rpc.h"
 
@@ -43,6 +45,12 @@ int admin_call_cap(struct admin *a, struct cap *target, uint16_t iface,
  * waits) until SIGINT or SIGTERM, or until the daemon's connection fails:
  * 0, or -1 with the reason printed, prefixed by what. */
 int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const char *what);
+/* As admin_serve, each connection piped through a new data connection of
+ * stream (one that takes many, each a session of its own), at most
+ * max_conns at once; and, if child > 0, until that child exits (its
+ * waitpid status in *status). what prefixes errors and logs. */
+int admin_relay_stream(struct admin *a, struct cap *stream, int lfd, int direct,
+		       int max_conns, pid_t child, int *status, const char *what);
 /* The administration object of a service of the daemon (NODE_ADMIN_SERVICE);
  * admin_open_service opens the socket (sock: as admin_socket_path) first. */
 int admin_service(struct admin *a, const char *service, struct cap **out);

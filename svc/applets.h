@@ -5,6 +5,7 @@
 int block_main(int argc, char **argv);
 int compute_main(int argc, char **argv);
 int daemon_main(int argc, char **argv);
+int desktop_main(int argc, char **argv);
 int file_main(int argc, char **argv);
 int fs_main(int argc, char **argv);
 int net_main(int argc, char **argv);

@@ -1053,43 +1053,10 @@ static void serve_one(int fd, const struct net_addr *peer, void *arg)
 	}
 }
 
-/* Relays each connection to a remote Filesystem's 9p stream. */
-struct relay {
-	struct admin *a;
-	struct cap *stream;
-	int lfd, conns;
-};
-
-static void relay_done(void *arg, int err)
-{
-	struct relay *r = arg;
-	r->conns--;
-	if (err)
-		log_info("9p relay: a session ended: %s", strerror(-err));
-}
-
-static void relay_accept(struct loop *l, int fd, uint32_t ev, void *arg)
-{
-	struct relay *r = arg;
-	struct net_addr peer;
-	int c = net_accept(r->lfd, &peer);
-
-	if (c < 0)
-		return;
-	if (r->conns >= SERVE9P_MAX_SESSIONS) {
-		log_warn("9p relay: too many sessions; refusing a connection");
-		close(c);
-		return;
-	}
-	r->conns++;
-	admin_stream_pipe(r->a, r->stream, 0, c, c, relay_done, r);
-}
-
 static int serve_remote(const char *sock, const char *ref, int lfd)
 {
 	struct admin a;
-	struct relay r = { .a = &a, .lfd = lfd };
-	struct cap *fs = NULL;
+	struct cap *fs = NULL, *stream = NULL;
 	struct msg params;
 	int ret = EXIT_FAIL;
 
@@ -1097,12 +1064,13 @@ static int serve_remote(const char *sock, const char *ref, int lfd)
 		goto out;
 	msg_init(&params);
 	if (admin_call_cap(&a, fs, IFACE_FILESYSTEM, FILESYSTEM_V9FS_STREAM, &params,
-			   &r.stream, "the ref is not a filesystem") < 0)
+			   &stream, "the ref is not a filesystem") < 0)
 		goto out;
-	if (admin_serve(&a, lfd, relay_accept, &r, "metac fs") == 0)
+	if (admin_relay_stream(&a, stream, lfd, 0, SERVE9P_MAX_SESSIONS, 0, NULL,
+			       "metac fs") == 0)
 		ret = EXIT_OK;
 out:
-	cap_unref(r.stream);
+	cap_unref(stream);
 	cap_unref(fs);
 	admin_close(&a);
 	return ret;

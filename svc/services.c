@@ -9,7 +9,8 @@ int services_register(struct node *n)
 	    (r = file_service_register(n)) < 0 ||
 	    (r = net_service_register(n)) < 0 ||
 	    (r = compute_service_register(n)) < 0 ||
-	    (r = vm_service_register(n)) < 0)
+	    (r = vm_service_register(n)) < 0 ||
+	    (r = desktop_service_register(n)) < 0)
 		return r;
 	return 0;
 }

@@ -11,5 +11,6 @@ int file_service_register(struct node *n);
 int net_service_register(struct node *n);
 int compute_service_register(struct node *n);
 int vm_service_register(struct node *n);
+int desktop_service_register(struct node *n);
 
 #endif
