@@ -7,14 +7,14 @@
 #     JPEG; gtk-vnc's gvnccapture (ZRLE) matches exactly; vncsnapshot
 #     (Tight) gets the picture;
 #   - a change on the screen (the picture moved by 64 pixels) reaches the
-#     viewer already connected;
+#     viewer already connected, and so does a new screen size;
 #   - a key typed and a button clicked in the viewer reach the X client on
 #     the shared screen; cut text goes both ways;
 #   - a view-only ref drops input;
 #   - attach --viewer runs the viewer and ends with it; errors are clear.
 . "$(dirname "$0")/lib.bash"
 
-for t in Xvfb xtigervncviewer gvnccapture vncsnapshot xwd xwdtopnm pngtopnm djpeg xdotool xclip; do
+for t in Xvfb xrandr xtigervncviewer gvnccapture vncsnapshot xwd xwdtopnm pngtopnm djpeg xdotool xclip; do
 	command -v $t >/dev/null || fail "$t is missing (contrib/install-deps.sh installs it)"
 done
 ${CC:-gcc} -O2 -Wall -o "$T/x11_pattern" "$(dirname "$0")/x11_pattern.c" -lxcb ||
@@ -172,6 +172,15 @@ for _ in $(seq 100); do grep -q shifted "$T/pattern.out" && break; sleep 0.05; d
 shot $SRC >"$T/moved.ppm"
 shows "$T/moved.ppm"
 echo "a moved picture reaches a connected viewer"
+
+# The screen shrinks (RandR): the viewer follows (DesktopSize), and back.
+DISPLAY=$SRC xrandr --fb 800x600 >/dev/null 2>&1 # complains, but resizes Xvfb's screen
+shot $SRC >"$T/small.ppm"
+head -2 "$T/small.ppm" | grep -q "^800 600" || fail "xrandr did not resize the screen"
+shows "$T/small.ppm"
+DISPLAY=$SRC xrandr --fb 1024x768 >/dev/null 2>&1
+shows "$T/moved.ppm"
+echo "the viewer follows the screen's size"
 
 # --- input ---------------------------------------------------------------
 # No window manager gives the viewer the keyboard: xdotool does.
