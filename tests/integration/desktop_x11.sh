@@ -192,21 +192,19 @@ grep -q "^button 1 200 150" "$T/pattern.out" ||
 echo "key and click reached the X client"
 
 # Cut text: the viewer's clipboard to the shared screen's, and back.
-printf 'from the viewer' | DISPLAY=$VIEW xclip -i -selection clipboard >/dev/null 2>&1
-got=
-for _ in $(seq 100); do
-	got=$(DISPLAY=$SRC timeout 2 xclip -o -selection clipboard 2>/dev/null) &&
-		[ "$got" = "from the viewer" ] && break
-	sleep 0.1
-done
-[ "$got" = "from the viewer" ] || fail "cut text did not reach the screen (got '$got')"
-printf 'from the screen' | DISPLAY=$SRC xclip -i -selection primary >/dev/null 2>&1
-for _ in $(seq 100); do
-	got=$(DISPLAY=$VIEW timeout 2 xclip -o -selection primary 2>/dev/null) &&
-		[ "$got" = "from the screen" ] && break
-	sleep 0.1
-done
-[ "$got" = "from the screen" ] || fail "cut text did not reach the viewer (got '$got')"
+# clip FROM TO SELECTION TEXT: TEXT cut on display FROM is pasted on TO.
+clip() {
+	local got=
+	printf '%s' "$4" | DISPLAY=$1 xclip -i -selection "$3" >/dev/null 2>&1
+	for _ in $(seq 100); do
+		got=$(DISPLAY=$2 timeout 2 xclip -o -selection "$3" 2>/dev/null) &&
+			[ "$got" = "$4" ] && return 0
+		sleep 0.1
+	done
+	fail "cut text did not go from $1 to $2 (got '$got')"
+}
+clip $VIEW $SRC clipboard "from the viewer"
+clip $SRC $VIEW primary "from the screen"
 echo "cut text both ways"
 
 # --- view only -----------------------------------------------------------
