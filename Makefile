@@ -9,7 +9,7 @@ CC      ?= gcc
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -D_GNU_SOURCE -I. -I/usr/include/fuse3 -MMD -MP
-LIBS    := -lsodium -lsqlite3 -lfuse3 -ljpeg -lz -lxcb-shm -lxcb-xtest -lxcb-damage \
+LIBS    := -lsodium -lsqlite3 -lfuse3 -lopus -ljpeg -lz -lxcb-shm -lxcb-xtest -lxcb-damage \
            -lxcb-xfixes -lxcb -lXau -lXdmcp -lpthread -lm
 
 ifeq ($(SANITIZE),1)
@@ -30,7 +30,7 @@ else
 Q := @
 endif
 
-LIB_SRC  := $(wildcard lib/*.c wire/*.c proto/*.c fs9p/*.c nbd/*.c vxlan/*.c rfb/*.c svc/*.c)
+LIB_SRC  := $(wildcard lib/*.c wire/*.c proto/*.c fs9p/*.c nbd/*.c vxlan/*.c rfb/*.c audio/*.c svc/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(O)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)

@@ -45,6 +45,11 @@ static const struct applet applets[] = {
 	  "                 HOST::PORT or a viewer found, else prints HOST:PORT)\n"
 	  "       metac desktop serve --listen ADDR:PORT [--view-only] [--insecure]\n"
 	  "                 [--xauthority FILE] local-x11:N   (plain RFB from this process)\n" },
+	{ "sound", sound_main, "share sound devices: audio between PulseAudio mixers, as Opus",
+	  "metac sound export [--persistent] SOUND-URI\n"
+	  "       metac sound bind SINK-URI SOURCE-URI   (each a SOUND-URI or a ref; until interrupted)\n"
+	  "       metac sound list [--json]\n"
+	  "   SOUND-URI: localsink:NAME, localsource:NAME, newlocalsink:NAME, newlocalsource:NAME\n" },
 	{ "net", net_main, "join Ethernet segments across nodes (encrypted tunnels)",
 	  "metac net export [--persistent] newlocal:DEV|local:DEV\n"
 	  "       metac net bind [--persistent] newlocal:DEV|local:DEV REF\n"

@@ -266,6 +266,27 @@ enum {
 	DESKTOP_ADMIN_X11 = 1,
 };
 
+/* SoundDevice: a sink (takes audio) or a source (gives audio). */
+enum {
+	/* () -> (string name, bool is_sink, bool is_hardware, string uri) */
+	SOUND_DEVICE_INFO = 1,
+	/* () -> (cap stream): each data connection carries Opus frames
+	 * (audio/opus.h): from a source, or to a sink to be played */
+	SOUND_DEVICE_OPUS_STREAM = 2,
+	/* (cap other) -> (cap holder): a source's audio plays on a sink
+	 * (either may be the callee) until the holder is dropped */
+	SOUND_DEVICE_BIND_TO = 3,
+};
+
+/* Mixer: the sound service's administration object. */
+enum {
+	MIXER_CREATE_SINK = 1,   /* (string name) -> (cap): newlocalsink:NAME */
+	MIXER_CREATE_SOURCE = 2, /* (string name) -> (cap): newlocalsource:NAME */
+	/* () -> (u64 n, n * (string name, bool is_sink, string state)) */
+	MIXER_GET_DEVICES = 3,
+	MIXER_GET_DEVICE = 4,    /* (string sound uri) -> (cap SoundDevice) */
+};
+
 const char *iface_name(unsigned id);
 
 #endif

@@ -12,6 +12,7 @@ int net_main(int argc, char **argv);
 int node_main(int argc, char **argv);
 int ref_main(int argc, char **argv);
 int run_main(int argc, char **argv);
+int sound_main(int argc, char **argv);
 int stream_main(int argc, char **argv);
 int vm_main(int argc, char **argv);
 

@@ -12,5 +12,6 @@ int net_service_register(struct node *n);
 int compute_service_register(struct node *n);
 int vm_service_register(struct node *n);
 int desktop_service_register(struct node *n);
+int sound_service_register(struct node *n);
 
 #endif
