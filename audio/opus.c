@@ -382,9 +382,10 @@ int audio_receive(int in, int pcm, int target_ms, volatile int *stop, struct aud
 		}
 		if ((r = flush(pcm, &backlog)) < 0)
 			break;
-		if (pfd[0].revents) {
-			/* Ended and played out. */
-			if (eof && (!j->playing || !j->held))
+		/* Ended: what is held plays out (however little), then done. */
+		if (eof) {
+			j->target = 1;
+			if (!j->held && !buf_avail(&backlog))
 				break;
 		}
 	}
