@@ -573,9 +573,9 @@ static int tight_jpeg(struct rfb_enc *e, const struct rfb_frame *f, int x, int y
 	ci.in_color_space = JCS_EXT_BGRX;
 	jpeg_set_defaults(&ci);
 	jpeg_set_quality(&ci, e->jpeg_quality, TRUE);
-	if (e->jpeg_quality >= 90) { /* no chroma subsampling */
-		ci.comp_info[0].h_samp_factor = ci.comp_info[0].v_samp_factor = 1;
-	}
+	/* Luma's sampling factors against chroma's 1x1. */
+	ci.comp_info[0].h_samp_factor = e->jpeg_subsamp ? 2 : 1;
+	ci.comp_info[0].v_samp_factor = e->jpeg_subsamp == 2 ? 2 : 1;
 	ci.dct_method = JDCT_ISLOW;
 	jpeg_start_compress(&ci, TRUE);
 	for (j = 0; j < h; j++) {

@@ -55,6 +55,7 @@ struct rfb_enc {
 	uint32_t rtab[256], gtab[256], btab[256]; /* intensity -> channel bits */
 	int native;      /* pf is 32 bpp 0x00RRGGBB little-endian: rows as they are */
 	int jpeg_quality; /* 1..100, 0 for no JPEG */
+	int jpeg_subsamp; /* chroma: 0 full, 1 halved across (4:2:2), 2 halved both ways */
 	int zlevel;      /* 0..9 */
 	z_stream zrle, tight[4];
 	unsigned zrle_on : 1, tight_on : 4;

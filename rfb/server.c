@@ -524,8 +524,13 @@ static void set_encodings(struct rfb_session *s, const uint8_t *p, unsigned n)
 			s->copyrect = 1;
 		else if (e == RFB_ENC_DESKTOP_SIZE)
 			s->desktop_size = 1;
-		else if (e >= RFB_ENC_QUALITY_0 && e <= RFB_ENC_QUALITY_0 + 9)
-			s->enc.jpeg_quality = quality[e - RFB_ENC_QUALITY_0];
+		else if (e >= RFB_ENC_QUALITY_0 && e <= RFB_ENC_QUALITY_0 + 9) {
+			/* As TigerVNC's viewers expect of a level: full colour
+			 * resolution from 6 up, halved below. */
+			int level = e - RFB_ENC_QUALITY_0;
+			s->enc.jpeg_quality = quality[level];
+			s->enc.jpeg_subsamp = level >= 6 ? 0 : level >= 3 ? 1 : 2;
+		}
 		else if (e >= RFB_ENC_COMPRESS_0 && e <= RFB_ENC_COMPRESS_0 + 9 && !s->enc.zrle_on &&
 			 !s->enc.tight_on)
 			s->enc.zlevel = e - RFB_ENC_COMPRESS_0;
@@ -800,7 +805,8 @@ static int put_update(struct rfb_session *s, struct buf *out)
 		s->fb_h = d->h;
 		count++;
 	}
-	if (s->ncopies && (r = put_copies(s, tx0, ty0, tx1, ty1, out)) < 0)
+	/* (A viewer that withdrew CopyRect gets none of those planned.) */
+	if (s->ncopies && s->copyrect && (r = put_copies(s, tx0, ty0, tx1, ty1, out)) < 0)
 		return r;
 	count += r > 0 ? r : 0;
 	/* Then runs of dirty tiles, row by row. */
@@ -864,8 +870,8 @@ static int session_pump(struct rfb_session *s, struct buf *out, int may_update)
 		r = put_colour_map(out) < 0 ? -ENOMEM : 0;
 		s->colour_map_due = 0;
 	}
-	if (!r && s->state == ST_NORMAL && s->req && may_update)
-		r = put_update(s, out) < 0 ? -EPROTO : 0;
+	if (!r && s->state == ST_NORMAL && s->req && may_update && (r = put_update(s, out)) > 0)
+		r = 0;
 	was = s->waiting;
 	s->waiting = !r && (s->state == ST_WAIT_FRAME || (s->state == ST_NORMAL && s->req));
 	if (s->waiting && !was) {
@@ -874,6 +880,20 @@ static int session_pump(struct rfb_session *s, struct buf *out, int may_update)
 	}
 	pthread_mutex_unlock(&d->lock);
 	return r;
+}
+
+/* session_pump, and if that ended the wait for the first frame, the
+ * messages that came right behind ClientInit (held until then). */
+static int session_step(struct rfb_session *s, struct buf *out, int may_update)
+{
+	enum state before = s->state;
+	int r = session_pump(s, out, may_update);
+
+	if (r < 0 || before != ST_WAIT_FRAME || s->state != ST_NORMAL || !buf_avail(&s->in))
+		return r;
+	if ((r = session_input(s, out)) < 0)
+		return r;
+	return session_pump(s, out, may_update);
 }
 
 static struct rfb_session *session_new(struct rfb_desktop *d, unsigned flags, int evfd)
@@ -948,7 +968,7 @@ int rfb_session_feed(struct rfb_session *s, const uint8_t *p, size_t n, struct b
 		return -ENOMEM;
 	if ((r = session_input(s, out)) < 0)
 		return r;
-	return session_pump(s, out, 1);
+	return session_step(s, out, 1);
 }
 
 static uint64_t now_ms(void)
@@ -999,9 +1019,12 @@ int rfb_serve(struct rfb_desktop *d, int fd, unsigned flags)
 		goto out;
 	}
 	for (;;) {
-		int timeout = -1;
-		if ((r = session_pump(s, &out, !buf_avail(&out))) < 0 || (r = flush_out(fd, &out)) < 0)
+		int timeout = -1, held = buf_avail(&out) != 0;
+		if ((r = session_step(s, &out, !held)) < 0 || (r = flush_out(fd, &out)) < 0)
 			break;
+		/* An update held back while output drained may be due now. */
+		if (held && !buf_avail(&out) && s->req)
+			continue;
 		if (s->state != ST_NORMAL && s->state != ST_WAIT_FRAME) {
 			uint64_t now = now_ms();
 			if (now >= deadline) {

@@ -31,6 +31,11 @@
 #include "rfb/x11.h"
 
 #define MIN_FRAME_MS 16     /* at most ~60 frames a second */
+/* A screen being drawn: wait until damage has been quiet this long (but
+ * no longer than SETTLE_MAX_MS after it began), or the capture catches
+ * half a drawing and the other half goes out again in the next update. */
+#define SETTLE_MS 4
+#define SETTLE_MAX_MS 40
 #define POLL_FRAME_MS 50    /* without DAMAGE: look this often */
 #define IDLE_WAKE_MS 200
 
@@ -52,6 +57,7 @@ struct rfb_x11 {
 	int damage_ok, damage_event;
 	xcb_damage_damage_t damage;
 	int damaged, first;
+	uint64_t damage_first, damage_last; /* when the damage now pending began, last grew */
 
 	/* input */
 	int xtest_ok;
@@ -346,6 +352,9 @@ static void handle_event(struct rfb_x11 *x, xcb_generic_event_t *ev)
 	int type = ev->response_type & 0x7f;
 
 	if (x->damage_ok && type == x->damage_event + XCB_DAMAGE_NOTIFY) {
+		x->damage_last = now_ms();
+		if (!x->damaged)
+			x->damage_first = x->damage_last;
 		x->damaged = 1;
 	} else if (x->xfixes_ok && type == x->xfixes_event + XCB_XFIXES_SELECTION_NOTIFY) {
 		xcb_xfixes_selection_notify_event_t *s = (void *)ev;
@@ -393,13 +402,17 @@ static void *capture_thread(void *arg)
 		take_selections(x);
 		if (demand && (x->first || x->damaged || !x->damage_ok)) {
 			unsigned gap = x->damage_ok || x->first ? MIN_FRAME_MS : POLL_FRAME_MS;
-			if (now - last >= gap) {
+			if (x->damaged && !x->first && now - x->damage_last < SETTLE_MS &&
+			    now - x->damage_first < SETTLE_MAX_MS) {
+				timeout = SETTLE_MS;
+			} else if (now - last >= gap) {
 				if (grab(x) < 0)
 					break;
 				last = now_ms();
 				continue; /* the viewers may want more */
+			} else {
+				timeout = (int)(last + gap - now);
 			}
-			timeout = (int)(last + gap - now);
 		}
 		poll(p, 2, timeout);
 		if (p[1].revents && read(p[1].fd, &junk, sizeof(junk)) < 0) {
@@ -568,7 +581,9 @@ int rfb_x11_open(int display, const char *xauthority, struct rfb_x11 **out, char
 			x->c, xcb_damage_query_version(x->c, 1, 1), NULL);
 		free(v);
 		x->damage = xcb_generate_id(x->c);
-		xcb_damage_create(x->c, x->damage, x->root, XCB_DAMAGE_REPORT_LEVEL_NON_EMPTY);
+		/* An event whenever the damaged area grows: how long drawing
+		 * goes on shows (NonEmpty would tell only that it began). */
+		xcb_damage_create(x->c, x->damage, x->root, XCB_DAMAGE_REPORT_LEVEL_BOUNDING_BOX);
 	}
 	x->win = xcb_generate_id(x->c);
 	xcb_create_window(x->c, XCB_COPY_FROM_PARENT, x->win, x->root, -10, -10, 1, 1, 0,
