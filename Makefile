@@ -30,7 +30,7 @@ else
 Q := @
 endif
 
-LIB_SRC  := $(wildcard lib/*.c wire/*.c proto/*.c fs9p/*.c nbd/*.c vxlan/*.c rfb/*.c audio/*.c svc/*.c)
+LIB_SRC  := $(wildcard lib/*.c wire/*.c proto/*.c fs9p/*.c nbd/*.c vxlan/*.c rfb/*.c audio/*.c usbip/*.c svc/*.c)
 LIB_OBJ  := $(LIB_SRC:%.c=$(O)/%.o)
 UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)

@@ -50,6 +50,12 @@ static const struct applet applets[] = {
 	  "       metac sound bind SINK-URI SOURCE-URI   (each a SOUND-URI or a ref; until interrupted)\n"
 	  "       metac sound list [--json]\n"
 	  "   SOUND-URI: localsink:NAME, localsource:NAME, newlocalsink:NAME, newlocalsource:NAME\n" },
+	{ "usb", usb_main, "share USB devices over USB/IP",
+	  "metac usb export [--persistent] softdev:NAME\n"
+	  "       metac usb serve --listen ADDR:PORT [--insecure] [--direct] softdev:NAME|REF\n"
+	  "                 (plain USB/IP for the usbip tools)\n"
+	  "       metac usb attach REF   (through the kernel's vhci-hcd)\n"
+	  "       metac usb list [--json]\n" },
 	{ "net", net_main, "join Ethernet segments across nodes (encrypted tunnels)",
 	  "metac net export [--persistent] newlocal:DEV|local:DEV\n"
 	  "       metac net bind [--persistent] newlocal:DEV|local:DEV REF\n"

@@ -287,6 +287,15 @@ enum {
 	MIXER_GET_DEVICE = 4,    /* (string sound uri) -> (cap SoundDevice) */
 };
 
+/* UsbDevice: one USB device. */
+enum {
+	/* () -> (string busid, u64 vendor, u64 product, u64 speed) */
+	USB_DEVICE_INFO = 1,
+	/* () -> (cap stream): each data connection is a USB/IP session
+	 * (OP_REQ_DEVLIST or OP_REQ_IMPORT, then URBs) on the device */
+	USB_DEVICE_USBIP_STREAM = 2,
+};
+
 const char *iface_name(unsigned id);
 
 #endif

@@ -14,6 +14,7 @@ int ref_main(int argc, char **argv);
 int run_main(int argc, char **argv);
 int sound_main(int argc, char **argv);
 int stream_main(int argc, char **argv);
+int usb_main(int argc, char **argv);
 int vm_main(int argc, char **argv);
 
 #endif

@@ -11,7 +11,8 @@ int services_register(struct node *n)
 	    (r = compute_service_register(n)) < 0 ||
 	    (r = vm_service_register(n)) < 0 ||
 	    (r = desktop_service_register(n)) < 0 ||
-	    (r = sound_service_register(n)) < 0)
+	    (r = sound_service_register(n)) < 0 ||
+	    (r = usb_service_register(n)) < 0)
 		return r;
 	return 0;
 }

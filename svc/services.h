@@ -13,5 +13,6 @@ int compute_service_register(struct node *n);
 int vm_service_register(struct node *n);
 int desktop_service_register(struct node *n);
 int sound_service_register(struct node *n);
+int usb_service_register(struct node *n);
 
 #endif

@@ -1,0 +1,434 @@
+/*
+ * The usb service and applet: USB devices shared over USB/IP (usbip/).
+ * A UsbDevice capability answers info and usbIpStream: each data
+ * connection to that stream is a USB/IP session (device list, import,
+ * URBs) on the device.
+ *
+ * Devices, by a ref's description:
+ *   softdev:NAME   a USB device in software (usbip/softdev.c), for tests
+ *                  and demonstrations; each session gets a fresh one
+ * Real devices (local-busid:, local-productid:) need a host backend
+ * (usbfs through libusb), which this build does not have yet: the
+ * applet says so rather than pretending.
+ *   metac usb export [--persistent] softdev:NAME          -> ref
+ *   metac usb serve --listen ADDR:PORT [--insecure] softdev:NAME|REF
+ *                   plain USB/IP for the Linux usbip tools (usbip list -r,
+ *                   usbip attach), of a local device or relayed to a ref
+ *   metac usb attach REF    the device through the kernel's vhci-hcd
+ *   metac usb list [--json] this host's USB devices (sysfs)
+ */
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "lib/buf.h"
+#include "lib/cli.h"
+#include "lib/io.h"
+#include "lib/log.h"
+#include "lib/net.h"
+#include "proto/node.h"
+#include "svc/admin_client.h"
+#include "svc/applets.h"
+#include "svc/services.h"
+#include "usbip/usbip.h"
+#include "wire/conn.h"
+
+#define NAME_MAX_LEN 31 /* a busid's room on the wire */
+#define MAX_SESSIONS 16
+#define SESSION_SOCKBUF (1 << 20)
+#define VHCI "/sys/devices/platform/vhci_hcd.0"
+
+/* "softdev:NAME": the busid NAME (letters, digits, . - _). */
+static int desc_parse(const char *desc, char *busid, size_t sz)
+{
+	const char *n = desc + 8;
+
+	if (strncmp(desc, "softdev:", 8) || !*n || strlen(n) > NAME_MAX_LEN || strlen(n) >= sz)
+		return -EINVAL;
+	for (const char *c = n; *c; c++)
+		if (!isalnum((unsigned char)*c) && !strchr(".-_", *c))
+			return -EINVAL;
+	strcpy(busid, n);
+	return 0;
+}
+
+/* One USB/IP session on a fresh software device, in a thread. */
+struct session {
+	int fd;
+	char busid[NAME_MAX_LEN + 1];
+};
+
+static void *session_thread(void *arg)
+{
+	struct session *s = arg;
+	struct usbip_softdev *d = usbip_softdev_new(s->busid);
+	struct usbip_export ex;
+	int r;
+
+	if (!d) {
+		close(s->fd);
+	} else {
+		usbip_softdev_export(d, &ex);
+		if ((r = usbip_serve(&ex, 1, s->fd)) < 0)
+			log_info("usb %s: a session ended: %s", s->busid, strerror(-r));
+		usbip_softdev_free(d);
+	}
+	free(s);
+	return NULL;
+}
+
+static int session_start(const char *busid, int fd)
+{
+	struct session *s = calloc(1, sizeof(*s));
+
+	if (!s) {
+		close(fd);
+		return -ENOMEM;
+	}
+	s->fd = fd;
+	snprintf(s->busid, sizeof(s->busid), "%s", busid);
+	if (io_thread_detached(session_thread, s) < 0) {
+		close(fd);
+		free(s);
+		return -EAGAIN;
+	}
+	return 0;
+}
+
+/* --- the service --------------------------------------------------- */
+
+struct usbdev {
+	struct cap cap;
+	struct node *node;
+	char busid[NAME_MAX_LEN + 1];
+};
+
+static void usbdev_free(struct cap *c)
+{
+	free(c);
+}
+
+static void stream_call(struct cap *c, struct rpc_call *call)
+{
+	node_stream_call(((struct usbdev *)c)->node, c, call, "usbip stream");
+}
+
+static void stream_attach(struct cap *c, struct wire_conn *data)
+{
+	struct usbdev *d = (struct usbdev *)c;
+	int fd, e;
+
+	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0 ||
+	    (e = session_start(d->busid, fd)) < 0)
+		log_warn("usb: cannot start a USB/IP session: %s", strerror(-e));
+}
+
+static const struct cap_ops stream_ops = {
+	.name = "usbip stream",
+	.call = stream_call,
+	.free = usbdev_free,
+	.attach = stream_attach,
+};
+
+static struct usbdev *usbdev_new(const struct cap_ops *ops, struct node *n, const char *busid)
+{
+	struct usbdev *d = calloc(1, sizeof(*d));
+
+	if (!d)
+		return NULL;
+	cap_init(&d->cap, ops);
+	d->node = n;
+	snprintf(d->busid, sizeof(d->busid), "%s", busid);
+	return d;
+}
+
+static void usbdev_call(struct cap *c, struct rpc_call *call)
+{
+	struct usbdev *d = (struct usbdev *)c, *s;
+	struct usbip_softdev *sd;
+	struct usbip_export ex;
+
+	if (call->iface != IFACE_USB_DEVICE) {
+		rpc_return_unknown(call, "usb device");
+		return;
+	}
+	switch (call->method) {
+	case USB_DEVICE_INFO:
+		if (!(sd = usbip_softdev_new(d->busid))) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		usbip_softdev_export(sd, &ex);
+		usbip_softdev_free(sd);
+		msg_put_str(&call->results, ex.info.busid);
+		msg_put_u64(&call->results, ex.info.id_vendor);
+		msg_put_u64(&call->results, ex.info.id_product);
+		msg_put_u64(&call->results, ex.info.speed);
+		rpc_return(call);
+		return;
+	case USB_DEVICE_USBIP_STREAM:
+		if (!(s = usbdev_new(&stream_ops, d->node, d->busid))) {
+			rpc_return_error(call, -ENOMEM, "out of memory");
+			return;
+		}
+		rpc_return_cap(call, &s->cap);
+		return;
+	}
+	rpc_return_unknown(call, "usb device");
+}
+
+static const struct cap_ops usbdev_ops = {
+	.name = "usb device",
+	.call = usbdev_call,
+	.free = usbdev_free,
+};
+
+static int usb_restore(struct node *n, const struct ref_record *rec, struct cap **out, char *err,
+		       size_t errsz)
+{
+	char busid[NAME_MAX_LEN + 1];
+	struct usbdev *d;
+
+	if (desc_parse(rec->description, busid, sizeof(busid)) < 0) {
+		snprintf(err, errsz, "'%s' is not softdev:NAME", rec->description);
+		return -EINVAL;
+	}
+	if (!(d = usbdev_new(&usbdev_ops, n, busid))) {
+		snprintf(err, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	*out = &d->cap;
+	return 0;
+}
+
+static const struct node_service usb_service = {
+	.name = "usb",
+	.restore = usb_restore,
+};
+
+int usb_service_register(struct node *n)
+{
+	return node_register_service(n, &usb_service);
+}
+
+/* --- applet -------------------------------------------------------- */
+
+/* What this build cannot do yet, said plainly. */
+static int local_only(const char *arg)
+{
+	if (!strncmp(arg, "local-busid:", 12) || !strncmp(arg, "local-productid:", 16)) {
+		fprintf(stderr, "metac usb: %s: sharing a host's own USB devices needs the "
+				"usbfs backend, which this build does not have yet; softdev:NAME "
+				"is a device in software\n", arg);
+		return 1;
+	}
+	return 0;
+}
+
+static int usb_export(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "persistent", no_argument, NULL, 'p' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	char ref[REF_MAX_LEN], busid[NAME_MAX_LEN + 1];
+	int c, persistent = 0, r = EXIT_FAIL;
+	struct admin a;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p': persistent = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage_error(self, "export takes one device");
+	if (local_only(argv[optind]))
+		return EXIT_FAIL;
+	if (desc_parse(argv[optind], busid, sizeof(busid)) < 0)
+		return cli_usage_error(self, "export takes softdev:NAME, local-busid:ID or "
+					     "local-productid:VID:PID");
+	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
+	    admin_export(&a, "usb", argv[optind], persistent, 0, ref, sizeof(ref)) == 0) {
+		printf("%s\n", ref);
+		r = EXIT_OK;
+	}
+	admin_close(&a);
+	return r;
+}
+
+static void serve_one(int fd, const struct net_addr *peer, void *arg)
+{
+	session_start(arg, fd);
+}
+
+static int usb_serve(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "listen", required_argument, NULL, 'l' },
+		{ "insecure", no_argument, NULL, 'I' },
+		{ "direct", no_argument, NULL, 'd' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *listen = NULL, *sock = NULL, *src;
+	char busid[NAME_MAX_LEN + 1], where[160];
+	struct cap *dev = NULL, *stream = NULL;
+	struct net_addr addr;
+	struct msg p;
+	struct admin a;
+	int c, insecure = 0, direct = 0, lfd, r = EXIT_FAIL;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "l:da:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'l': listen = optarg; break;
+		case 'I': insecure = 1; break;
+		case 'd': direct = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 1 || !listen)
+		return cli_usage_error(self, "serve takes --listen ADDR:PORT and one device or REF");
+	src = argv[optind];
+	if (local_only(src))
+		return EXIT_FAIL;
+	if (strncmp(src, "ref://", 6) && desc_parse(src, busid, sizeof(busid)) < 0)
+		return cli_usage_error(self, "serve takes softdev:NAME or a REF");
+	if (net_addr_parse(listen, USBIP_PORT, &addr) < 0) {
+		fprintf(stderr, "metac usb: cannot parse listen address '%s'\n", listen);
+		return EXIT_FAIL;
+	}
+	if (addr.ss.ss_family != AF_UNIX && !net_addr_is_loopback(&addr) && !insecure) {
+		fprintf(stderr, "metac usb: serve speaks plain USB/IP, with no encryption or "
+				"authentication; it listens on loopback only (--insecure to "
+				"override)\n");
+		return EXIT_FAIL;
+	}
+	if ((lfd = net_listen(&addr, 16)) < 0) {
+		fprintf(stderr, "metac usb: cannot listen on %s: %s\n", listen, strerror(-lfd));
+		return EXIT_FAIL;
+	}
+	net_addr_format(&addr, where, sizeof(where));
+	if (strncmp(src, "ref://", 6)) {
+		log_info("serving %s as USB/IP on %s", src, where);
+		return net_accept_each(lfd, serve_one, busid, "usbip") < 0 ? EXIT_FAIL : EXIT_OK;
+	}
+	msg_init(&p);
+	if (admin_open(&a, admin_socket_path(sock)) == 0 && admin_restore(&a, src, &dev) == 0 &&
+	    admin_call_cap(&a, dev, IFACE_USB_DEVICE, USB_DEVICE_USBIP_STREAM, &p, &stream,
+			   "the ref is not a USB device") == 0) {
+		log_info("serving a remote USB device as USB/IP on %s", where);
+		if (admin_relay_stream(&a, stream, lfd, direct, MAX_SESSIONS, 0, NULL,
+				       "metac usb") == 0)
+			r = EXIT_OK;
+	}
+	cap_unref(stream);
+	cap_unref(dev);
+	admin_close(&a);
+	close(lfd);
+	return r;
+}
+
+static int usb_attach(const struct applet *self, int argc, char **argv)
+{
+	struct stat st;
+
+	if (argc != 2 || strncmp(argv[1], "ref://", 6))
+		return cli_usage_error(self, "attach takes one REF");
+	if (stat(VHCI "/attach", &st) < 0) {
+		fprintf(stderr, "metac usb: the kernel's vhci-hcd is not loaded (no %s): "
+				"`modprobe vhci-hcd` first, on a kernel that has it\n", VHCI);
+		return EXIT_FAIL;
+	}
+	/* Handing a connection to vhci-hcd needs a socket it can own and a
+	 * free port of the right speed; until that is written, the plain
+	 * endpoint does it with the kernel's own tool. */
+	fprintf(stderr, "metac usb: attach through vhci-hcd is not in this build yet: run "
+			"`metac usb serve --listen 127.0.0.1:3240 REF` and `usbip attach -r "
+			"127.0.0.1 -b BUSID`\n");
+	return EXIT_FAIL;
+}
+
+/* This host's USB devices, from sysfs. */
+static int usb_list(const struct applet *self, int argc, char **argv)
+{
+	int json = argc == 2 && !strcmp(argv[1], "--json"), n = 0;
+	DIR *dir;
+	struct dirent *e;
+
+	if (argc > 2 || (argc == 2 && !json))
+		return cli_usage_error(self, "list takes only --json");
+	if (json)
+		printf("[");
+	if ((dir = opendir("/sys/bus/usb/devices"))) {
+		while ((e = readdir(dir))) {
+			char path[512], vid[16] = "", pid[16] = "", prod[128] = "";
+			FILE *f;
+			/* Devices are BUS-PORT[.PORT]; interfaces have a ':'. */
+			if (!isdigit((unsigned char)e->d_name[0]) || strchr(e->d_name, ':') ||
+			    !strchr(e->d_name, '-'))
+				continue;
+			snprintf(path, sizeof(path), "/sys/bus/usb/devices/%s/idVendor", e->d_name);
+			if ((f = fopen(path, "r"))) {
+				if (!fgets(vid, sizeof(vid), f))
+					vid[0] = 0;
+				fclose(f);
+			}
+			snprintf(path, sizeof(path), "/sys/bus/usb/devices/%s/idProduct", e->d_name);
+			if ((f = fopen(path, "r"))) {
+				if (!fgets(pid, sizeof(pid), f))
+					pid[0] = 0;
+				fclose(f);
+			}
+			snprintf(path, sizeof(path), "/sys/bus/usb/devices/%s/product", e->d_name);
+			if ((f = fopen(path, "r"))) {
+				if (!fgets(prod, sizeof(prod), f))
+					prod[0] = 0;
+				fclose(f);
+			}
+			vid[strcspn(vid, "\n")] = pid[strcspn(pid, "\n")] = prod[strcspn(prod, "\n")] = 0;
+			if (json) {
+				printf("%s{\"busid\":", n ? "," : "");
+				cli_json_str(stdout, e->d_name);
+				printf(",\"id\":\"%s:%s\",\"product\":", vid, pid);
+				cli_json_str(stdout, prod);
+				printf("}");
+			} else {
+				printf("%-12s %s:%s %s\n", e->d_name, vid, pid, prod);
+			}
+			n++;
+		}
+		closedir(dir);
+	}
+	if (json)
+		printf("]\n");
+	else if (!n)
+		fprintf(stderr, "metac usb: this host has no USB devices\n");
+	return EXIT_OK;
+}
+
+int usb_main(int argc, char **argv)
+{
+	static const struct cli_command cmds[] = {
+		{ "export", usb_export },
+		{ "serve", usb_serve },
+		{ "attach", usb_attach },
+		{ "list", usb_list },
+		{ 0 }
+	};
+	return cli_dispatch(applet_find("usb"), cmds, argc, argv);
+}
