@@ -54,7 +54,7 @@ static const struct applet applets[] = {
 	  "metac usb export [--persistent] softdev:NAME\n"
 	  "       metac usb serve --listen ADDR:PORT [--insecure] [--direct] softdev:NAME|REF\n"
 	  "                 (plain USB/IP for the usbip tools)\n"
-	  "       metac usb attach REF   (through the kernel's vhci-hcd)\n"
+	  "       metac usb attach [--direct] REF   (on this host, through the kernel's vhci-hcd)\n"
 	  "       metac usb list [--json]\n" },
 	{ "net", net_main, "join Ethernet segments across nodes (encrypted tunnels)",
 	  "metac net export [--persistent] newlocal:DEV|local:DEV\n"

@@ -14,7 +14,8 @@
  *   metac usb serve --listen ADDR:PORT [--insecure] softdev:NAME|REF
  *                   plain USB/IP for the Linux usbip tools (usbip list -r,
  *                   usbip attach), of a local device or relayed to a ref
- *   metac usb attach REF    the device through the kernel's vhci-hcd
+ *   metac usb attach [--direct] REF   the device on this host, through the
+ *                   kernel's vhci-hcd, until interrupted
  *   metac usb list [--json] this host's USB devices (sysfs)
  */
 #include <ctype.h>
@@ -22,6 +23,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -343,24 +345,192 @@ static int usb_serve(const struct applet *self, int argc, char **argv)
 	return r;
 }
 
+/* A free port of vhci-hcd for a device of that speed ("hs" ports take
+ * low, full and high speed; "ss" ports super speed), or -1. */
+static int vhci_free_port(uint32_t speed)
+{
+	const char *want = speed >= 5 ? "ss" : "hs";
+	FILE *f = fopen(VHCI "/status", "r");
+	char line[256], hub[8];
+	unsigned port, sta;
+	int r = -1;
+
+	if (!f)
+		return -1;
+	while (r < 0 && fgets(line, sizeof(line), f))
+		if (sscanf(line, "%7s %u %u", hub, &port, &sta) == 3 && !strcmp(hub, want) &&
+		    sta == 4 /* VDEV_ST_NULL */)
+			r = (int)port;
+	fclose(f);
+	return r;
+}
+
+static int vhci_write(const char *file, const char *text)
+{
+	int fd = open(file, O_WRONLY | O_CLOEXEC), r = 0;
+
+	if (fd < 0)
+		return -errno;
+	if (write(fd, text, strlen(text)) < 0)
+		r = -errno;
+	close(fd);
+	return r;
+}
+
+struct attach {
+	int done, err;
+};
+
+static void attach_done(void *arg, int err)
+{
+	struct attach *at = arg;
+	at->done = 1;
+	at->err = err;
+}
+
+static volatile sig_atomic_t attach_stop;
+
+static void attach_signal(struct loop *l, int signo, void *arg)
+{
+	attach_stop = signo;
+}
+
+/* Imports the device on our end of the pipe: the reply to OP_REQ_IMPORT
+ * (while the loop carries the bytes). 0, or -1 with why printed. */
+static int import(struct admin *a, int fd, const char *busid, struct attach *at,
+		  uint8_t rep[8 + USBIP_DEV_LEN])
+{
+	uint8_t req[40] = { USBIP_VERSION >> 8, USBIP_VERSION & 0xff, USBIP_OP_REQ_IMPORT >> 8,
+			    USBIP_OP_REQ_IMPORT & 0xff };
+	size_t got = 0;
+
+	memcpy(req + 8, busid, strnlen(busid, 31));
+	if (io_write_all(fd, req, sizeof(req)) < 0) {
+		fprintf(stderr, "metac usb: cannot send the import request: %m\n");
+		return -1;
+	}
+	while (got < 8 + USBIP_DEV_LEN && !at->done && !a->err && !attach_stop) {
+		ssize_t k = read(fd, rep + got, 8 + USBIP_DEV_LEN - got);
+		if (k > 0) {
+			got += (size_t)k;
+			if (got >= 8 && get_be32(rep + 4) != 0)
+				break; /* refused: no device follows */
+			continue;
+		}
+		if (k == 0 || (errno != EAGAIN && errno != EINTR))
+			break;
+		if (loop_run_once(a->loop, 1000) < 0)
+			break;
+	}
+	if (got < 8 || get_be32(rep + 4) != 0 || got < 8 + USBIP_DEV_LEN) {
+		fprintf(stderr, "metac usb: the device's node %s\n",
+			got >= 8 ? "refused the import" : a->err ? a->errmsg : "closed the stream");
+		return -1;
+	}
+	return 0;
+}
+
+/* Attaches a remote device to this host through vhci-hcd: the kernel
+ * takes one end of a socket pair, whose other end is piped to the
+ * device's USB/IP stream; runs until interrupted, then detaches. */
 static int usb_attach(const struct applet *self, int argc, char **argv)
 {
-	struct stat st;
+	static const struct option opts[] = {
+		{ "direct", no_argument, NULL, 'd' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	struct cap *dev = NULL, *stream = NULL;
+	struct loop_signal *si = NULL, *st = NULL;
+	struct attach at = { 0 };
+	struct msg p, res;
+	struct msg_rd rd;
+	struct admin a;
+	struct stat stt;
+	uint8_t rep[8 + USBIP_DEV_LEN];
+	char busid[64] = "", line[64];
+	uint32_t busnum, devnum, speed;
+	int c, direct = 0, sv[2] = { -1, -1 }, port = -1, e, r = EXIT_FAIL;
 
-	if (argc != 2 || strncmp(argv[1], "ref://", 6))
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "da:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'd': direct = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 1 || strncmp(argv[optind], "ref://", 6))
 		return cli_usage_error(self, "attach takes one REF");
-	if (stat(VHCI "/attach", &st) < 0) {
+	if (stat(VHCI "/attach", &stt) < 0) {
 		fprintf(stderr, "metac usb: the kernel's vhci-hcd is not loaded (no %s): "
 				"`modprobe vhci-hcd` first, on a kernel that has it\n", VHCI);
 		return EXIT_FAIL;
 	}
-	/* Handing a connection to vhci-hcd needs a socket it can own and a
-	 * free port of the right speed; until that is written, the plain
-	 * endpoint does it with the kernel's own tool. */
-	fprintf(stderr, "metac usb: attach through vhci-hcd is not in this build yet: run "
-			"`metac usb serve --listen 127.0.0.1:3240 REF` and `usbip attach -r "
-			"127.0.0.1 -b BUSID`\n");
-	return EXIT_FAIL;
+	msg_init(&res);
+	msg_init(&p);
+	if (admin_open(&a, admin_socket_path(sock)) < 0 || admin_restore(&a, argv[optind], &dev) < 0 ||
+	    admin_call(&a, dev, IFACE_USB_DEVICE, USB_DEVICE_INFO, &p, &res,
+		       "the ref is not a USB device") < 0)
+		goto out;
+	msg_rd_init(&rd, &res);
+	msg_get_str(&rd, busid, sizeof(busid));
+	msg_init(&p);
+	if (admin_call_cap(&a, dev, IFACE_USB_DEVICE, USB_DEVICE_USBIP_STREAM, &p, &stream,
+			   "cannot open the device's USB/IP stream") < 0)
+		goto out;
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		fprintf(stderr, "metac usb: %m\n");
+		goto out;
+	}
+	si = loop_signal_new(a.loop, SIGINT, attach_signal, NULL);
+	st = loop_signal_new(a.loop, SIGTERM, attach_signal, NULL);
+	admin_stream_pipe(&a, stream, direct, sv[1], sv[1], attach_done, &at);
+	sv[1] = -1;
+	net_set_nonblock(sv[0]);
+	if (import(&a, sv[0], busid, &at, rep) < 0)
+		goto out;
+	busnum = get_be32(rep + 8 + 288);
+	devnum = get_be32(rep + 8 + 292);
+	speed = get_be32(rep + 8 + 296);
+	/* The kernel reads and writes the socket itself, blocking. */
+	fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) & ~O_NONBLOCK);
+	if ((port = vhci_free_port(speed)) < 0) {
+		fprintf(stderr, "metac usb: vhci-hcd has no free port for this device\n");
+		goto out;
+	}
+	snprintf(line, sizeof(line), "%d %d %u %u", port, sv[0], busnum << 16 | devnum, speed);
+	if ((e = vhci_write(VHCI "/attach", line)) < 0) {
+		fprintf(stderr, "metac usb: vhci-hcd refused the device: %s\n", strerror(-e));
+		port = -1;
+		goto out;
+	}
+	fprintf(stderr, "metac usb: %s attached on vhci-hcd port %d; SIGINT or SIGTERM "
+			"detaches it\n", busid, port);
+	while (!attach_stop && !at.done && !a.err)
+		if (loop_run_once(a.loop, -1) < 0)
+			break;
+	if (at.done || a.err)
+		fprintf(stderr, "metac usb: the device's stream ended: %s\n",
+			a.err ? a.errmsg : at.err ? strerror(-at.err) : "closed");
+	else
+		r = EXIT_OK;
+out:
+	if (port >= 0) {
+		snprintf(line, sizeof(line), "%d", port);
+		vhci_write(VHCI "/detach", line);
+	}
+	for (int i = 0; i < 2; i++)
+		if (sv[i] >= 0)
+			close(sv[i]);
+	loop_signal_del(si);
+	loop_signal_del(st);
+	msg_free(&res);
+	cap_unref(stream);
+	cap_unref(dev);
+	admin_close(&a);
+	return r;
 }
 
 /* This host's USB devices, from sysfs. */
