@@ -6,6 +6,7 @@
 #   make bench        side-by-side benchmarks
 
 CC      ?= gcc
+COMMA   := ,
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -D_GNU_SOURCE -I. -I/usr/include/fuse3 -MMD -MP
@@ -92,11 +93,22 @@ check: deps
 # Not svc/: the applets there need metac.c's applet table (and main).
 FUZZ_CFLAGS := -std=gnu11 -g -O1 -D_GNU_SOURCE -I. -I/usr/include/fuse3 \
                -fsanitize=fuzzer,address,undefined -fno-omit-frame-pointer
+# The library is compiled once for every target (with coverage, without
+# libFuzzer's main), each target then links it.
 FUZZ_LIB_SRC := $(filter-out svc/%,$(LIB_SRC))
-build/fuzz/%: tests/fuzz/%.c $(FUZZ_LIB_SRC)
+FUZZ_OBJ     := $(FUZZ_LIB_SRC:%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: %.c
+	@mkdir -p $(@D)
+	@echo "  CC/FUZZ $<"
+	$(Q)clang $(subst fuzzer$(COMMA),fuzzer-no-link$(COMMA),$(FUZZ_CFLAGS)) -MMD -MP -c -o $@ $<
+
+build/fuzz/libfuzz.a: $(FUZZ_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+build/fuzz/%: tests/fuzz/%.c build/fuzz/libfuzz.a
 	@mkdir -p $(@D)
 	@echo "  FUZZ    $@"
-	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< $(FUZZ_LIB_SRC) $(LIBS)
+	$(Q)clang $(FUZZ_CFLAGS) -o $@ $< build/fuzz/libfuzz.a $(LIBS)
 
 fuzz-build: $(FUZZ_BIN)
 
@@ -135,4 +147,4 @@ clean:
 .PHONY: all check unit deps fuzz fuzz-build bench clean vm-initrd install
 .SECONDARY:
 
--include $(LIB_OBJ:.o=.d) $(O)/metac.d
+-include $(LIB_OBJ:.o=.d) $(O)/metac.d $(FUZZ_OBJ:.o=.d)
