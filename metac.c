@@ -51,8 +51,8 @@ static const struct applet applets[] = {
 	  "       metac sound list [--json]\n"
 	  "   SOUND-URI: localsink:NAME, localsource:NAME, newlocalsink:NAME, newlocalsource:NAME\n" },
 	{ "usb", usb_main, "share USB devices over USB/IP",
-	  "metac usb export [--persistent] softdev:NAME\n"
-	  "       metac usb serve --listen ADDR:PORT [--insecure] [--direct] softdev:NAME|REF\n"
+	  "metac usb export [--persistent] local-busid:ID|local-productid:VID:PID|softdev:NAME\n"
+	  "       metac usb serve --listen ADDR:PORT [--insecure] [--direct] DEVICE|REF\n"
 	  "                 (plain USB/IP for the usbip tools)\n"
 	  "       metac usb attach [--direct] REF   (on this host, through the kernel's vhci-hcd)\n"
 	  "       metac usb list [--json]\n" },

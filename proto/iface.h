@@ -296,6 +296,15 @@ enum {
 	USB_DEVICE_USBIP_STREAM = 2,
 };
 
+/* ServiceAdmin of the usb service (UsbDevices). */
+enum {
+	/* () -> (u64 n, n * (string busid, u64 vendor, u64 product)) */
+	USB_ADMIN_LIST_DEVICES = 1,
+	/* (u64 vendor, u64 product) -> (cap UsbDevice): found anew for
+	 * each session, so it survives re-enumeration */
+	USB_ADMIN_BY_PRODUCT_ID = 2,
+};
+
 const char *iface_name(unsigned id);
 
 #endif

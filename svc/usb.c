@@ -2,21 +2,23 @@
  * The usb service and applet: USB devices shared over USB/IP (usbip/).
  * A UsbDevice capability answers info and usbIpStream: each data
  * connection to that stream is a USB/IP session (device list, import,
- * URBs) on the device.
+ * URBs) on the device. The service's administration object is
+ * UsbDevices: the host's devices, and one by product id.
  *
  * Devices, by a ref's description:
- *   softdev:NAME   a USB device in software (usbip/softdev.c), for tests
- *                  and demonstrations; each session gets a fresh one
- * Real devices (local-busid:, local-productid:) need a host backend
- * (usbfs through libusb), which this build does not have yet: the
- * applet says so rather than pretending.
- *   metac usb export [--persistent] softdev:NAME          -> ref
- *   metac usb serve --listen ADDR:PORT [--insecure] softdev:NAME|REF
+ *   busid:ID        this host's device at that USB port (usbip/host.c)
+ *   productid:V:P   the first device with that vendor and product (hex),
+ *                   found anew for each session: it survives being
+ *                   unplugged and plugged in elsewhere
+ *   softdev:NAME    a USB device in software (usbip/softdev.c), for tests
+ *                   and demonstrations; each session gets a fresh one
+ *   metac usb export [--persistent] local-busid:ID|local-productid:V:P|softdev:NAME
+ *   metac usb serve --listen ADDR:PORT [--insecure] DEVICE|REF
  *                   plain USB/IP for the Linux usbip tools (usbip list -r,
  *                   usbip attach), of a local device or relayed to a ref
  *   metac usb attach [--direct] REF   the device on this host, through the
  *                   kernel's vhci-hcd, until interrupted
- *   metac usb list [--json] this host's USB devices (sysfs)
+ *   metac usb list [--json] this host's USB devices
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -48,46 +50,123 @@
 #define SESSION_SOCKBUF (1 << 20)
 #define VHCI "/sys/devices/platform/vhci_hcd.0"
 
-/* "softdev:NAME": the busid NAME (letters, digits, . - _). */
-static int desc_parse(const char *desc, char *busid, size_t sz)
-{
-	const char *n = desc + 8;
+enum kind { SOFT, BUSID, PRODUCT };
 
-	if (strncmp(desc, "softdev:", 8) || !*n || strlen(n) > NAME_MAX_LEN || strlen(n) >= sz)
-		return -EINVAL;
+struct spec {
+	enum kind kind;
+	char name[NAME_MAX_LEN + 1]; /* the busid (SOFT, BUSID) */
+	uint16_t vid, pid;
+};
+
+static int name_ok(const char *n)
+{
+	if (!*n || strlen(n) > NAME_MAX_LEN)
+		return 0;
 	for (const char *c = n; *c; c++)
 		if (!isalnum((unsigned char)*c) && !strchr(".-_", *c))
-			return -EINVAL;
-	strcpy(busid, n);
-	return 0;
+			return 0;
+	return 1;
 }
 
-/* One USB/IP session on a fresh software device, in a thread. */
+/* A description (softdev:, busid:, productid:), or with local to the
+ * applet's spelling (local-busid:, local-productid:). */
+static int spec_parse(const char *d, int local, struct spec *sp)
+{
+	const char *busid = local ? "local-busid:" : "busid:";
+	const char *prod = local ? "local-productid:" : "productid:";
+	unsigned v, p;
+	int n = 0;
+
+	memset(sp, 0, sizeof(*sp));
+	if (!strncmp(d, "softdev:", 8) && name_ok(d + 8)) {
+		sp->kind = SOFT;
+		strcpy(sp->name, d + 8);
+		return 0;
+	}
+	if (!strncmp(d, busid, strlen(busid)) && name_ok(d + strlen(busid))) {
+		sp->kind = BUSID;
+		strcpy(sp->name, d + strlen(busid));
+		return 0;
+	}
+	if (!strncmp(d, prod, strlen(prod)) &&
+	    sscanf(d + strlen(prod), "%4x:%4x%n", &v, &p, &n) == 2 && !d[strlen(prod) + n]) {
+		sp->kind = PRODUCT;
+		sp->vid = (uint16_t)v;
+		sp->pid = (uint16_t)p;
+		return 0;
+	}
+	return -EINVAL;
+}
+
+static void spec_format(const struct spec *sp, char *out, size_t sz)
+{
+	if (sp->kind == SOFT)
+		snprintf(out, sz, "softdev:%s", sp->name);
+	else if (sp->kind == BUSID)
+		snprintf(out, sz, "busid:%s", sp->name);
+	else
+		snprintf(out, sz, "productid:%04x:%04x", sp->vid, sp->pid);
+}
+
+/* Where the device is now: its busid. 0, or -ENOENT with why in err. */
+static int spec_locate(const struct spec *sp, char *busid, size_t sz, char *err, size_t errsz)
+{
+	char path[96];
+
+	if (sp->kind == PRODUCT) {
+		if (usbip_host_find(sp->vid, sp->pid, busid, sz) == 0)
+			return 0;
+		snprintf(err, errsz, "no USB device %04x:%04x on this host", sp->vid, sp->pid);
+		return -ENOENT;
+	}
+	snprintf(busid, sz, "%s", sp->name);
+	if (sp->kind == SOFT)
+		return 0;
+	snprintf(path, sizeof(path), "/sys/bus/usb/devices/%s/devnum", sp->name);
+	if (access(path, R_OK) == 0)
+		return 0;
+	snprintf(err, errsz, "no USB device %s on this host", sp->name);
+	return -ENOENT;
+}
+
+/* One USB/IP session in a thread, on the device as it is found now (a
+ * device that cannot be opened is absent from the list, and its import
+ * refused, which is what a usbip client understands). */
 struct session {
 	int fd;
-	char busid[NAME_MAX_LEN + 1];
+	struct spec spec;
 };
 
 static void *session_thread(void *arg)
 {
 	struct session *s = arg;
-	struct usbip_softdev *d = usbip_softdev_new(s->busid);
+	struct usbip_softdev *soft = NULL;
+	struct usbip_host *host = NULL;
 	struct usbip_export ex;
-	int r;
+	char busid[NAME_MAX_LEN + 1], err[256];
+	int n = 0, r;
 
-	if (!d) {
-		close(s->fd);
+	if (spec_locate(&s->spec, busid, sizeof(busid), err, sizeof(err)) < 0) {
+		log_warn("usb: %s", err);
+	} else if (s->spec.kind == SOFT) {
+		if ((soft = usbip_softdev_new(busid))) {
+			usbip_softdev_export(soft, &ex);
+			n = 1;
+		}
+	} else if (usbip_host_open(busid, &host, &ex, err, sizeof(err)) < 0) {
+		log_warn("usb: %s", err);
 	} else {
-		usbip_softdev_export(d, &ex);
-		if ((r = usbip_serve(&ex, 1, s->fd)) < 0)
-			log_info("usb %s: a session ended: %s", s->busid, strerror(-r));
-		usbip_softdev_free(d);
+		n = 1;
 	}
+	if ((r = usbip_serve(&ex, n, s->fd)) < 0)
+		log_info("usb %s: a session ended: %s", busid, strerror(-r));
+	usbip_softdev_free(soft);
+	usbip_host_close(host);
 	free(s);
 	return NULL;
 }
 
-static int session_start(const char *busid, int fd)
+static int session_start(const struct spec *sp, int fd)
 {
 	struct session *s = calloc(1, sizeof(*s));
 
@@ -96,7 +175,7 @@ static int session_start(const char *busid, int fd)
 		return -ENOMEM;
 	}
 	s->fd = fd;
-	snprintf(s->busid, sizeof(s->busid), "%s", busid);
+	s->spec = *sp;
 	if (io_thread_detached(session_thread, s) < 0) {
 		close(fd);
 		free(s);
@@ -110,7 +189,7 @@ static int session_start(const char *busid, int fd)
 struct usbdev {
 	struct cap cap;
 	struct node *node;
-	char busid[NAME_MAX_LEN + 1];
+	struct spec spec;
 };
 
 static void usbdev_free(struct cap *c)
@@ -129,7 +208,7 @@ static void stream_attach(struct cap *c, struct wire_conn *data)
 	int fd, e;
 
 	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0 ||
-	    (e = session_start(d->busid, fd)) < 0)
+	    (e = session_start(&d->spec, fd)) < 0)
 		log_warn("usb: cannot start a USB/IP session: %s", strerror(-e));
 }
 
@@ -140,7 +219,7 @@ static const struct cap_ops stream_ops = {
 	.attach = stream_attach,
 };
 
-static struct usbdev *usbdev_new(const struct cap_ops *ops, struct node *n, const char *busid)
+static struct usbdev *usbdev_new(const struct cap_ops *ops, struct node *n, const struct spec *sp)
 {
 	struct usbdev *d = calloc(1, sizeof(*d));
 
@@ -148,15 +227,46 @@ static struct usbdev *usbdev_new(const struct cap_ops *ops, struct node *n, cons
 		return NULL;
 	cap_init(&d->cap, ops);
 	d->node = n;
-	snprintf(d->busid, sizeof(d->busid), "%s", busid);
+	d->spec = *sp;
 	return d;
+}
+
+/* What a device is now, without opening it: the software device's
+ * identity, or sysfs's. */
+static int spec_info(const struct spec *sp, struct usbip_dev_info *info, char *err, size_t errsz)
+{
+	struct usbip_dev_info all[64];
+	struct usbip_softdev *sd;
+	struct usbip_export ex;
+	char busid[NAME_MAX_LEN + 1];
+	int e, n;
+
+	if ((e = spec_locate(sp, busid, sizeof(busid), err, errsz)) < 0)
+		return e;
+	if (sp->kind == SOFT) {
+		if (!(sd = usbip_softdev_new(busid)))
+			return -ENOMEM;
+		usbip_softdev_export(sd, &ex);
+		usbip_softdev_free(sd);
+		*info = ex.info;
+		return 0;
+	}
+	n = usbip_host_list(all, 64);
+	for (int i = 0; i < n; i++)
+		if (!strcmp(all[i].busid, busid)) {
+			*info = all[i];
+			return 0;
+		}
+	snprintf(err, errsz, "no USB device %s on this host", busid);
+	return -ENOENT;
 }
 
 static void usbdev_call(struct cap *c, struct rpc_call *call)
 {
 	struct usbdev *d = (struct usbdev *)c, *s;
-	struct usbip_softdev *sd;
-	struct usbip_export ex;
+	struct usbip_dev_info info;
+	char err[256];
+	int e;
 
 	if (call->iface != IFACE_USB_DEVICE) {
 		rpc_return_unknown(call, "usb device");
@@ -164,20 +274,18 @@ static void usbdev_call(struct cap *c, struct rpc_call *call)
 	}
 	switch (call->method) {
 	case USB_DEVICE_INFO:
-		if (!(sd = usbip_softdev_new(d->busid))) {
-			rpc_return_error(call, -ENOMEM, "out of memory");
+		if ((e = spec_info(&d->spec, &info, err, sizeof(err))) < 0) {
+			rpc_return_error(call, e, "%s", err);
 			return;
 		}
-		usbip_softdev_export(sd, &ex);
-		usbip_softdev_free(sd);
-		msg_put_str(&call->results, ex.info.busid);
-		msg_put_u64(&call->results, ex.info.id_vendor);
-		msg_put_u64(&call->results, ex.info.id_product);
-		msg_put_u64(&call->results, ex.info.speed);
+		msg_put_str(&call->results, info.busid);
+		msg_put_u64(&call->results, info.id_vendor);
+		msg_put_u64(&call->results, info.id_product);
+		msg_put_u64(&call->results, info.speed);
 		rpc_return(call);
 		return;
 	case USB_DEVICE_USBIP_STREAM:
-		if (!(s = usbdev_new(&stream_ops, d->node, d->busid))) {
+		if (!(s = usbdev_new(&stream_ops, d->node, &d->spec))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
 		}
@@ -193,17 +301,18 @@ static const struct cap_ops usbdev_ops = {
 	.free = usbdev_free,
 };
 
-static int usb_restore(struct node *n, const struct ref_record *rec, struct cap **out, char *err,
+static int usbdev_open(struct node *n, const struct spec *sp, struct cap **out, char *err,
 		       size_t errsz)
 {
-	char busid[NAME_MAX_LEN + 1];
+	struct usbip_dev_info info;
 	struct usbdev *d;
+	int e;
 
-	if (desc_parse(rec->description, busid, sizeof(busid)) < 0) {
-		snprintf(err, errsz, "'%s' is not softdev:NAME", rec->description);
-		return -EINVAL;
-	}
-	if (!(d = usbdev_new(&usbdev_ops, n, busid))) {
+	/* At export and restore the device must be there (productid: some
+	 * device of that id); sessions find it anew. */
+	if ((e = spec_info(sp, &info, err, errsz)) < 0)
+		return e;
+	if (!(d = usbdev_new(&usbdev_ops, n, sp))) {
 		snprintf(err, errsz, "out of memory");
 		return -ENOMEM;
 	}
@@ -211,9 +320,90 @@ static int usb_restore(struct node *n, const struct ref_record *rec, struct cap 
 	return 0;
 }
 
+static int usb_restore(struct node *n, const struct ref_record *rec, struct cap **out, char *err,
+		       size_t errsz)
+{
+	struct spec sp;
+
+	if (spec_parse(rec->description, 0, &sp) < 0) {
+		snprintf(err, errsz, "'%s' is not busid:ID, productid:VID:PID or softdev:NAME",
+			 rec->description);
+		return -EINVAL;
+	}
+	return usbdev_open(n, &sp, out, err, errsz);
+}
+
+/* UsbDevices: the service's administration object. */
+struct usbdevs {
+	struct cap cap;
+	struct node *node;
+};
+
+static void usbdevs_call(struct cap *c, struct rpc_call *call)
+{
+	struct usbdevs *a = (struct usbdevs *)c;
+	struct usbip_dev_info all[64];
+	struct spec sp = { .kind = PRODUCT };
+	struct msg_rd rd;
+	struct cap *d;
+	uint64_t v, p;
+	char err[256];
+	int n, e;
+
+	if (call->iface != IFACE_SERVICE_ADMIN) {
+		rpc_return_unknown(call, "usb service");
+		return;
+	}
+	switch (call->method) {
+	case USB_ADMIN_LIST_DEVICES:
+		n = usbip_host_list(all, 64);
+		msg_put_u64(&call->results, (uint64_t)n);
+		for (int i = 0; i < n; i++) {
+			msg_put_str(&call->results, all[i].busid);
+			msg_put_u64(&call->results, all[i].id_vendor);
+			msg_put_u64(&call->results, all[i].id_product);
+		}
+		rpc_return(call);
+		return;
+	case USB_ADMIN_BY_PRODUCT_ID:
+		msg_rd_init(&rd, &call->params);
+		if (msg_get_u64(&rd, &v) < 0 || msg_get_u64(&rd, &p) < 0 || v > 0xffff || p > 0xffff) {
+			rpc_return_error(call, -EINVAL, "malformed request");
+			return;
+		}
+		sp.vid = (uint16_t)v;
+		sp.pid = (uint16_t)p;
+		if ((e = usbdev_open(a->node, &sp, &d, err, sizeof(err))) < 0) {
+			rpc_return_error(call, e, "%s", err);
+			return;
+		}
+		rpc_return_cap(call, d);
+		return;
+	}
+	rpc_return_unknown(call, "usb service");
+}
+
+static const struct cap_ops usbdevs_ops = {
+	.name = "usb service",
+	.call = usbdevs_call,
+	.free = usbdev_free,
+};
+
+static struct cap *usbdevs_new(struct node *n)
+{
+	struct usbdevs *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return NULL;
+	cap_init(&a->cap, &usbdevs_ops);
+	a->node = n;
+	return &a->cap;
+}
+
 static const struct node_service usb_service = {
 	.name = "usb",
 	.restore = usb_restore,
+	.admin = usbdevs_new,
 };
 
 int usb_service_register(struct node *n)
@@ -223,18 +413,6 @@ int usb_service_register(struct node *n)
 
 /* --- applet -------------------------------------------------------- */
 
-/* What this build cannot do yet, said plainly. */
-static int local_only(const char *arg)
-{
-	if (!strncmp(arg, "local-busid:", 12) || !strncmp(arg, "local-productid:", 16)) {
-		fprintf(stderr, "metac usb: %s: sharing a host's own USB devices needs the "
-				"usbfs backend, which this build does not have yet; softdev:NAME "
-				"is a device in software\n", arg);
-		return 1;
-	}
-	return 0;
-}
-
 static int usb_export(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -243,9 +421,10 @@ static int usb_export(const struct applet *self, int argc, char **argv)
 		{ 0 }
 	};
 	const char *sock = NULL;
-	char ref[REF_MAX_LEN], busid[NAME_MAX_LEN + 1];
+	char ref[REF_MAX_LEN], desc[64];
 	int c, persistent = 0, r = EXIT_FAIL;
 	struct admin a;
+	struct spec sp;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
@@ -257,13 +436,12 @@ static int usb_export(const struct applet *self, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error(self, "export takes one device");
-	if (local_only(argv[optind]))
-		return EXIT_FAIL;
-	if (desc_parse(argv[optind], busid, sizeof(busid)) < 0)
-		return cli_usage_error(self, "export takes softdev:NAME, local-busid:ID or "
-					     "local-productid:VID:PID");
+	if (spec_parse(argv[optind], 1, &sp) < 0)
+		return cli_usage_error(self, "export takes local-busid:ID, local-productid:VID:PID "
+					     "or softdev:NAME");
+	spec_format(&sp, desc, sizeof(desc));
 	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
-	    admin_export(&a, "usb", argv[optind], persistent, 0, ref, sizeof(ref)) == 0) {
+	    admin_export(&a, "usb", desc, persistent, 0, ref, sizeof(ref)) == 0) {
 		printf("%s\n", ref);
 		r = EXIT_OK;
 	}
@@ -276,6 +454,7 @@ static void serve_one(int fd, const struct net_addr *peer, void *arg)
 	session_start(arg, fd);
 }
 
+
 static int usb_serve(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -286,8 +465,9 @@ static int usb_serve(const struct applet *self, int argc, char **argv)
 		{ 0 }
 	};
 	const char *listen = NULL, *sock = NULL, *src;
-	char busid[NAME_MAX_LEN + 1], where[160];
+	char where[160], err[256], busid[NAME_MAX_LEN + 1];
 	struct cap *dev = NULL, *stream = NULL;
+	struct spec sp;
 	struct net_addr addr;
 	struct msg p;
 	struct admin a;
@@ -306,10 +486,13 @@ static int usb_serve(const struct applet *self, int argc, char **argv)
 	if (optind != argc - 1 || !listen)
 		return cli_usage_error(self, "serve takes --listen ADDR:PORT and one device or REF");
 	src = argv[optind];
-	if (local_only(src))
+	if (strncmp(src, "ref://", 6) && spec_parse(src, 1, &sp) < 0)
+		return cli_usage_error(self, "serve takes local-busid:ID, local-productid:VID:PID, "
+					     "softdev:NAME or a REF");
+	if (strncmp(src, "ref://", 6) && spec_locate(&sp, busid, sizeof(busid), err, sizeof(err)) < 0) {
+		fprintf(stderr, "metac usb: %s\n", err);
 		return EXIT_FAIL;
-	if (strncmp(src, "ref://", 6) && desc_parse(src, busid, sizeof(busid)) < 0)
-		return cli_usage_error(self, "serve takes softdev:NAME or a REF");
+	}
 	if (net_addr_parse(listen, USBIP_PORT, &addr) < 0) {
 		fprintf(stderr, "metac usb: cannot parse listen address '%s'\n", listen);
 		return EXIT_FAIL;
@@ -327,7 +510,7 @@ static int usb_serve(const struct applet *self, int argc, char **argv)
 	net_addr_format(&addr, where, sizeof(where));
 	if (strncmp(src, "ref://", 6)) {
 		log_info("serving %s as USB/IP on %s", src, where);
-		return net_accept_each(lfd, serve_one, busid, "usbip") < 0 ? EXIT_FAIL : EXIT_OK;
+		return net_accept_each(lfd, serve_one, &sp, "usbip") < 0 ? EXIT_FAIL : EXIT_OK;
 	}
 	msg_init(&p);
 	if (admin_open(&a, admin_socket_path(sock)) == 0 && admin_restore(&a, src, &dev) == 0 &&

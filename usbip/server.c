@@ -163,11 +163,25 @@ static void put_header(struct buf *out, uint32_t cmd, uint32_t seqnum)
 	buf_put_u32_be(out, 0);
 }
 
+static void put_ret_unlink(struct buf *out, uint32_t seqnum, int32_t status)
+{
+	put_header(out, USBIP_RET_UNLINK, seqnum);
+	buf_put_u32_be(out, (uint32_t)status);
+	buf_put(out, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 24);
+}
+
 void usbip_complete(struct usbip_session *s, struct usbip_urb *u, int status, int32_t actual,
 		    struct buf *out)
 {
 	int iso = u->iso && u->npackets > 0;
 
+	if (u->unlink_seq && status == -ECONNRESET) {
+		/* Cancelled by an unlink: its answer is the only one. */
+		put_ret_unlink(out, u->unlink_seq, -ECONNRESET);
+		urb_unlist(s, u);
+		urb_free(u);
+		return;
+	}
 	if (actual < 0 || actual > u->length)
 		actual = 0;
 	put_header(out, USBIP_RET_SUBMIT, u->seqnum);
@@ -185,6 +199,8 @@ void usbip_complete(struct usbip_session *s, struct usbip_urb *u, int status, in
 		buf_put_u32_be(out, u->iso[i].actual);
 		buf_put_u32_be(out, u->iso[i].status);
 	}
+	if (u->unlink_seq) /* too late to cancel: done, and the unlink answered */
+		put_ret_unlink(out, u->unlink_seq, 0);
 	urb_unlist(s, u);
 	urb_free(u);
 }
@@ -253,17 +269,19 @@ static long handle_unlink(struct usbip_session *s, const uint8_t *p)
 	int32_t status = 0;
 
 	for (struct usbip_urb *u = s->urbs; u; u = u->next)
-		if (u->seqnum == victim) {
-			if (s->dev->ops->unlink(s->dev->dev, s, u) == 1) {
+		if (u->seqnum == victim && !u->unlink_seq) {
+			int r = s->dev->ops->unlink(s->dev->dev, s, u);
+			if (r == 1) {
 				urb_unlist(s, u);
 				urb_free(u);
 				status = -ECONNRESET;
+			} else if (r == 2 && seqnum) {
+				u->unlink_seq = seqnum; /* answered when u ends */
+				return USBIP_HDR_LEN;
 			}
 			break;
 		}
-	put_header(s->out, USBIP_RET_UNLINK, seqnum);
-	buf_put_u32_be(s->out, (uint32_t)status);
-	buf_put(s->out, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 24);
+	put_ret_unlink(s->out, seqnum, status);
 	return USBIP_HDR_LEN;
 }
 
@@ -317,14 +335,31 @@ int usbip_serve(const struct usbip_export *devs, int ndevs, int fd)
 		goto done;
 	}
 	for (;;) {
-		ssize_t k = read(fd, b, 65536);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0) {
-			r = k < 0 ? -errno : 0;
+		const struct usbip_export *dev = s->dev;
+		int efd = dev && dev->ops->event_fd ? dev->ops->event_fd(dev->dev) : -1;
+		struct pollfd pfd[2] = { { .fd = fd, .events = POLLIN }, { .fd = efd, .events = POLLIN } };
+		ssize_t k;
+
+		if (poll(pfd, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			r = -errno;
 			break;
 		}
-		r = usbip_session_feed(s, b, (size_t)k, &out);
+		if (pfd[1].revents) {
+			dev->ops->events(dev->dev, s, &out);
+			r = 0;
+		}
+		if (pfd[0].revents) {
+			k = read(fd, b, 65536);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k <= 0) {
+				r = k < 0 ? -errno : 0;
+				break;
+			}
+			r = usbip_session_feed(s, b, (size_t)k, &out);
+		}
 		while (buf_avail(&out)) {
 			ssize_t w = send(fd, buf_head(&out), buf_avail(&out), MSG_NOSIGNAL);
 			if (w < 0 && errno == ENOTSOCK)

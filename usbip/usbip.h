@@ -64,6 +64,7 @@ struct usbip_urb {
 	struct usbip_iso *iso;  /* npackets of them, or NULL */
 	/* the answer */
 	int32_t status, actual, error_count;
+	uint32_t unlink_seq; /* an unlink waits for this URB to end (0: none) */
 	struct usbip_urb *next; /* the session's list of URBs in flight */
 	void *backend;          /* for the backend's use */
 };
@@ -74,11 +75,17 @@ struct usbip_dev_ops {
 	/* Starts u; it completes now or later through usbip_complete, from
 	 * the session's thread. 0, or -errno to answer it with that status. */
 	int (*submit)(void *dev, struct usbip_session *s, struct usbip_urb *u);
-	/* Cancels u if it has not completed: 1 if it was cancelled (no
-	 * completion follows), 0 if too late. */
+	/* Cancels u: 1 if it was cancelled at once (no completion follows),
+	 * 0 if it is too late, 2 if the cancel is under way (u completes,
+	 * with -ECONNRESET if it was cancelled in time). */
 	int (*unlink)(void *dev, struct usbip_session *s, struct usbip_urb *u);
 	/* The client went away: cancel everything, release the device. */
 	void (*release)(void *dev, struct usbip_session *s);
+	/* For backends whose URBs complete on threads of their own: a
+	 * descriptor that is readable when some have (NULL: none), and
+	 * events(), called on the session's thread, completes them. */
+	int (*event_fd)(void *dev);
+	void (*events)(void *dev, struct usbip_session *s, struct buf *out);
 };
 
 struct usbip_export {
@@ -104,6 +111,18 @@ struct buf *usbip_session_out(struct usbip_session *s);
 
 /* Serves one client on fd until it leaves; closes fd. 0 or -errno. */
 int usbip_serve(const struct usbip_export *devs, int ndevs, int fd);
+
+/* A device of this host (usbip/host.c, libusb on its usbfs node), by
+ * busid ("1-1.2"): opened and its interfaces claimed (kernel drivers
+ * detached until usbip_host_close). 0, or -errno with why in err. */
+struct usbip_host;
+int usbip_host_open(const char *busid, struct usbip_host **out, struct usbip_export *ex,
+		    char *err, size_t errsz);
+void usbip_host_close(struct usbip_host *h);
+/* The busid of the first device with that vendor and product: 0 or -ENOENT. */
+int usbip_host_find(uint16_t vid, uint16_t pid, char *busid, size_t sz);
+/* This host's devices (busid, ids, bus and device numbers): how many. */
+int usbip_host_list(struct usbip_dev_info *out, int max);
 
 /* The software test device (usbip/softdev.c): a HID device, vendor
  * 0x1209 (pid.codes) product 0x0001 (its test id), whose interrupt IN
