@@ -18,7 +18,7 @@
  *                   usbip attach), of a local device or relayed to a ref
  *   metac usb attach [--direct] REF   the device on this host, through the
  *                   kernel's vhci-hcd, until interrupted
- *   metac usb list [--json] this host's USB devices
+ *   metac usb list [--json] the USB devices of the daemon's host
  */
 #include <ctype.h>
 #include <dirent.h>
@@ -716,62 +716,66 @@ out:
 	return r;
 }
 
-/* This host's USB devices, from sysfs. */
+/* The daemon's host's USB devices (UsbDevices.listDevices). */
 static int usb_list(const struct applet *self, int argc, char **argv)
 {
-	int json = argc == 2 && !strcmp(argv[1], "--json"), n = 0;
-	DIR *dir;
-	struct dirent *e;
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	struct cap *devs = NULL;
+	struct msg p, res;
+	struct msg_rd rd;
+	struct admin a;
+	uint64_t n = 0;
+	int c, json = 0, r = EXIT_FAIL;
 
-	if (argc > 2 || (argc == 2 && !json))
-		return cli_usage_error(self, "list takes only --json");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': json = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(self, "list takes no arguments");
+	msg_init(&res);
+	msg_init(&p);
+	if (admin_open_service(&a, sock, "usb", &devs) < 0 ||
+	    admin_call(&a, devs, IFACE_SERVICE_ADMIN, USB_ADMIN_LIST_DEVICES, &p, &res,
+		       "cannot list USB devices") < 0)
+		goto out;
+	msg_rd_init(&rd, &res);
+	msg_get_u64(&rd, &n);
 	if (json)
 		printf("[");
-	if ((dir = opendir("/sys/bus/usb/devices"))) {
-		while ((e = readdir(dir))) {
-			char path[512], vid[16] = "", pid[16] = "", prod[128] = "";
-			FILE *f;
-			/* Devices are BUS-PORT[.PORT]; interfaces have a ':'. */
-			if (!isdigit((unsigned char)e->d_name[0]) || strchr(e->d_name, ':') ||
-			    !strchr(e->d_name, '-'))
-				continue;
-			snprintf(path, sizeof(path), "/sys/bus/usb/devices/%s/idVendor", e->d_name);
-			if ((f = fopen(path, "r"))) {
-				if (!fgets(vid, sizeof(vid), f))
-					vid[0] = 0;
-				fclose(f);
-			}
-			snprintf(path, sizeof(path), "/sys/bus/usb/devices/%s/idProduct", e->d_name);
-			if ((f = fopen(path, "r"))) {
-				if (!fgets(pid, sizeof(pid), f))
-					pid[0] = 0;
-				fclose(f);
-			}
-			snprintf(path, sizeof(path), "/sys/bus/usb/devices/%s/product", e->d_name);
-			if ((f = fopen(path, "r"))) {
-				if (!fgets(prod, sizeof(prod), f))
-					prod[0] = 0;
-				fclose(f);
-			}
-			vid[strcspn(vid, "\n")] = pid[strcspn(pid, "\n")] = prod[strcspn(prod, "\n")] = 0;
-			if (json) {
-				printf("%s{\"busid\":", n ? "," : "");
-				cli_json_str(stdout, e->d_name);
-				printf(",\"id\":\"%s:%s\",\"product\":", vid, pid);
-				cli_json_str(stdout, prod);
-				printf("}");
-			} else {
-				printf("%-12s %s:%s %s\n", e->d_name, vid, pid, prod);
-			}
-			n++;
+	for (uint64_t i = 0; i < n; i++) {
+		char busid[64];
+		uint64_t v = 0, pr = 0;
+		if (msg_get_str(&rd, busid, sizeof(busid)) < 0 || msg_get_u64(&rd, &v) < 0 ||
+		    msg_get_u64(&rd, &pr) < 0)
+			break;
+		if (json) {
+			printf("%s{\"busid\":", i ? "," : "");
+			cli_json_str(stdout, busid);
+			printf(",\"id\":\"%04x:%04x\"}", (unsigned)v, (unsigned)pr);
+		} else {
+			printf("%-12s %04x:%04x\n", busid, (unsigned)v, (unsigned)pr);
 		}
-		closedir(dir);
 	}
 	if (json)
 		printf("]\n");
 	else if (!n)
-		fprintf(stderr, "metac usb: this host has no USB devices\n");
-	return EXIT_OK;
+		fprintf(stderr, "metac usb: the node's host has no USB devices\n");
+	r = EXIT_OK;
+out:
+	msg_free(&res);
+	cap_unref(devs);
+	admin_close(&a);
+	return r;
 }
 
 int usb_main(int argc, char **argv)

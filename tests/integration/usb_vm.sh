@@ -19,7 +19,7 @@
 #     (usbtest_run.c asks for them, as testusb does; dummy_hcd has no
 #     isochronous endpoints, so those cases are not among them);
 #   - detaching (SIGTERM to attach) removes the copy and gives the
-#     original back to its kernel driver state.
+#     original back to its kernel driver; `usb list` showed it.
 . "$(dirname "$0")/lib.bash"
 
 KVER=$(ls /boot/vmlinuz-*-amd64 2>/dev/null | grep -v cloud | sort -V | tail -n 1)
@@ -62,6 +62,7 @@ export METAC_LOG=stderr
 /metac daemon --dir /tmp/a --listen 127.0.0.1:901 --admin-socket /tmp/a.sock 2>/tmp/a.log &
 /metac daemon --dir /tmp/b --listen 127.0.0.1:902 --admin-socket /tmp/b.sock 2>/tmp/b.log &
 for i in $(seq 100); do [ -S /tmp/a.sock ] && [ -S /tmp/b.sock ] && break; sleep 0.1; done
+METAC_ADMIN_SOCKET=/tmp/a.sock /metac usb list | grep -q "^$ORIG  *0525:a4a0" && echo "LISTED"
 REF=$(METAC_ADMIN_SOCKET=/tmp/a.sock /metac usb export local-productid:0525:a4a0) || echo "EXPORT-FAILED"
 METAC_ADMIN_SOCKET=/tmp/b.sock /metac usb attach "$REF" 2>/tmp/attach.log &
 ATTACH=$!
@@ -85,6 +86,9 @@ fi
 kill $ATTACH
 for i in $(seq 100); do find_dev 0525 a4a0 $ORIG >/dev/null || break; sleep 0.1; done
 find_dev 0525 a4a0 $ORIG >/dev/null && echo "STILL-ATTACHED" || echo "DETACHED"
+# Released: the original's interface has its kernel driver back.
+for i in $(seq 50); do [ -e /sys/bus/usb/devices/$ORIG:1.0/driver ] && break; sleep 0.1; done
+echo "ORIGINAL-DRIVER $(basename "$(readlink /sys/bus/usb/devices/$ORIG:1.0/driver)")"
 echo "--- attach"; cat /tmp/attach.log; echo "--- a"; tail -5 /tmp/a.log; echo "--- b"; tail -5 /tmp/b.log
 echo "--- end"
 poweroff -f
@@ -106,5 +110,8 @@ grep -aq "^DESCRIPTORS-SAME" "$T/console" || fail "the attached device's descrip
 grep -aq "^PRODUCT metac test source-sink" "$T/console" || fail "the attached device's strings differ"
 grep -aq "^USBTEST-OK" "$T/console" || fail "usbtest failed through metac: $(grep -a "^TEST\|^DRIVER" "$T/console")"
 grep -aq "^DETACHED" "$T/console" || fail "the device stayed attached after attach ended"
+grep -aq "^LISTED" "$T/console" || fail "usb list does not show the device"
+grep -aq "^ORIGINAL-DRIVER usbtest" "$T/console" ||
+	fail "the original did not get its kernel driver back: $(grep -a ORIGINAL-DRIVER "$T/console")"
 grep -a "^DEVICE\|^ATTACHED\|^SPEED\|^DRIVER\|^TEST" "$T/console"
 echo "ok"
