@@ -76,7 +76,7 @@ struct xfer { /* u->backend */
 
 static int sysfs_read(const char *busid, const char *attr, char *out, size_t sz)
 {
-	char path[256];
+	char path[320];
 	FILE *f;
 
 	snprintf(path, sizeof(path), SYSFS "/%s/%s", busid, attr);
@@ -133,7 +133,7 @@ int usbip_host_list(struct usbip_dev_info *out, int max)
 			continue;
 		memset(i, 0, sizeof(*i));
 		strcpy(i->busid, e->d_name);
-		snprintf(i->path, sizeof(i->path), SYSFS "/%s", e->d_name);
+		snprintf(i->path, sizeof(i->path), SYSFS "/%.31s", e->d_name);
 		if (sysfs_read(e->d_name, "idVendor", v, sizeof(v)) == 0)
 			i->id_vendor = (uint16_t)strtoul(v, NULL, 16);
 		if (sysfs_read(e->d_name, "idProduct", v, sizeof(v)) == 0)
