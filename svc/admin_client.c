@@ -1,6 +1,7 @@
 /* Applets talk to the local daemon over the admin socket: plain records,
  * the same RPC as between nodes, NodeAdmin as the bootstrap. */
 #include <errno.h>
+#include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 
 #include <sodium.h>
 
+#include "lib/cli.h"
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/net.h"
@@ -234,7 +236,7 @@ static void child_ended(struct loop *l, pid_t pid, int st, void *arg)
 static int serve_until(struct admin *a, int lfd, loop_fd_fn accept, void *arg, pid_t child,
 		       int *status, const char *what)
 {
-	struct loop_watch *w = loop_watch_fd(a->loop, lfd, EPOLLIN, accept, arg);
+	struct loop_watch *w = lfd >= 0 ? loop_watch_fd(a->loop, lfd, EPOLLIN, accept, arg) : NULL;
 	int stop = 0, r = -1;
 	struct loop_signal *si = loop_signal_new(a->loop, SIGINT, serve_stop, &stop);
 	struct loop_signal *st = loop_signal_new(a->loop, SIGTERM, serve_stop, &stop);
@@ -242,7 +244,7 @@ static int serve_until(struct admin *a, int lfd, loop_fd_fn accept, void *arg, p
 	struct loop_child *cc = child > 0 ? loop_child_watch(a->loop, child, child_ended, &cw)
 					  : NULL;
 
-	if (!w || !si || !st || (child > 0 && !cc)) {
+	if ((lfd >= 0 && !w) || !si || !st || (child > 0 && !cc)) {
 		fprintf(stderr, "%s: out of memory\n", what);
 		goto out;
 	}
@@ -257,7 +259,8 @@ static int serve_until(struct admin *a, int lfd, loop_fd_fn accept, void *arg, p
 out:
 	if (cc)
 		loop_child_del(cc);
-	loop_watch_del(w);
+	if (w)
+		loop_watch_del(w);
 	loop_signal_del(si);
 	loop_signal_del(st);
 	return r;
@@ -266,6 +269,50 @@ out:
 int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const char *what)
 {
 	return serve_until(a, lfd, accept, arg, 0, NULL, what);
+}
+
+int admin_hold(struct admin *a, const char *what)
+{
+	fprintf(stderr, "%s: bound; SIGINT or SIGTERM releases the binding\n", what);
+	if (serve_until(a, -1, NULL, NULL, 0, NULL, what) < 0) {
+		fprintf(stderr, "%s: the binding is gone\n", what);
+		return -1;
+	}
+	return 0;
+}
+
+int admin_list_call(const struct applet *self, int argc, char **argv, const char *service,
+		    uint16_t iface, uint16_t method, struct admin *a, struct msg *res, int *json)
+{
+	static const struct option opts[] = {
+		{ "json", no_argument, NULL, 'j' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	struct cap *obj = NULL;
+	struct msg p;
+	char what[64];
+	int c, r;
+
+	*json = 0;
+	memset(a, 0, sizeof(*a)); /* admin_close works on it whatever happens */
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'j': *json = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc)
+		return cli_usage_error(self, "list takes no arguments");
+	msg_init(&p);
+	snprintf(what, sizeof(what), "cannot list the %s service's devices", service);
+	r = admin_open_service(a, sock, service, &obj) < 0 ||
+	    admin_call(a, obj, iface, method, &p, res, what) < 0 ? EXIT_FAIL : EXIT_OK;
+	cap_unref(obj);
+	return r;
 }
 
 struct stream_relay {

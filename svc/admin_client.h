@@ -51,6 +51,17 @@ int admin_serve(struct admin *a, int lfd, loop_fd_fn accept, void *arg, const ch
  * waitpid status in *status). what prefixes errors and logs. */
 int admin_relay_stream(struct admin *a, struct cap *stream, int lfd, int direct,
 		       int max_conns, pid_t child, int *status, const char *what);
+/* Keeps what the caller holds (a binding) until SIGINT or SIGTERM, or
+ * until the daemon's connection fails: 0, or -1 with why printed. */
+int admin_hold(struct admin *a, const char *what);
+/* For `APPLET list [--json]`: parses those options, opens the admin
+ * socket and calls iface.method of service's administration object;
+ * res gets the answer, *json whether it was asked
+ * for. EXIT_OK, or EXIT_USAGE/EXIT_FAIL with why printed; the caller
+ * closes a either way. */
+struct applet;
+int admin_list_call(const struct applet *self, int argc, char **argv, const char *service,
+		    uint16_t iface, uint16_t method, struct admin *a, struct msg *res, int *json);
 /* The administration object of a service of the daemon (NODE_ADMIN_SERVICE);
  * admin_open_service opens the socket (sock: as admin_socket_path) first. */
 int admin_service(struct admin *a, const char *service, struct cap **out);

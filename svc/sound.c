@@ -620,13 +620,6 @@ static int device_get(struct admin *a, struct cap *mixer, const char *uri, struc
 			      "cannot open the sound device");
 }
 
-static volatile sig_atomic_t stop_signal;
-
-static void on_stop(struct loop *l, int signo, void *arg)
-{
-	stop_signal = signo;
-}
-
 static int sound_bind(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -635,7 +628,6 @@ static int sound_bind(const struct applet *self, int argc, char **argv)
 	};
 	const char *sock = NULL;
 	struct cap *mixer = NULL, *sink = NULL, *source = NULL;
-	struct loop_signal *si = NULL, *st = NULL;
 	struct msg p, res;
 	struct admin a;
 	int c, r = EXIT_FAIL;
@@ -654,26 +646,13 @@ static int sound_bind(const struct applet *self, int argc, char **argv)
 	    device_get(&a, mixer, argv[optind], &sink) < 0 ||
 	    device_get(&a, mixer, argv[optind + 1], &source) < 0)
 		goto out;
-	si = loop_signal_new(a.loop, SIGINT, on_stop, NULL);
-	st = loop_signal_new(a.loop, SIGTERM, on_stop, NULL);
 	msg_init(&p);
 	msg_put_cap(&p, sink);
-	if (!si || !st ||
-	    admin_call(&a, source, IFACE_SOUND_DEVICE, SOUND_DEVICE_BIND_TO, &p, &res,
-		       "cannot bind the devices") < 0)
-		goto out;
-	fprintf(stderr, "metac sound: bound; SIGINT or SIGTERM releases the binding\n");
-	while (!stop_signal && !a.err)
-		if (loop_run_once(a.loop, -1) < 0)
-			break;
-	if (a.err)
-		fprintf(stderr, "metac sound: %s; the binding is gone\n", a.errmsg);
-	else
+	if (admin_call(&a, source, IFACE_SOUND_DEVICE, SOUND_DEVICE_BIND_TO, &p, &res,
+		       "cannot bind the devices") == 0 && admin_hold(&a, "metac sound") == 0)
 		r = EXIT_OK;
 out:
 	msg_free(&res); /* holds the holder: dropping it ends the binding */
-	loop_signal_del(si);
-	loop_signal_del(st);
 	cap_unref(source);
 	cap_unref(sink);
 	cap_unref(mixer);
@@ -683,34 +662,15 @@ out:
 
 static int sound_list(const struct applet *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "admin-socket", required_argument, NULL, 'a' },
-		{ 0 }
-	};
-	const char *sock = NULL;
-	struct cap *mixer = NULL;
-	struct msg p, res;
+	struct msg res;
 	struct msg_rd rd;
 	struct admin a;
 	uint64_t n = 0;
-	int c, json = 0, r = EXIT_FAIL;
+	int json, r;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage_error(self, "list takes no arguments");
 	msg_init(&res);
-	msg_init(&p);
-	if (admin_open_service(&a, sock, "sound", &mixer) < 0 ||
-	    admin_call(&a, mixer, IFACE_MIXER, MIXER_GET_DEVICES, &p, &res,
-		       "cannot list sound devices") < 0)
+	if ((r = admin_list_call(self, argc, argv, "sound", IFACE_MIXER, MIXER_GET_DEVICES, &a,
+				 &res, &json)) != EXIT_OK)
 		goto out;
 	msg_rd_init(&rd, &res);
 	msg_get_u64(&rd, &n);
@@ -734,10 +694,8 @@ static int sound_list(const struct applet *self, int argc, char **argv)
 	}
 	if (json)
 		printf("]\n");
-	r = EXIT_OK;
 out:
 	msg_free(&res);
-	cap_unref(mixer);
 	admin_close(&a);
 	return r;
 }

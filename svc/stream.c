@@ -256,13 +256,6 @@ out:
 	return r;
 }
 
-static int stop_requested;
-
-static void on_stop(struct loop *l, int signo, void *arg)
-{
-	stop_requested = signo;
-}
-
 /* Binds two streams (on any nodes) and keeps the binding until SIGINT or
  * SIGTERM: the holder lives in the daemon's session of this process. */
 static int stream_bind(const struct applet *self, int argc, char **argv)
@@ -275,7 +268,6 @@ static int stream_bind(const struct applet *self, int argc, char **argv)
 	struct admin a;
 	struct msg params, res;
 	struct cap *s1 = NULL, *s2 = NULL;
-	struct loop_signal *si = NULL, *st = NULL;
 	int c, r = EXIT_FAIL;
 
 	optind = 1;
@@ -293,29 +285,13 @@ static int stream_bind(const struct applet *self, int argc, char **argv)
 	if (admin_restore(&a, argv[optind], &s1) < 0 ||
 	    admin_restore(&a, argv[optind + 1], &s2) < 0)
 		goto out_msg;
-	si = loop_signal_new(a.loop, SIGINT, on_stop, NULL);
-	st = loop_signal_new(a.loop, SIGTERM, on_stop, NULL);
-	if (!si || !st) {
-		fprintf(stderr, "metac: cannot handle signals\n");
-		goto out_msg;
-	}
 	msg_init(&params);
 	msg_put_cap(&params, s2);
 	if (admin_call(&a, s1, IFACE_STREAM, STREAM_BIND_TO, &params, &res,
-		       "cannot bind the streams") < 0)
-		goto out_msg;
-	fprintf(stderr, "metac stream: bound; SIGINT or SIGTERM releases the binding\n");
-	while (!stop_requested && !a.err)
-		if (loop_run_once(a.loop, -1) < 0)
-			break;
-	if (a.err)
-		fprintf(stderr, "metac stream: %s; the binding is gone\n", a.errmsg);
-	else
+		       "cannot bind the streams") == 0 && admin_hold(&a, "metac stream") == 0)
 		r = EXIT_OK;
 out_msg:
 	msg_free(&res); /* holds the holder: dropping it releases the binding */
-	loop_signal_del(si);
-	loop_signal_del(st);
 out:
 	cap_unref(s1);
 	cap_unref(s2);

@@ -719,34 +719,15 @@ out:
 /* The daemon's host's USB devices (UsbDevices.listDevices). */
 static int usb_list(const struct applet *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "json", no_argument, NULL, 'j' },
-		{ "admin-socket", required_argument, NULL, 'a' },
-		{ 0 }
-	};
-	const char *sock = NULL;
-	struct cap *devs = NULL;
-	struct msg p, res;
+	struct msg res;
 	struct msg_rd rd;
 	struct admin a;
 	uint64_t n = 0;
-	int c, json = 0, r = EXIT_FAIL;
+	int json, r;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "ja:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'j': json = 1; break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
-	}
-	if (optind != argc)
-		return cli_usage_error(self, "list takes no arguments");
 	msg_init(&res);
-	msg_init(&p);
-	if (admin_open_service(&a, sock, "usb", &devs) < 0 ||
-	    admin_call(&a, devs, IFACE_SERVICE_ADMIN, USB_ADMIN_LIST_DEVICES, &p, &res,
-		       "cannot list USB devices") < 0)
+	if ((r = admin_list_call(self, argc, argv, "usb", IFACE_SERVICE_ADMIN,
+				 USB_ADMIN_LIST_DEVICES, &a, &res, &json)) != EXIT_OK)
 		goto out;
 	msg_rd_init(&rd, &res);
 	msg_get_u64(&rd, &n);
@@ -770,10 +751,8 @@ static int usb_list(const struct applet *self, int argc, char **argv)
 		printf("]\n");
 	else if (!n)
 		fprintf(stderr, "metac usb: the node's host has no USB devices\n");
-	r = EXIT_OK;
 out:
 	msg_free(&res);
-	cap_unref(devs);
 	admin_close(&a);
 	return r;
 }
