@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "lib/log.h"
@@ -60,6 +61,29 @@ static int migrate(sqlite3 *db, const struct store_schema *schema)
 	return 0;
 }
 
+/* sqlite's own look at the file (its structure, not every index entry):
+ * a damaged database is refused with what sqlite says, rather than used
+ * and found out later. */
+static int check(sqlite3 *db, const char *path)
+{
+	sqlite3_stmt *st;
+	const unsigned char *what = NULL;
+	int r = 0;
+
+	if (sqlite3_prepare_v2(db, "PRAGMA quick_check", -1, &st, NULL) != SQLITE_OK) {
+		log_error("database %s: %s", path, sqlite3_errmsg(db));
+		return -EIO;
+	}
+	if (sqlite3_step(st) != SQLITE_ROW || !(what = sqlite3_column_text(st, 0)) ||
+	    strcmp((const char *)what, "ok")) {
+		log_error("database %s is damaged: %s", path,
+			  what ? (const char *)what : sqlite3_errmsg(db));
+		r = -EIO;
+	}
+	sqlite3_finalize(st);
+	return r;
+}
+
 int store_open(const char *path, const struct store_schema *schema,
 	       sqlite3 **out)
 {
@@ -80,7 +104,8 @@ int store_open(const char *path, const struct store_schema *schema,
 		goto fail;
 	}
 	sqlite3_busy_timeout(db, 5000);
-	if ((r = store_exec(db, "PRAGMA journal_mode=WAL")) < 0 ||
+	if ((r = check(db, path)) < 0 ||
+	    (r = store_exec(db, "PRAGMA journal_mode=WAL")) < 0 ||
 	    (r = store_exec(db, "PRAGMA synchronous=NORMAL")) < 0 ||
 	    (r = store_exec(db, "PRAGMA foreign_keys=ON")) < 0 ||
 	    (r = migrate(db, schema)) < 0)

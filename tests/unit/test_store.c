@@ -62,3 +62,36 @@ TEST(open_migrate_reopen)
 	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
 	CHECK_INT(system(cmd), 0);
 }
+
+/* A file damaged under the database (here: a page's header overwritten)
+ * is refused at open with sqlite's complaint, not used. */
+TEST(damaged_refused)
+{
+	char dir[] = "/tmp/metac-store.XXXXXX", path[64];
+	struct store_schema s1 = { v1, 1 };
+	uint8_t junk[64];
+	sqlite3 *db;
+	FILE *f;
+
+	CHECK(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/db", dir);
+	CHECK_INT(store_open(path, &s1, &db), 0);
+	CHECK_INT(store_exec(db, "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n "
+				 "WHERE i < 2000) INSERT INTO t (a) SELECT i * 1000003 FROM n"), 0);
+	store_close(db); /* checkpoints the WAL into the file */
+	CHECK_INT(store_open(path, &s1, &db), 0);
+	store_close(db);
+	memset(junk, 0xa5, sizeof(junk));
+	CHECK((f = fopen(path, "r+")));
+	CHECK_INT(fseek(f, 4096 + 8192, SEEK_SET), 0); /* inside the table's pages */
+	CHECK_INT((int)fwrite(junk, 1, sizeof(junk), f), (int)sizeof(junk));
+	fclose(f);
+	CHECK_INT(store_open(path, &s1, &db), -EIO);
+	unlink(path);
+	for (const char *ext = "-wal"; ext; ext = strcmp(ext, "-wal") ? NULL : "-shm") {
+		char side[80];
+		snprintf(side, sizeof(side), "%s%s", path, ext);
+		unlink(side);
+	}
+	rmdir(dir);
+}
