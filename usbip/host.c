@@ -15,11 +15,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -61,7 +61,8 @@ struct usbip_host {
 	int claimed;
 	pthread_mutex_t lock;
 	struct usbip_urb *done, **done_tail; /* finished, for the session's thread */
-	int inflight;
+	struct xfer *inflight; /* submitted, not yet finished by the session */
+	int ninflight;
 };
 
 struct xfer { /* u->backend */
@@ -70,6 +71,7 @@ struct xfer { /* u->backend */
 	uint8_t *buf; /* control: setup and data */
 	int status;
 	struct usbip_urb *next_done;
+	struct xfer *prev, *next; /* in h->inflight */
 };
 
 /* --- sysfs ----------------------------------------------------------- */
@@ -263,7 +265,10 @@ static void finish(struct usbip_host *h, struct usbip_session *s, struct usbip_u
 	}
 	int status = x->status;
 
-	h->inflight--;
+	*(x->prev ? &x->prev->next : &h->inflight) = x->next;
+	if (x->next)
+		x->next->prev = x->prev;
+	h->ninflight--;
 	xfer_free(u);
 	usbip_complete(s, u, status, actual, out);
 }
@@ -353,7 +358,12 @@ static int host_submit(void *dev, struct usbip_session *s, struct usbip_urb *u)
 		xfer_free(u);
 		return r == LIBUSB_ERROR_NO_DEVICE ? -ENODEV : r == LIBUSB_ERROR_PIPE ? -EPIPE : -EPROTO;
 	}
-	h->inflight++;
+	x->prev = NULL;
+	x->next = h->inflight;
+	if (x->next)
+		x->next->prev = x;
+	h->inflight = x;
+	h->ninflight++;
 	return 0;
 }
 
@@ -394,24 +404,24 @@ static void host_events(void *dev, struct usbip_session *s, struct buf *out)
 	}
 }
 
-/* The client went away: every transfer cancelled and waited for (their
- * URBs belong to the session, which frees them next), interfaces given
- * back to the kernel's drivers. */
+/* The client went away: every transfer in flight is cancelled and waited
+ * for (libusb owns their buffers, which are the session's URBs', until
+ * then), interfaces go back to the kernel's drivers. */
 static void host_release(void *dev, struct usbip_session *s)
 {
 	struct usbip_host *h = dev;
 	struct buf junk;
+	int waited = 0;
 
 	buf_init(&junk);
-	for (int tries = 0; h->inflight > 0 && tries < 500; tries++) {
-		pthread_mutex_lock(&h->lock);
-		pthread_mutex_unlock(&h->lock);
+	for (struct xfer *x = h->inflight; x; x = x->next)
+		libusb_cancel_transfer(x->t);
+	while (h->ninflight > 0) {
+		struct pollfd p = { .fd = h->efd, .events = POLLIN };
+		if (poll(&p, 1, 1000) == 0 && ++waited % 5 == 0)
+			fprintf(stderr, "metac: usb: %d transfers still cancelling\n", h->ninflight);
 		host_events(h, s, &junk); /* answers no one: the client left */
 		buf_reset(&junk);
-		if (h->inflight > 0) {
-			struct timespec ts = { 0, 10 * 1000000 };
-			nanosleep(&ts, NULL);
-		}
 	}
 	buf_free(&junk);
 	release_all(h);
