@@ -406,8 +406,14 @@ static void *capture_thread(void *arg)
 			    now - x->damage_first < SETTLE_MAX_MS) {
 				timeout = SETTLE_MS;
 			} else if (now - last >= gap) {
-				if (grab(x) < 0)
-					break;
+				/* A grab fails when the screen changes size under
+				 * it (the image asked for is no longer inside the
+				 * root): try again, unless the connection is gone. */
+				if (grab(x) < 0) {
+					if (xcb_connection_has_error(x->c))
+						break;
+					x->damaged = 1;
+				}
 				last = now_ms();
 				continue; /* the viewers may want more */
 			} else {
