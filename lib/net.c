@@ -16,7 +16,7 @@
 #include "lib/log.h"
 #include "lib/net.h"
 
-static int parse_port(const char *s, int *port)
+static int parse_port(const char *s, int allow_zero, int *port)
 {
 	char *end;
 	long v;
@@ -24,7 +24,7 @@ static int parse_port(const char *s, int *port)
 		return -EINVAL;
 	errno = 0;
 	v = strtol(s, &end, 10);
-	if (errno || *end || v < 1 || v > 65535)
+	if (errno || *end || v < !allow_zero || v > 65535)
 		return -EINVAL;
 	*port = (int)v;
 	return 0;
@@ -119,9 +119,11 @@ int net_addr_parse(const char *s, int default_port, struct net_addr *a)
 		if (colon)
 			port_s = colon + 1;
 	}
-	if (port_s && (r = parse_port(port_s, &port)) < 0)
+	if (port_s && (r = parse_port(port_s, default_port == NET_ANY_PORT, &port)) < 0)
 		return r;
-	if (port <= 0)
+	if (port == NET_ANY_PORT)
+		port = 0;
+	else if (port == 0 && default_port != NET_ANY_PORT)
 		return -EINVAL;
 	if (!host[0] || !strcmp(host, "*"))
 		strcpy(host, "::");
@@ -163,14 +165,6 @@ int net_addr_port(const struct net_addr *a)
 	if (a->ss.ss_family == AF_INET6)
 		return ntohs(((const struct sockaddr_in6 *)&a->ss)->sin6_port);
 	return 0;
-}
-
-void net_addr_set_port(struct net_addr *a, int port)
-{
-	if (a->ss.ss_family == AF_INET)
-		((struct sockaddr_in *)&a->ss)->sin_port = htons((uint16_t)port);
-	else if (a->ss.ss_family == AF_INET6)
-		((struct sockaddr_in6 *)&a->ss)->sin6_port = htons((uint16_t)port);
 }
 
 int net_addr_is_loopback(const struct net_addr *a)

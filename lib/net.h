@@ -21,16 +21,16 @@ struct net_addr {
 /*
  * Parses "unix:PATH", "IPV4[:PORT]", "[IPV6][:PORT]", "NAME[:PORT]" (NAME
  * from /etc/hosts) and ":PORT" or "*:PORT" (any IPv6/IPv4 address).
- * default_port is used when none is given (0: a port is required).
+ * default_port is used when none is given (0: a port is required;
+ * NET_ANY_PORT: port 0, any free one to listen on, also as ":0").
  * Returns 0, -EINVAL for bad syntax, -ENOENT for an unknown name.
  */
+#define NET_ANY_PORT (-1)
 int net_addr_parse(const char *s, int default_port, struct net_addr *a);
 /* "1.2.3.4:901", "[::1]:901" or "unix:/path". */
 void net_addr_format(const struct net_addr *a, char *out, size_t outsz);
 int net_addr_is_loopback(const struct net_addr *a);
 int net_addr_port(const struct net_addr *a);
-/* Port 0 before net_listen: any free port (getsockname tells which). */
-void net_addr_set_port(struct net_addr *a, int port);
 
 /* Non-blocking, close-on-exec. Listening unix sockets replace a stale
  * socket file. Return an fd or -errno. */

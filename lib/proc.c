@@ -50,58 +50,10 @@ static int wait_child(pid_t pid, int timeout_ms)
 	}
 }
 
-int proc_run(char *const argv[], char *out, size_t outsz, int timeout_ms)
-{
-	uint64_t end = now_ms() + (uint64_t)timeout_ms;
-	int p[2], devnull, e;
-	size_t got = 0;
-	pid_t pid;
-
-	if (pipe2(p, O_CLOEXEC) < 0)
-		return -errno;
-	if ((devnull = open("/dev/null", O_RDONLY | O_CLOEXEC)) < 0) {
-		e = -errno;
-		close(p[0]);
-		close(p[1]);
-		return e;
-	}
-	if ((pid = fork()) == 0)
-		child_exec(argv, devnull, p[1], p[1]);
-	e = pid < 0 ? -errno : 0;
-	close(p[1]);
-	close(devnull);
-	if (e < 0) {
-		close(p[0]);
-		return e;
-	}
-	for (;;) {
-		struct pollfd pfd = { .fd = p[0], .events = POLLIN };
-		uint64_t now = now_ms();
-		char junk[512];
-		ssize_t k;
-
-		if (now >= end || poll(&pfd, 1, (int)(end - now)) == 0)
-			break;
-		if (got + 1 < outsz)
-			k = read(p[0], out + got, outsz - 1 - got);
-		else
-			k = read(p[0], junk, sizeof(junk));
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			break;
-		if (got + 1 < outsz)
-			got += (size_t)k;
-	}
-	if (outsz)
-		out[got] = 0;
-	close(p[0]);
-	e = wait_child(pid, (int)(end > now_ms() ? end - now_ms() : 0) + 50);
-	/* exec failed: the shell's convention */
-	return e == 127 ? -ENOENT : e;
-}
-
-pid_t proc_spawn_pipe(char *const argv[], int to_child, int *fd)
+/* argv with one end of a pipe as its stdin (to_child) or stdout, the
+ * other standard descriptors /dev/null, except stderr: ours, or the pipe
+ * too with merge_err. *fd gets our end. The pid, or -errno. */
+static pid_t spawn(char *const argv[], int to_child, int merge_err, int *fd)
 {
 	int p[2], devnull, e;
 	pid_t pid;
@@ -118,7 +70,7 @@ pid_t proc_spawn_pipe(char *const argv[], int to_child, int *fd)
 		if (to_child)
 			child_exec(argv, p[0], devnull, 2);
 		else
-			child_exec(argv, devnull, p[1], 2);
+			child_exec(argv, devnull, p[1], merge_err ? p[1] : 2);
 	}
 	e = pid < 0 ? -errno : 0;
 	close(devnull);
@@ -131,11 +83,51 @@ pid_t proc_spawn_pipe(char *const argv[], int to_child, int *fd)
 	return pid;
 }
 
+int proc_run(char *const argv[], char *out, size_t outsz, int timeout_ms)
+{
+	uint64_t end = now_ms() + (uint64_t)timeout_ms;
+	size_t got = 0;
+	int fd, e;
+	pid_t pid;
+
+	if ((pid = spawn(argv, 0, 1, &fd)) < 0)
+		return pid;
+	for (;;) {
+		struct pollfd pfd = { .fd = fd, .events = POLLIN };
+		uint64_t now = now_ms();
+		char junk[512];
+		ssize_t k;
+
+		if (now >= end || poll(&pfd, 1, (int)(end - now)) == 0)
+			break;
+		if (got + 1 < outsz)
+			k = read(fd, out + got, outsz - 1 - got);
+		else
+			k = read(fd, junk, sizeof(junk));
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			break;
+		if (got + 1 < outsz)
+			got += (size_t)k;
+	}
+	if (outsz)
+		out[got] = 0;
+	close(fd);
+	e = wait_child(pid, (int)(end > now_ms() ? end - now_ms() : 0) + 50);
+	/* exec failed: the shell's convention */
+	return e == 127 ? -ENOENT : e;
+}
+
+pid_t proc_spawn_pipe(char *const argv[], int to_child, int *fd)
+{
+	return spawn(argv, to_child, 0, fd);
+}
+
 void proc_stop(pid_t pid, int grace_ms)
 {
 	if (pid <= 0)
 		return;
 	kill(pid, SIGTERM);
-	if (wait_child(pid, grace_ms) == -ETIMEDOUT)
-		return; /* killed and reaped there */
+	wait_child(pid, grace_ms); /* which kills it if the grace runs out */
 }

@@ -1545,3 +1545,29 @@ void node_free(struct node *n)
 	node_keys_wipe(&n->keys);
 	free(n);
 }
+
+struct node_obj {
+	struct cap cap;
+	struct node *node;
+};
+
+struct cap *node_obj_new(struct node *n, const struct cap_ops *ops)
+{
+	struct node_obj *o = calloc(1, sizeof(*o));
+
+	if (!o)
+		return NULL;
+	cap_init(&o->cap, ops);
+	o->node = n;
+	return &o->cap;
+}
+
+struct node *node_obj_node(struct cap *c)
+{
+	return ((struct node_obj *)c)->node;
+}
+
+void node_obj_free(struct cap *c)
+{
+	free(c);
+}

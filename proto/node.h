@@ -57,6 +57,12 @@ const char *node_dir(struct node *n);
 /* The administration object of the service called name (a new reference),
  * as NODE_ADMIN_SERVICE gives it; NULL if there is none. */
 struct cap *node_service_admin(struct node *n, const char *name);
+/* An object whose only state is the node it belongs to (a service's
+ * administration object, a launcher): its ops' free must be
+ * node_obj_free. NULL if out of memory. */
+struct cap *node_obj_new(struct node *n, const struct cap_ops *ops);
+struct node *node_obj_node(struct cap *c);
+void node_obj_free(struct cap *c);
 /* The object a ref of service with this description would restore to,
  * made here without a ref (for services using one another's objects). */
 int node_local_object(struct node *n, const char *service, const char *description,

@@ -281,6 +281,42 @@ int admin_hold(struct admin *a, const char *what)
 	return 0;
 }
 
+int admin_export_applet(const struct applet *self, int argc, char **argv, const char *service,
+			int (*describe)(const char *arg, char *desc, size_t sz), const char *usage)
+{
+	static const struct option opts[] = {
+		{ "persistent", no_argument, NULL, 'p' },
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	char ref[REF_MAX_LEN], desc[REF_MAX_DESC];
+	int c, persistent = 0, r = EXIT_FAIL;
+	struct admin a;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p': persistent = 1; break;
+		case 'a': sock = optarg; break;
+		default: return cli_usage_error(self, "unknown option");
+		}
+	}
+	if (optind != argc - 1)
+		return cli_usage_error(self, "%s", usage);
+	if (!describe)
+		snprintf(desc, sizeof(desc), "%s", argv[optind]);
+	else if (describe(argv[optind], desc, sizeof(desc)) < 0)
+		return cli_usage_error(self, "%s", usage);
+	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
+	    admin_export(&a, service, desc, persistent, 0, ref, sizeof(ref)) == 0) {
+		printf("%s\n", ref);
+		r = EXIT_OK;
+	}
+	admin_close(&a);
+	return r;
+}
+
 int admin_list_call(const struct applet *self, int argc, char **argv, const char *service,
 		    uint16_t iface, uint16_t method, struct admin *a, struct msg *res, int *json)
 {

@@ -54,12 +54,18 @@ int admin_relay_stream(struct admin *a, struct cap *stream, int lfd, int direct,
 /* Keeps what the caller holds (a binding) until SIGINT or SIGTERM, or
  * until the daemon's connection fails: 0, or -1 with why printed. */
 int admin_hold(struct admin *a, const char *what);
+struct applet;
+/* For `APPLET export [--persistent] ARG`: describe (NULL: ARG as it is)
+ * turns ARG into the ref's description, or returns < 0 for a usage
+ * error (usage then says what export takes); the new ref is printed.
+ * An EXIT_* code. */
+int admin_export_applet(const struct applet *self, int argc, char **argv, const char *service,
+			int (*describe)(const char *arg, char *desc, size_t sz), const char *usage);
 /* For `APPLET list [--json]`: parses those options, opens the admin
  * socket and calls iface.method of service's administration object;
  * res gets the answer, *json whether it was asked
  * for. EXIT_OK, or EXIT_USAGE/EXIT_FAIL with why printed; the caller
  * closes a either way. */
-struct applet;
 int admin_list_call(const struct applet *self, int argc, char **argv, const char *service,
 		    uint16_t iface, uint16_t method, struct admin *a, struct msg *res, int *json);
 /* The administration object of a service of the daemon (NODE_ADMIN_SERVICE);

@@ -2009,15 +2009,12 @@ static void compute_admin_call(struct cap *cap, struct rpc_call *call)
 static const struct cap_ops compute_admin_ops = {
 	.name = "compute service",
 	.call = compute_admin_call,
-	.free = plain_free,
+	.free = node_obj_free,
 };
 
 static struct cap *compute_admin_new(struct node *n)
 {
-	struct cap *c = calloc(1, sizeof(*c));
-	if (c)
-		cap_init(c, &compute_admin_ops);
-	return c;
+	return node_obj_new(n, &compute_admin_ops);
 }
 
 static int compute_restore(struct node *n, const struct ref_record *rec, struct cap **out,

@@ -312,14 +312,8 @@ static int desk_restore(struct node *n, const struct ref_record *rec, struct cap
 	return desk_open(n, &sp, rec->read_only, out, err, errsz);
 }
 
-struct desk_admin {
-	struct cap cap;
-	struct node *node;
-};
-
 static void desk_admin_call(struct cap *c, struct rpc_call *call)
 {
-	struct desk_admin *a = (struct desk_admin *)c;
 	struct x11_spec sp = { 0 };
 	struct cap *d;
 	struct msg_rd r;
@@ -339,33 +333,22 @@ static void desk_admin_call(struct cap *c, struct rpc_call *call)
 		return;
 	}
 	sp.display = (int)display;
-	if ((e = desk_open(a->node, &sp, view_only, &d, err, sizeof(err))) < 0) {
+	if ((e = desk_open(node_obj_node(c), &sp, view_only, &d, err, sizeof(err))) < 0) {
 		rpc_return_error(call, e, "%s", err);
 		return;
 	}
 	rpc_return_cap(call, d);
 }
 
-static void desk_admin_free(struct cap *c)
-{
-	free(c);
-}
-
 static const struct cap_ops desk_admin_ops = {
 	.name = "desktop service",
 	.call = desk_admin_call,
-	.free = desk_admin_free,
+	.free = node_obj_free,
 };
 
 static struct cap *desk_admin_new(struct node *n)
 {
-	struct desk_admin *a = calloc(1, sizeof(*a));
-
-	if (!a)
-		return NULL;
-	cap_init(&a->cap, &desk_admin_ops);
-	a->node = n;
-	return &a->cap;
+	return node_obj_new(n, &desk_admin_ops);
 }
 
 static const struct node_service desktop_service = {
@@ -495,18 +478,13 @@ static pid_t viewer_spawn(const char *cmd, const char *target)
 static int listen_on(const char *listen, int insecure, char *where, size_t wsz)
 {
 	struct net_addr addr;
-	char host[160];
-	size_t n = strlen(listen);
-	int lfd, any = n > 2 && !strcmp(listen + n - 2, ":0");
+	int lfd;
 
-	/* ADDR:0 (or a bare ADDR): any free port. */
-	snprintf(host, sizeof(host), "%.*s", (int)(any ? n - 2 : n), listen);
-	if (net_addr_parse(host, 1, &addr) < 0) {
+	/* ADDR:0 or a bare ADDR: any free port. */
+	if (net_addr_parse(listen, NET_ANY_PORT, &addr) < 0) {
 		fprintf(stderr, "metac desktop: cannot parse listen address '%s'\n", listen);
 		return -1;
 	}
-	if (any || !strchr(host, ':') || host[strlen(host) - 1] == ']')
-		net_addr_set_port(&addr, 0);
 	if (addr.ss.ss_family == AF_UNIX || (!net_addr_is_loopback(&addr) && !insecure)) {
 		fprintf(stderr, "metac desktop: VNC viewers connect with no encryption or "
 				"authentication; listen on a loopback address%s\n",

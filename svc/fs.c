@@ -870,22 +870,16 @@ static int unbind(struct node *n, const char *mp, char *why, size_t whysz)
 
 /* The fs service's administration object. */
 static void fs_admin_call(struct cap *c, struct rpc_call *call);
-static void fs_admin_free(struct cap *c) { free(c); }
-
-struct fs_admin {
-	struct cap cap;
-	struct node *node;
-};
 
 static const struct cap_ops fs_admin_ops = {
 	.name = "fs admin",
 	.call = fs_admin_call,
-	.free = fs_admin_free,
+	.free = node_obj_free,
 };
 
 static void fs_admin_call(struct cap *c, struct rpc_call *call)
 {
-	struct node *n = ((struct fs_admin *)c)->node;
+	struct node *n = node_obj_node(c);
 	char mp[PATH_MAX], source[REF_MAX_LEN + PATH_MAX], why[PATH_MAX + 64];
 	int persistent;
 	uint64_t uid, gid, tmo;
@@ -941,12 +935,7 @@ static void fs_admin_call(struct cap *c, struct rpc_call *call)
 
 static struct cap *fs_admin_new(struct node *n)
 {
-	struct fs_admin *a = calloc(1, sizeof(*a));
-	if (!a)
-		return NULL;
-	cap_init(&a->cap, &fs_admin_ops);
-	a->node = n;
-	return &a->cap;
+	return node_obj_new(n, &fs_admin_ops);
 }
 
 /* Mounts recorded as persistent come back once the node runs. */

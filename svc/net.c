@@ -813,10 +813,6 @@ static void l2_call(struct cap *c, struct rpc_call *call)
 }
 
 /* Objects that own nothing but their memory. */
-static void plain_free(struct cap *c)
-{
-	free(c);
-}
 
 static void l2_free(struct cap *c)
 {
@@ -1375,7 +1371,7 @@ static void netns_call(struct cap *c, struct rpc_call *call)
 static const struct cap_ops netns_ops = {
 	.name = "KernelNetworkNamespace",
 	.call = netns_call,
-	.free = plain_free,
+	.free = node_obj_free,
 };
 
 static void net_admin_call(struct cap *c, struct rpc_call *call)
@@ -1391,11 +1387,10 @@ static void net_admin_call(struct cap *c, struct rpc_call *call)
 	case NET_ADMIN_UNBIND: admin_unbind(call); return;
 	case NET_ADMIN_LIST: admin_list(call); return;
 	case NET_ADMIN_NETNS:
-		if (!(ns = calloc(1, sizeof(*ns)))) {
+		if (!(ns = node_obj_new(node_obj_node(c), &netns_ops))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
 		}
-		cap_init(ns, &netns_ops);
 		rpc_return_cap(call, ns);
 		return;
 	}
@@ -1405,15 +1400,12 @@ static void net_admin_call(struct cap *c, struct rpc_call *call)
 static const struct cap_ops net_admin_ops = {
 	.name = "net admin",
 	.call = net_admin_call,
-	.free = plain_free,
+	.free = node_obj_free,
 };
 
 static struct cap *net_admin_new(struct node *n)
 {
-	struct cap *c = calloc(1, sizeof(*c));
-	if (c)
-		cap_init(c, &net_admin_ops);
-	return c;
+	return node_obj_new(n, &net_admin_ops);
 }
 
 /* Bindings recorded as persistent come back once the node runs. */

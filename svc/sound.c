@@ -460,11 +460,7 @@ static int sound_restore(struct node *n, const struct ref_record *rec, struct ca
 	return dev_new(n, rec->description, out, err, errsz);
 }
 
-/* The Mixer: the service's administration object. */
-struct mixer {
-	struct cap cap;
-	struct node *node;
-};
+/* The Mixer: the service's administration object (a node_obj). */
 
 #define LIST_MAX 256
 
@@ -508,7 +504,6 @@ static void list_devices(struct rpc_call *call)
 
 static void mixer_call(struct cap *c, struct rpc_call *call)
 {
-	struct mixer *m = (struct mixer *)c;
 	char name[NAME_MAX_LEN + 1], uri[NAME_MAX_LEN + 32], err[512];
 	struct cap *d;
 	struct msg_rd rd;
@@ -532,7 +527,7 @@ static void mixer_call(struct cap *c, struct rpc_call *call)
 		else
 			snprintf(uri, sizeof(uri), "%s%s", call->method == MIXER_CREATE_SINK
 					? kind_prefix[NEW_SINK] : kind_prefix[NEW_SOURCE], name);
-		if ((e = dev_new(m->node, uri, &d, err, sizeof(err))) < 0) {
+		if ((e = dev_new(node_obj_node(c), uri, &d, err, sizeof(err))) < 0) {
 			rpc_return_error(call, e, "%s", err);
 			return;
 		}
@@ -548,18 +543,12 @@ static void mixer_call(struct cap *c, struct rpc_call *call)
 static const struct cap_ops mixer_ops = {
 	.name = "mixer",
 	.call = mixer_call,
-	.free = dev_free,
+	.free = node_obj_free,
 };
 
 static struct cap *mixer_new(struct node *n)
 {
-	struct mixer *m = calloc(1, sizeof(*m));
-
-	if (!m)
-		return NULL;
-	cap_init(&m->cap, &mixer_ops);
-	m->node = n;
-	return &m->cap;
+	return node_obj_new(n, &mixer_ops);
 }
 
 static const struct node_service sound_service = {
@@ -575,36 +564,22 @@ int sound_service_register(struct node *n)
 
 /* --- applet -------------------------------------------------------- */
 
-static int sound_export(const struct applet *self, int argc, char **argv)
+/* A SOUND-URI is its own description. */
+static int sound_describe(const char *arg, char *desc, size_t sz)
 {
-	static const struct option opts[] = {
-		{ "persistent", no_argument, NULL, 'p' },
-		{ "admin-socket", required_argument, NULL, 'a' },
-		{ 0 }
-	};
-	const char *sock = NULL;
-	char ref[REF_MAX_LEN], name[NAME_MAX_LEN + 1];
-	int c, persistent = 0, r = EXIT_FAIL;
-	struct admin a;
+	char name[NAME_MAX_LEN + 1];
 	enum kind k;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'p': persistent = 1; break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
-	}
-	if (optind != argc - 1 || uri_parse(argv[optind], &k, name, sizeof(name)) < 0)
-		return cli_usage_error(self, "export takes one SOUND-URI");
-	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
-	    admin_export(&a, "sound", argv[optind], persistent, 0, ref, sizeof(ref)) == 0) {
-		printf("%s\n", ref);
-		r = EXIT_OK;
-	}
-	admin_close(&a);
-	return r;
+	if (uri_parse(arg, &k, name, sizeof(name)) < 0)
+		return -EINVAL;
+	snprintf(desc, sz, "%s", arg);
+	return 0;
+}
+
+static int sound_export(const struct applet *self, int argc, char **argv)
+{
+	return admin_export_applet(self, argc, argv, "sound", sound_describe,
+				   "export takes one SOUND-URI");
 }
 
 /* A device for a local SOUND-URI (through the Mixer) or a ref. */

@@ -167,33 +167,8 @@ struct cap *fd_stream_new(struct node *n, int fd, unsigned flags, const char *na
 
 static int stream_export(const struct applet *self, int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "persistent", no_argument, NULL, 'p' },
-		{ "admin-socket", required_argument, NULL, 'a' },
-		{ 0 }
-	};
-	const char *sock = NULL;
-	int c, persistent = 0, r = EXIT_FAIL;
-	struct admin a;
-	char ref[REF_MAX_LEN];
-
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'p': persistent = 1; break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
-	}
-	if (optind != argc - 1)
-		return cli_usage_error(self, "stream export takes one address");
-	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
-	    admin_export(&a, "stream", argv[optind], persistent, 0, ref, sizeof(ref)) == 0) {
-		printf("%s\n", ref);
-		r = EXIT_OK;
-	}
-	admin_close(&a);
-	return r;
+	return admin_export_applet(self, argc, argv, "stream", NULL,
+				   "stream export takes one address");
 }
 
 struct connect_state {

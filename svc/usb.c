@@ -333,15 +333,10 @@ static int usb_restore(struct node *n, const struct ref_record *rec, struct cap 
 	return usbdev_open(n, &sp, out, err, errsz);
 }
 
-/* UsbDevices: the service's administration object. */
-struct usbdevs {
-	struct cap cap;
-	struct node *node;
-};
+/* UsbDevices: the service's administration object (a node_obj). */
 
 static void usbdevs_call(struct cap *c, struct rpc_call *call)
 {
-	struct usbdevs *a = (struct usbdevs *)c;
 	struct usbip_dev_info all[64];
 	struct spec sp = { .kind = PRODUCT };
 	struct msg_rd rd;
@@ -373,7 +368,7 @@ static void usbdevs_call(struct cap *c, struct rpc_call *call)
 		}
 		sp.vid = (uint16_t)v;
 		sp.pid = (uint16_t)p;
-		if ((e = usbdev_open(a->node, &sp, &d, err, sizeof(err))) < 0) {
+		if ((e = usbdev_open(node_obj_node(c), &sp, &d, err, sizeof(err))) < 0) {
 			rpc_return_error(call, e, "%s", err);
 			return;
 		}
@@ -386,18 +381,12 @@ static void usbdevs_call(struct cap *c, struct rpc_call *call)
 static const struct cap_ops usbdevs_ops = {
 	.name = "usb service",
 	.call = usbdevs_call,
-	.free = usbdev_free,
+	.free = node_obj_free,
 };
 
 static struct cap *usbdevs_new(struct node *n)
 {
-	struct usbdevs *a = calloc(1, sizeof(*a));
-
-	if (!a)
-		return NULL;
-	cap_init(&a->cap, &usbdevs_ops);
-	a->node = n;
-	return &a->cap;
+	return node_obj_new(n, &usbdevs_ops);
 }
 
 static const struct node_service usb_service = {
@@ -413,40 +402,21 @@ int usb_service_register(struct node *n)
 
 /* --- applet -------------------------------------------------------- */
 
-static int usb_export(const struct applet *self, int argc, char **argv)
+static int usb_describe(const char *arg, char *desc, size_t sz)
 {
-	static const struct option opts[] = {
-		{ "persistent", no_argument, NULL, 'p' },
-		{ "admin-socket", required_argument, NULL, 'a' },
-		{ 0 }
-	};
-	const char *sock = NULL;
-	char ref[REF_MAX_LEN], desc[64];
-	int c, persistent = 0, r = EXIT_FAIL;
-	struct admin a;
 	struct spec sp;
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "pa:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'p': persistent = 1; break;
-		case 'a': sock = optarg; break;
-		default: return cli_usage_error(self, "unknown option");
-		}
-	}
-	if (optind != argc - 1)
-		return cli_usage_error(self, "export takes one device");
-	if (spec_parse(argv[optind], 1, &sp) < 0)
-		return cli_usage_error(self, "export takes local-busid:ID, local-productid:VID:PID "
-					     "or softdev:NAME");
-	spec_format(&sp, desc, sizeof(desc));
-	if (admin_open(&a, admin_socket_path(sock)) == 0 &&
-	    admin_export(&a, "usb", desc, persistent, 0, ref, sizeof(ref)) == 0) {
-		printf("%s\n", ref);
-		r = EXIT_OK;
-	}
-	admin_close(&a);
-	return r;
+	if (spec_parse(arg, 1, &sp) < 0)
+		return -EINVAL;
+	spec_format(&sp, desc, sz);
+	return 0;
+}
+
+static int usb_export(const struct applet *self, int argc, char **argv)
+{
+	return admin_export_applet(self, argc, argv, "usb", usb_describe,
+				   "export takes local-busid:ID, local-productid:VID:PID or "
+				   "softdev:NAME");
 }
 
 static void serve_one(int fd, const struct net_addr *peer, void *arg)

@@ -1214,24 +1214,11 @@ static void launcher_call(struct cap *c, struct rpc_call *call)
 		rpc_return_unknown(call, "VMLauncher");
 }
 
-static void plain_free(struct cap *c)
-{
-	free(c);
-}
-
 static const struct cap_ops launcher_ops = {
 	.name = "VMLauncher",
 	.call = launcher_call,
-	.free = plain_free,
+	.free = node_obj_free,
 };
-
-static struct cap *plain_new(const struct cap_ops *ops)
-{
-	struct cap *c = calloc(1, sizeof(*c));
-	if (c)
-		cap_init(c, ops);
-	return c;
-}
 
 static const char *state_name(const struct vm *v)
 {
@@ -1252,7 +1239,7 @@ static void vm_admin_call(struct cap *cap, struct rpc_call *call)
 	}
 	switch (call->method) {
 	case VM_ADMIN_LAUNCHER:
-		if (!(c = plain_new(&launcher_ops))) {
+		if (!(c = node_obj_new(node_obj_node(cap), &launcher_ops))) {
 			rpc_return_error(call, -ENOMEM, "out of memory");
 			return;
 		}
@@ -1297,12 +1284,12 @@ static void vm_admin_call(struct cap *cap, struct rpc_call *call)
 static const struct cap_ops vm_admin_ops = {
 	.name = "vm service",
 	.call = vm_admin_call,
-	.free = plain_free,
+	.free = node_obj_free,
 };
 
 static struct cap *vm_admin_new(struct node *n)
 {
-	return plain_new(&vm_admin_ops);
+	return node_obj_new(n, &vm_admin_ops);
 }
 
 static int vm_restore(struct node *n, const struct ref_record *rec, struct cap **out,
@@ -1312,7 +1299,7 @@ static int vm_restore(struct node *n, const struct ref_record *rec, struct cap *
 		snprintf(err, errsz, "the vm service exports only its launcher");
 		return -EINVAL;
 	}
-	if (!(*out = plain_new(&launcher_ops))) {
+	if (!(*out = node_obj_new(n, &launcher_ops))) {
 		snprintf(err, errsz, "out of memory");
 		return -ENOMEM;
 	}
