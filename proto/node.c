@@ -31,6 +31,20 @@
  * with a burst of one second's worth). */
 #define MAX_PENDING_PEERS 256
 #define ACCEPTS_PER_SECOND 500
+/* ... of which one address may have this many: past it, its own oldest
+ * makes room, so that one host cannot crowd the others out. */
+#define MAX_PENDING_PER_ADDR 32
+/* A connection has this long from its accept to its hello record. */
+#define HELLO_TIMEOUT_MS 15000
+/* What one peer (a node key) may hold at once: connections, RPC and data
+ * alike, and their buffers (wire_acct); RPC_PEER_MAX_CALLS bounds its
+ * calls in progress. */
+#define PEER_MAX_CONNS 256
+#define PEER_MAX_BYTES (256u << 20)
+/* How often stalled frames, silent connections and idle sessions are
+ * looked for. */
+#define SWEEP_MS 5000
+#define IDLE_TIMEOUT_DEFAULT_S 300
 
 struct token {
 	uint8_t token[NODE_TOKEN_LEN];
@@ -40,6 +54,21 @@ struct token {
 };
 
 struct peer;
+struct inconn;
+
+/* Accepted connections in the order they came. */
+struct inlist {
+	struct inconn *head, *tail;
+	unsigned n;
+};
+
+/* What one peer node's connections hold (see PEER_MAX_*). */
+struct peer_acct {
+	struct wire_acct a;
+	struct node *node; /* NULL once the node is gone */
+	uint8_t key[32];
+	struct peer_acct *next;
+};
 
 struct node {
 	struct loop *loop;
@@ -57,8 +86,11 @@ struct node {
 	int nservices;
 	struct token *tokens;
 	struct peer *peers;
-	unsigned pending;      /* accepted, no hello yet */
-	struct inconn *pending_head, *pending_tail; /* oldest first */
+	struct inlist pending;  /* accepted, no hello yet */
+	struct inlist sessions; /* RPC connections of peers */
+	struct peer_acct *accts;
+	struct loop_timer *sweep;
+	uint64_t idle_ms;
 	double accept_tokens;
 	uint64_t accept_refill_ms, last_refusal_log_ms;
 	uint64_t refused;
@@ -67,11 +99,14 @@ struct node {
 /* An accepted connection until its hello record says what it is. */
 struct inconn {
 	struct node *node;
-	struct inconn *prev, *next; /* pending list, until the hello */
+	struct inlist *list; /* pending, then sessions (peers only) */
+	struct inconn *prev, *next;
 	struct wire_conn *wc;
 	struct rpc_conn *rc;
 	int admin;
+	uint64_t since; /* accepted at */
 	char addr[128];
+	char host[128]; /* addr without the port */
 };
 
 /* The bootstrap object of one connection: Node or NodeAdmin. */
@@ -1194,6 +1229,46 @@ static const struct cap_ops session_ops = {
 
 /* --- accepted connections ------------------------------------------ */
 
+static void inlist_add(struct inlist *l, struct inconn *ic)
+{
+	ic->list = l;
+	ic->next = NULL;
+	ic->prev = l->tail;
+	if (l->tail)
+		l->tail->next = ic;
+	else
+		l->head = ic;
+	l->tail = ic;
+	l->n++;
+}
+
+static void inlist_del(struct inconn *ic)
+{
+	struct inlist *l = ic->list;
+	if (!l)
+		return;
+	if (ic->prev)
+		ic->prev->next = ic->next;
+	else
+		l->head = ic->next;
+	if (ic->next)
+		ic->next->prev = ic->prev;
+	else
+		l->tail = ic->prev;
+	ic->prev = ic->next = NULL;
+	ic->list = NULL;
+	l->n--;
+}
+
+/* Ends a connection that never said what it is for, silently: its owner
+ * is this code. */
+static void pending_drop(struct inconn *ic)
+{
+	inlist_del(ic);
+	wire_conn_close(ic->wc);
+	free(ic);
+}
+
 static void in_rpc_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
 {
 	struct inconn *ic = arg;
@@ -1203,6 +1278,7 @@ static void in_rpc_record(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
 static void in_closed(struct wire_conn *wc, int err, void *arg)
 {
 	struct inconn *ic = arg;
+	inlist_del(ic);
 	if (ic->rc)
 		rpc_conn_closed(ic->rc, err);
 	free(ic);
@@ -1229,37 +1305,78 @@ static int start_rpc(struct inconn *ic)
 	if (!ic->rc)
 		return -ENOMEM;
 	wire_conn_set_ops(ic->wc, &in_rpc_ops, ic);
+	if (!ic->admin)
+		inlist_add(&ic->node->sessions, ic);
 	return 0;
 }
 
-static void pending_unlink(struct inconn *ic)
+/* --- per-peer limits ----------------------------------------------- */
+
+static void acct_free(struct wire_acct *a)
 {
-	struct node *n = ic->node;
-	if (ic->prev)
-		ic->prev->next = ic->next;
-	else
-		n->pending_head = ic->next;
-	if (ic->next)
-		ic->next->prev = ic->prev;
-	else
-		n->pending_tail = ic->prev;
-	ic->prev = ic->next = NULL;
-	n->pending--;
+	struct peer_acct *pa = (struct peer_acct *)a;
+	if (pa->node) {
+		for (struct peer_acct **pp = &pa->node->accts; *pp; pp = &(*pp)->next) {
+			if (*pp == pa) {
+				*pp = pa->next;
+				break;
+			}
+		}
+	}
+	free(pa);
+}
+
+/* Charges a peer's new connection to its account; refuses it when the
+ * peer has PEER_MAX_CONNS already. */
+static int acct_charge(struct node *n, struct inconn *ic)
+{
+	const uint8_t *key = wire_conn_remote_key(ic->wc);
+	struct peer_acct *pa;
+
+	for (pa = n->accts; pa; pa = pa->next)
+		if (!memcmp(pa->key, key, sizeof(pa->key)))
+			break;
+	if (pa && pa->a.conns >= PEER_MAX_CONNS) {
+		uint64_t now = loop_now_ms(n->loop);
+		if (now - n->last_refusal_log_ms >= 10000 || !n->last_refusal_log_ms) {
+			char id[NODE_ID_LEN + 1];
+			n->last_refusal_log_ms = now;
+			node_id_format(key, id);
+			log_warn("node %s (from %s) has %d connections, the most one "
+				 "peer may have; refusing more", id, ic->addr, PEER_MAX_CONNS);
+		}
+		return -EMFILE;
+	}
+	if (!pa) {
+		if (!(pa = calloc(1, sizeof(*pa))))
+			return -ENOMEM;
+		pa->a.max_bytes = PEER_MAX_BYTES;
+		pa->a.free = acct_free;
+		pa->node = n;
+		memcpy(pa->key, key, sizeof(pa->key));
+		pa->next = n->accts;
+		n->accts = pa;
+	}
+	wire_conn_charge(ic->wc, &pa->a);
+	return 0;
 }
 
 static void in_hello(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
 {
 	struct inconn *ic = arg;
+	struct node *node = ic->node;
 	struct cap *stream;
 
-	if (!ic->admin)
-		pending_unlink(ic);
-
+	inlist_del(ic);
+	if (!ic->admin && acct_charge(node, ic) < 0) {
+		wire_conn_close(wc);
+		free(ic);
+		return;
+	}
 	if (n == 1 && d[0] == HELLO_RPC) {
 		if (start_rpc(ic) == 0)
 			return;
 	} else if (n == 1 + NODE_TOKEN_LEN && d[0] == HELLO_DATA) {
-		struct node *node = ic->node;
 		stream = token_take(node, d + 1);
 		if (stream) {
 			free(ic);
@@ -1279,8 +1396,7 @@ static void in_hello(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
 static void in_hello_closed(struct wire_conn *wc, int err, void *arg)
 {
 	struct inconn *ic = arg;
-	if (!ic->admin)
-		pending_unlink(ic);
+	inlist_del(ic);
 	free(ic);
 }
 
@@ -1292,33 +1408,40 @@ static void flood_note(struct node *n, uint64_t now)
 		n->last_refusal_log_ms = now;
 		log_warn("handshake flood: dropping peer connections that do not "
 			 "finish their handshake (%u pending, %llu dropped so far)",
-			 n->pending, (unsigned long long)n->refused);
+			 n->pending.n, (unsigned long long)n->refused);
 	}
 }
 
-/* May another peer connection start a handshake now? At the cap, the
- * oldest pending one makes room: a flood of stalled handshakes cannot
- * lock out peers that complete theirs. */
-static int admit_peer(struct node *n)
+/* May another peer connection start a handshake now? At the caps (all
+ * pending ones, or those of one address), the oldest pending one makes
+ * room: a flood of stalled handshakes cannot lock out peers that complete
+ * theirs. */
+static int admit_peer(struct node *n, const char *host)
 {
 	uint64_t now = loop_now_ms(n->loop);
+	struct inconn *old = NULL;
+	unsigned same = 0;
+
 	n->accept_tokens += (now - n->accept_refill_ms) * ACCEPTS_PER_SECOND / 1000.0;
 	n->accept_refill_ms = now;
 	if (n->accept_tokens > ACCEPTS_PER_SECOND)
 		n->accept_tokens = ACCEPTS_PER_SECOND;
-	if (n->accept_tokens >= 1) {
-		n->accept_tokens -= 1;
-		if (n->pending >= MAX_PENDING_PEERS) {
-			struct inconn *old = n->pending_head;
-			pending_unlink(old);
-			wire_conn_close(old->wc);
-			free(old);
-			flood_note(n, now);
-		}
-		return 1;
+	if (n->accept_tokens < 1) {
+		flood_note(n, now);
+		return 0;
 	}
-	flood_note(n, now);
-	return 0;
+	n->accept_tokens -= 1;
+	for (struct inconn *ic = n->pending.head; ic; ic = ic->next) {
+		if (!strcmp(ic->host, host) && !same++)
+			old = ic;
+	}
+	if (same < MAX_PENDING_PER_ADDR)
+		old = n->pending.n >= MAX_PENDING_PEERS ? n->pending.head : NULL;
+	if (old) {
+		pending_drop(old);
+		flood_note(n, now);
+	}
+	return 1;
 }
 
 static const struct wire_conn_ops in_hello_ops = {
@@ -1347,10 +1470,6 @@ static void accept_one(struct node *n, int lfd, int admin)
 			log_warn("accept: %s", strerror(-fd));
 		return;
 	}
-	if (!admin && !admit_peer(n)) {
-		close(fd);
-		return;
-	}
 	if (admin && !peer_is_admin(fd)) {
 		log_warn("admin socket: refusing a client that is neither root "
 			 "nor the daemon's user");
@@ -1363,21 +1482,49 @@ static void accept_one(struct node *n, int lfd, int admin)
 	}
 	ic->node = n;
 	ic->admin = admin;
+	ic->since = loop_now_ms(n->loop);
 	net_addr_format(&peer, ic->addr, sizeof(ic->addr));
+	snprintf(ic->host, sizeof(ic->host), "%s", ic->addr);
+	if (strrchr(ic->host, ':'))
+		*strrchr(ic->host, ':') = 0;
 	if (admin)
 		snprintf(ic->addr, sizeof(ic->addr), "admin socket");
+	else if (!admit_peer(n, ic->host)) {
+		close(fd);
+		free(ic);
+		return;
+	}
 	ic->wc = wire_conn_new(n->loop, fd, admin ? WIRE_PLAIN : WIRE_RESPONDER,
 			       n->keys.priv, NULL, &in_hello_ops, ic);
 	if (!ic->wc)
 		free(ic);
-	else if (!admin) {
-		ic->prev = n->pending_tail;
-		if (n->pending_tail)
-			n->pending_tail->next = ic;
-		else
-			n->pending_head = ic;
-		n->pending_tail = ic;
-		n->pending++;
+	else if (!admin)
+		inlist_add(&n->pending, ic);
+}
+
+/* Every SWEEP_MS: frames begun and never finished, connections that have
+ * not said what they are for, and peers' sessions idle for idle_ms (they
+ * hold nothing of ours but the node object, and we nothing of theirs). */
+static void sweep(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct node *n = arg;
+	uint64_t now = loop_now_ms(l), since;
+	unsigned dropped = 0;
+
+	wire_conn_sweep(l, WIRE_FRAME_TIMEOUT_MS);
+	while (n->pending.head && now - n->pending.head->since >= HELLO_TIMEOUT_MS) {
+		pending_drop(n->pending.head);
+		dropped++;
+	}
+	if (dropped)
+		log_info("closed %u connection(s) that did not say what they were "
+			 "for within %d s", dropped, HELLO_TIMEOUT_MS / 1000);
+	for (struct inconn *ic = n->sessions.head; ic; ic = ic->next) {
+		since = rpc_conn_idle_since(ic->rc);
+		if (since && now - since >= n->idle_ms) {
+			log_debug("closing the idle connection of %s", ic->addr);
+			wire_conn_abort(ic->wc, -ETIMEDOUT);
+		}
 	}
 }
 
@@ -1495,6 +1642,13 @@ int node_new(struct loop *l, const struct node_config *cfg, struct node **out)
 	if ((r = ref_store_drop_ephemeral(n->db)) < 0 ||
 	    (r = open_listeners(n, cfg)) < 0)
 		goto fail;
+	n->idle_ms = (cfg->idle_timeout_s ? cfg->idle_timeout_s : IDLE_TIMEOUT_DEFAULT_S) * 1000ull;
+	if (!(n->sweep = loop_timer_new(l, sweep, n)) ||
+	    loop_timer_arm(n->sweep, SWEEP_MS, SWEEP_MS) < 0) {
+		r = -errno;
+		log_error("cannot create a timer: %m");
+		goto fail;
+	}
 	pick_advertise(n);
 	snprintf(n->contact, sizeof(n->contact),
 		 strchr(n->advertise, ':') ? "[%s]:%d" : "%s:%d", n->advertise,
@@ -1524,6 +1678,15 @@ void node_free(struct node *n)
 		cap_unref(p->boot);
 		free(p);
 	}
+	/* Connections not yet freed outlive the node: they must not find
+	 * it through their lists or accounts. */
+	for (struct inlist *l = &n->pending; l; l = l == &n->pending ? &n->sessions : NULL)
+		while (l->head)
+			inlist_del(l->head);
+	for (struct peer_acct *pa = n->accts; pa; pa = pa->next)
+		pa->node = NULL;
+	if (n->sweep)
+		loop_timer_del(n->sweep);
 	while (n->tokens) {
 		struct token *t = n->tokens;
 		n->tokens = t->next;

@@ -31,6 +31,7 @@ struct node_config {
 	const char *dir;
 	const char *listen;       /* ADDR:PORT, NULL for the default */
 	const char *admin_socket; /* NULL for DIR-independent default */
+	unsigned idle_timeout_s;  /* idle peer sessions end; 0: default */
 };
 
 /* A service that sturdy refs can name. restore builds the capability a

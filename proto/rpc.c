@@ -26,6 +26,7 @@
 #include <string.h>
 
 #include "lib/log.h"
+#include "lib/loop.h"
 #include "proto/rpc.h"
 #include "wire/conn.h"
 
@@ -54,6 +55,7 @@ struct question {
 /* A call from the peer that we are answering. */
 struct answer {
 	struct rpc_conn *conn; /* NULL if the connection went away */
+	struct wire_acct *acct; /* the peer's account, counted in (or NULL) */
 	uint32_t qid;
 	struct answer *prev, *next;
 };
@@ -71,6 +73,7 @@ struct rpc_conn {
 	uint32_t nquestions;
 	struct answer *answers;
 	uint32_t nanswers;
+	uint64_t last_active; /* loop time of the last record or answer */
 	int dead;
 };
 
@@ -456,6 +459,7 @@ static void answer_done(void *arg, int err, const char *errmsg, struct msg *res)
 	int r;
 
 	if (rc && !rc->dead) {
+		rc->last_active = loop_now_ms(wire_conn_loop(rc->wc));
 		buf_init(&b);
 		r = put_return(rc, &b, a->qid, err, errmsg, res, &px);
 		if (r < 0 && !err) {
@@ -473,6 +477,10 @@ static void answer_done(void *arg, int err, const char *errmsg, struct msg *res)
 		buf_free(&b);
 	}
 	answer_unlink(a);
+	if (a->acct) {
+		a->acct->calls--;
+		wire_acct_unref(a->acct);
+	}
 	free(a);
 }
 
@@ -534,6 +542,18 @@ static int recv_call(struct rpc_conn *rc, struct rd *r)
 	if (!a) {
 		msg_free(&params);
 		return -ENOMEM;
+	}
+	/* One peer's calls in progress, over all its connections. */
+	struct wire_acct *acct = wire_conn_acct(rc->wc);
+	if (acct && acct->calls >= RPC_PEER_MAX_CALLS) {
+		msg_free(&params);
+		answer_done(a, -EBUSY, "too many calls in progress from this node; "
+			    "try again later", NULL);
+		return 0;
+	}
+	if (acct) {
+		a->acct = wire_acct_ref(acct);
+		acct->calls++;
 	}
 	if (target >= rc->nexports || !rc->exports[target].cap) {
 		msg_free(&params);
@@ -613,6 +633,7 @@ void rpc_conn_record(struct rpc_conn *rc, const uint8_t *p, size_t n)
 	uint8_t type;
 	int e;
 
+	rc->last_active = loop_now_ms(wire_conn_loop(rc->wc));
 	rd_init(&r, p, n);
 	if ((e = rd_u8(&r, &type)) == 0) {
 		switch (type) {
@@ -645,7 +666,21 @@ struct rpc_conn *rpc_conn_new(struct wire_conn *wc, struct cap *bootstrap,
 	rc->ops = ops;
 	rc->arg = arg;
 	rc->bootstrap = bootstrap ? cap_ref(bootstrap) : NULL;
+	rc->last_active = loop_now_ms(wire_conn_loop(wc));
 	return rc;
+}
+
+uint64_t rpc_conn_idle_since(const struct rpc_conn *rc)
+{
+	if (rc->nimports || rc->nanswers)
+		return 0;
+	for (uint32_t i = 0; i < rc->nquestions; i++)
+		if (rc->questions[i].used)
+			return 0;
+	for (uint32_t i = 0; i < rc->nexports; i++)
+		if (rc->exports[i].cap && rc->exports[i].cap != rc->bootstrap)
+			return 0;
+	return rc->last_active;
 }
 
 void rpc_conn_bootstrap(struct rpc_conn *rc, rpc_done_fn done, void *arg)

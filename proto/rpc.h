@@ -32,6 +32,8 @@ struct wire_conn;
 #define RPC_MAX_EXPORTS 4096
 #define RPC_MAX_IMPORTS 4096
 #define RPC_MAX_ANSWERS 128 /* calls from the peer in progress */
+/* ... and over all the connections of one peer (its wire_acct). */
+#define RPC_PEER_MAX_CALLS 512
 
 /* --- messages ------------------------------------------------------ */
 
@@ -136,6 +138,10 @@ struct rpc_conn *rpc_conn_new(struct wire_conn *wc, struct cap *bootstrap,
 void rpc_conn_bootstrap(struct rpc_conn *rc, rpc_done_fn done, void *arg);
 /* Feeds one record received on wc (the wire_conn's record callback). */
 void rpc_conn_record(struct rpc_conn *rc, const uint8_t *p, size_t n);
+/* When the peer holds nothing of ours but the bootstrap object, we hold
+ * nothing of its, and no call is in progress either way: the loop time
+ * of the last activity. 0 while the connection is in use. */
+uint64_t rpc_conn_idle_since(const struct rpc_conn *rc);
 /* The wire connection closed: fail calls, release exports, free rc. */
 void rpc_conn_closed(struct rpc_conn *rc, int err);
 /* Sends ABORT with a reason and closes. */

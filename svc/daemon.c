@@ -33,6 +33,7 @@ int daemon_main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "log", required_argument, NULL, 'L' },
+		{ "idle-timeout", required_argument, NULL, 'i' },
 		{ 0 }
 	};
 	const struct applet *self = applet_find("daemon");
@@ -43,9 +44,11 @@ int daemon_main(int argc, char **argv)
 	int c, r = EXIT_FAIL;
 	const char *log = getenv("METAC_LOG");
 	int use_syslog;
+	unsigned long idle;
+	char *end;
 
 	cfg.dir = getenv("METAC_DIR");
-	while ((c = getopt_long(argc, argv, "d:l:a:vq", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "d:l:a:vqi:", opts, NULL)) != -1) {
 		switch (c) {
 		case 'd': cfg.dir = optarg; break;
 		case 'l': cfg.listen = optarg; break;
@@ -53,6 +56,12 @@ int daemon_main(int argc, char **argv)
 		case 'v': level = LOG_LVL_DEBUG; break;
 		case 'q': level = LOG_LVL_WARN; break;
 		case 'L': log = optarg; break;
+		case 'i':
+			idle = strtoul(optarg, &end, 10);
+			if (*end || !*optarg || idle < 1 || idle > 86400)
+				return cli_usage_error(self, "--idle-timeout takes seconds, 1 to 86400");
+			cfg.idle_timeout_s = (unsigned)idle;
+			break;
 		default: return cli_usage_error(self, "unknown option");
 		}
 	}

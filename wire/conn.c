@@ -22,6 +22,8 @@
 #define READ_CHUNK (256u << 10)
 #define HDR 4
 #define HS_MAX 1024
+/* Buffers larger than this are let go of when they empty. */
+#define KEEP_BUF (64u << 10)
 
 enum state { ST_CONNECTING, ST_HANDSHAKE, ST_OPEN, ST_SHUTDOWN, ST_DEAD };
 
@@ -40,6 +42,9 @@ struct wire_conn {
 	struct noise_cipher tx, rx;
 	uint32_t tx_count, rx_count;
 	uint8_t remote[NOISE_KEY_LEN];
+	struct wire_acct *acct;
+	size_t charged;         /* what acct has of this connection's buffers */
+	uint64_t partial_since; /* a frame begun and not finished: since when */
 	int fail_err; /* for a failure reported from the next round */
 	unsigned paused : 1, flush_queued : 1, want_writable : 1,
 		in_dispatch : 1, closing_cb : 1, rd_eof : 1;
@@ -67,9 +72,51 @@ static void set_events(struct wire_conn *c)
 	}
 }
 
+struct wire_acct *wire_acct_ref(struct wire_acct *a)
+{
+	a->refs++;
+	return a;
+}
+
+void wire_acct_unref(struct wire_acct *a)
+{
+	if (a && --a->refs == 0)
+		a->free(a);
+}
+
+/* Brings the account up to date with the buffers: the input buffer's
+ * space (one frame at most, see conn_read) and the output not yet sent. */
+static void acct_update(struct wire_conn *c)
+{
+	if (!c->acct)
+		return;
+	size_t now = c->state == ST_DEAD ? 0 : c->in.cap + buf_avail(&c->out);
+	c->acct->bytes = c->acct->bytes - c->charged + now;
+	c->charged = now;
+}
+
+void wire_conn_charge(struct wire_conn *c, struct wire_acct *a)
+{
+	if (c->acct)
+		return;
+	c->acct = wire_acct_ref(a);
+	a->conns++;
+	acct_update(c);
+}
+
+struct wire_acct *wire_conn_acct(const struct wire_conn *c)
+{
+	return c->acct;
+}
+
 static void conn_free_cb(struct loop *l, void *arg)
 {
 	struct wire_conn *c = arg;
+	if (c->acct) {
+		c->acct->bytes -= c->charged;
+		c->acct->conns--;
+		wire_acct_unref(c->acct);
+	}
 	if (c->all_prev)
 		c->all_prev->all_next = c->all_next;
 	else
@@ -181,6 +228,10 @@ static void flush_now(struct wire_conn *c)
 		}
 		buf_consume(&c->out, n);
 	}
+	/* Sealed bytes only: freed, not wiped. */
+	if (!buf_avail(&c->out) && c->out.cap > KEEP_BUF)
+		buf_free(&c->out);
+	acct_update(c);
 	if (c->state == ST_SHUTDOWN && !buf_avail(&c->out)) {
 		conn_fail(c, 0);
 		return;
@@ -220,6 +271,14 @@ static int check_out_limit(struct wire_conn *c)
 		c->want_writable = 1;
 	if (pending > WIRE_OUT_LIMIT) {
 		log_warn("wire: peer is not reading (%zu bytes pending); closing", pending);
+		conn_fail_later(c, -ENOBUFS);
+		return -ENOBUFS;
+	}
+	acct_update(c);
+	if (c->acct && c->acct->max_bytes && c->acct->bytes > c->acct->max_bytes) {
+		log_warn("wire: a peer's connections hold %zu bytes, over its share "
+			 "of %zu; closing the one that asked for more",
+			 c->acct->bytes, c->acct->max_bytes);
 		conn_fail_later(c, -ENOBUFS);
 		return -ENOBUFS;
 	}
@@ -433,6 +492,7 @@ static int frame_recv(struct wire_conn *c)
 	}
 	/* Consume first: the callback may pause, close or send. */
 	buf_consume(&c->in, HDR + (size_t)len);
+	c->partial_since = 0;
 	c->ops->record(c, p + HDR, n, c->arg);
 	return 0;
 }
@@ -469,6 +529,20 @@ static void conn_process(struct wire_conn *c)
 			break;
 	}
 	c->in_dispatch = 0;
+	/* What is left is the start of a frame, unless we stopped reading
+	 * (then it is whole frames waiting for us, not for the peer). */
+	if (c->state == ST_OPEN && !c->paused && buf_avail(&c->in)) {
+		if (!c->partial_since)
+			c->partial_since = loop_now_ms(c->loop);
+	} else {
+		c->partial_since = 0;
+	}
+	/* An idle connection keeps no read chunk: a peer's many quiet
+	 * connections cost little. (It held plaintext: wiped.) */
+	if (!buf_avail(&c->in) && c->in.cap > KEEP_BUF && c->state != ST_DEAD) {
+		buf_wipe(&c->in);
+		acct_update(c);
+	}
 	/* At the end of input, "more needed" (r == 1: a frame cut off)
 	 * will never be met: that is an end too. */
 	if (r >= 0 && c->rd_eof)
@@ -514,6 +588,7 @@ static void conn_read(struct wire_conn *c)
 		return;
 	}
 	buf_extend(&c->in, n);
+	acct_update(c);
 	conn_process(c);
 }
 
@@ -560,6 +635,22 @@ static void conn_io(struct loop *l, int fd, uint32_t ev, void *arg)
 		conn_read(c);
 	if (c->state != ST_DEAD && (ev & EPOLLOUT))
 		flush_now(c);
+}
+
+int wire_conn_sweep(struct loop *l, uint64_t timeout_ms)
+{
+	uint64_t now = loop_now_ms(l);
+	int n = 0;
+	for (struct wire_conn *c = all_conns; c; c = c->all_next) {
+		if (c->loop != l || c->state != ST_OPEN || c->paused || !c->partial_since ||
+		    now - c->partial_since < timeout_ms)
+			continue;
+		log_info("wire: peer left a frame unfinished for %llu ms; closing",
+			 (unsigned long long)timeout_ms);
+		conn_fail_later(c, -ETIMEDOUT);
+		n++;
+	}
+	return n;
 }
 
 static void hs_timeout(struct loop *l, struct loop_timer *t, void *arg)

@@ -34,8 +34,31 @@ struct wire_conn;
 #define WIRE_OUT_LIMIT (64u << 20)
 /* wire_conn_ops.writable fires when output drains below this. */
 #define WIRE_OUT_LOW (256u << 10)
+/* A frame begun must be complete within this (wire_conn_sweep): a peer
+ * that trickles a byte now and then cannot hold a connection's buffer. */
+#define WIRE_FRAME_TIMEOUT_MS 30000
 
 enum wire_mode { WIRE_PLAIN, WIRE_INITIATOR, WIRE_RESPONDER };
+
+/*
+ * What one peer's connections hold together. The owner (the node) charges
+ * every connection of a peer to one account, so that the peer's share of
+ * memory is bounded however many connections it opens: a connection whose
+ * send would take the account's buffers past max_bytes is closed, as for
+ * WIRE_OUT_LIMIT. rpc.c counts the peer's calls in progress here too.
+ * Connections and calls hold references; free runs when the last goes.
+ */
+struct wire_acct {
+	unsigned refs;
+	unsigned conns;   /* connections charged to it */
+	unsigned calls;   /* the peer's RPC calls being answered */
+	size_t bytes;     /* buffer space of its connections */
+	size_t max_bytes; /* 0: no limit */
+	void (*free)(struct wire_acct *a);
+};
+
+struct wire_acct *wire_acct_ref(struct wire_acct *a);
+void wire_acct_unref(struct wire_acct *a);
 
 struct wire_conn_ops {
 	/* Handshake finished (plain mode: at once, deferred). */
@@ -89,5 +112,12 @@ void wire_conn_set_arg(struct wire_conn *c, void *arg);
 void wire_conn_set_ops(struct wire_conn *c, const struct wire_conn_ops *ops,
 		       void *arg);
 struct loop *wire_conn_loop(const struct wire_conn *c);
+/* Charge c's buffers to a (once; a reference is taken) / the account. */
+void wire_conn_charge(struct wire_conn *c, struct wire_acct *a);
+struct wire_acct *wire_conn_acct(const struct wire_conn *c);
+/* Closes the connections of l that have had a frame begun and not
+ * finished for timeout_ms (their owners hear -ETIMEDOUT).
+ * Call it every few seconds; returns how many it closed. */
+int wire_conn_sweep(struct loop *l, uint64_t timeout_ms);
 
 #endif

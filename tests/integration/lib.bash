@@ -93,12 +93,13 @@ in_host() {
 }
 
 # daemon_start NAME HOST|- LISTEN: a daemon with state in $T/NAME and its
-# admin socket at $T/NAME.sock; HOST - runs it in this namespace.
+# admin socket at $T/NAME.sock; HOST - runs it in this namespace. Options
+# in DAEMON_OPTS (word-split) go on its command line.
 daemon_start() {
 	local name=$1 host=$2 listen=$3
 	if [ "$host" = - ]; then
 		"$METAC" daemon --dir "$T/$name" --listen "$listen" \
-			--admin-socket "$T/$name.sock" >"$T/$name.log" 2>&1 &
+			--admin-socket "$T/$name.sock" ${DAEMON_OPTS:-} >"$T/$name.log" 2>&1 &
 	else
 		# Not through in_host: $! must be the daemon itself, not a
 		# subshell, so that tests can signal it and cleanup reaps it.
@@ -106,7 +107,7 @@ daemon_start() {
 		# a mount namespace of its own, and the daemon's mounts must be
 		# where the test looks.
 		nsenter --net="/run/netns/$NS_PREFIX-$host" "$METAC" daemon --dir "$T/$name" \
-			--listen "$listen" --admin-socket "$T/$name.sock" \
+			--listen "$listen" --admin-socket "$T/$name.sock" ${DAEMON_OPTS:-} \
 			>"$T/$name.log" 2>&1 &
 	fi
 	_pids+=($!)

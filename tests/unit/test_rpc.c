@@ -389,3 +389,49 @@ TEST(message_values_round_trip_and_reject)
 	CHECK_INT(msg_get_u64(&r, &u), -EBADMSG);
 	msg_free(&m);
 }
+
+static void acct_nop_free(struct wire_acct *a)
+{
+}
+
+/* Calls in progress are counted per peer, over all its connections: past
+ * RPC_PEER_MAX_CALLS the next gets EBUSY at once (not a closed connection);
+ * answered ones leave the count; and a connection that holds nothing but
+ * the bootstrap object says since when it has been idle. */
+TEST(peer_calls_in_progress_are_bounded)
+{
+	struct world w;
+	struct wire_acct acct = { .free = acct_nop_free };
+	struct result held = { 0 }, busy = { 0 }, ok = { 0 };
+	struct msg p;
+
+	CHECK_INT(world_open(&w), 0);
+	wire_conn_charge(w.a.wc, &acct);
+	CHECK(rpc_conn_idle_since(w.a.rc) != 0);
+	msg_init(&p);
+	rpc_call(w.boot, IFACE_STREAM, M_LATER, &p, got, &held);
+	spin(&w, 5);
+	CHECK(held_call != NULL);
+	CHECK_INT(acct.calls, 1);
+	CHECK_INT(rpc_conn_idle_since(w.a.rc), 0);
+	/* As if the peer's other connections had the rest in progress. */
+	acct.calls = RPC_PEER_MAX_CALLS;
+	msg_init(&p);
+	rpc_call(w.boot, IFACE_STREAM, M_ECHO, &p, got, &busy);
+	spin(&w, 5);
+	CHECK_INT(busy.done, 1);
+	CHECK_INT(busy.err, -EBUSY);
+	CHECK(strstr(busy.errmsg, "too many calls") != NULL);
+	acct.calls = 1;
+	rpc_return(held_call);
+	spin(&w, 5);
+	CHECK_INT(held.done, 1);
+	CHECK_INT(acct.calls, 0);
+	msg_init(&p);
+	rpc_call(w.boot, IFACE_STREAM, M_ECHO, &p, got, &ok);
+	spin(&w, 5);
+	CHECK_INT(ok.err, 0);
+	CHECK(rpc_conn_idle_since(w.a.rc) != 0);
+	world_close(&w);
+	CHECK_INT(acct.conns, 0);
+}

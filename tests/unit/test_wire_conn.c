@@ -336,3 +336,88 @@ TEST(peer_gone_mid_frame_is_a_reset)
 		loop_free(l);
 	}
 }
+
+/* A peer that begins a frame and trickles it (slowloris): the sweep
+ * closes it once the frame has been unfinished for the timeout, but not a
+ * connection whose frames keep completing, nor one we paused. */
+TEST(unfinished_frame_is_swept)
+{
+	struct pair p;
+	uint8_t hdr[6] = { 0, 0, 0, 100, 1, 2 }; /* claims 100 bytes, sends 2 */
+	CHECK_INT(pair_open(&p, NULL), 0);
+	run(&p, 10);
+	CHECK(p.r.ready);
+	CHECK_INT(wire_conn_send(p.i.wc, "x", 1), 0);
+	run(&p, 5);
+	CHECK_INT(p.r.records, 1);
+	CHECK_INT(wire_conn_sweep(p.l, 0), 0); /* nothing begun */
+	CHECK_INT(send(p.m.to_r, hdr, sizeof(hdr), MSG_NOSIGNAL), (long)sizeof(hdr));
+	run(&p, 5);
+	CHECK(!p.r.closed);
+	CHECK_INT(wire_conn_sweep(p.l, 60000), 0); /* not yet */
+	wire_conn_pause(p.r.wc, 1);
+	CHECK_INT(wire_conn_sweep(p.l, 0), 0); /* paused: ours to wait for */
+	wire_conn_pause(p.r.wc, 0);
+	run(&p, 3);
+	usleep(2000);
+	CHECK_INT(wire_conn_sweep(p.l, 1), 1);
+	run(&p, 3);
+	CHECK(p.r.closed);
+	CHECK_INT(p.r.err, -ETIMEDOUT);
+	pair_close(&p);
+}
+
+struct acct_test {
+	struct wire_acct a;
+	int freed;
+};
+
+static void acct_test_free(struct wire_acct *a)
+{
+	((struct acct_test *)a)->freed = 1;
+}
+
+/* Two connections of one peer share one account: together they may not
+ * buffer past max_bytes, and the account forgets them when they go. */
+TEST(peer_account_bounds_connections_together)
+{
+	struct acct_test t = { .a = { .max_bytes = 3u << 20, .free = acct_test_free } };
+	struct loop *l = loop_new();
+	struct end b[2] = { { 0 } };
+	static uint8_t chunk[WIRE_MAX_RECORD];
+	int sv[2][2], r = 0;
+	size_t sent = 0;
+
+	for (int k = 0; k < 2; k++) {
+		CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv[k]), 0);
+		b[k].wc = wire_conn_new(l, sv[k][1], WIRE_PLAIN, NULL, NULL, &ops, &b[k]);
+		wire_conn_charge(b[k].wc, &t.a);
+	}
+	for (int k = 0; k < 3; k++)
+		loop_run_once(l, 0);
+	CHECK_INT(t.a.conns, 2);
+	/* Nobody reads the other ends: the first connection fills a part of
+	 * the share, the second runs into the limit. */
+	for (int k = 0; k < 16 && r == 0; k++, sent += sizeof(chunk))
+		r = wire_conn_send(b[0].wc, chunk, sizeof(chunk));
+	CHECK_INT(r, 0);
+	for (int k = 0; k < 200 && r == 0; k++) {
+		r = wire_conn_send(b[1].wc, chunk, sizeof(chunk));
+		loop_run_once(l, 0);
+	}
+	CHECK_INT(r, -ENOBUFS);
+	for (int k = 0; k < 3; k++)
+		loop_run_once(l, 0);
+	CHECK(b[1].closed);
+	CHECK(!b[0].closed);
+	CHECK(t.a.bytes <= t.a.max_bytes + sizeof(chunk) + 64);
+	wire_conn_close(b[0].wc);
+	for (int k = 0; k < 3; k++)
+		loop_run_once(l, 0);
+	CHECK_INT(t.a.conns, 0);
+	CHECK_INT(t.a.bytes, 0);
+	CHECK(t.freed);
+	close(sv[0][0]);
+	close(sv[1][0]);
+	loop_free(l);
+}
