@@ -16,7 +16,8 @@
 static const struct applet applets[] = {
 	{ "daemon", daemon_main, "run a node: keys, database, peers, admin socket",
 	  "metac daemon [--dir DIR] [--listen ADDR:PORT] [--admin-socket PATH] [-v|-q]\n"
-	  "             [--log auto|syslog|stderr]   (auto: syslog when stderr is no terminal)\n" },
+	  "             [--log auto|syslog|stderr]   (auto: syslog when stderr is no terminal)\n"
+	  "             [--idle-timeout SECONDS]     (idle peer connections end; default 300)\n" },
 	{ "node", node_main, "show this node's identity and addresses",
 	  "metac node [--json] [--admin-socket PATH]\n" },
 	{ "ref", ref_main, "list, show and revoke this node's refs",
@@ -36,7 +37,10 @@ static const struct applet applets[] = {
 	  "       metac file cat REF   (its bytes on stdout; progress when stderr is a terminal)\n" },
 	{ "block", block_main, "serve disks as NBD, copy them",
 	  "metac block serve --listen unix:PATH|ADDR:PORT [--read-only] [--direct] [--insecure]\n"
-	  "                  local:PATH|REF   (plain NBD for qemu, nbdcopy, nbdinfo, nbd-client)\n"
+	  "                  [--persistent] local:PATH|REF   (plain NBD for qemu, nbdcopy, nbdinfo,\n"
+	  "                  nbd-client; --persistent: the daemon serves it, across restarts)\n"
+	  "       metac block unserve unix:PATH|ADDR:PORT\n"
+	  "       metac block list [--json]\n"
 	  "       metac block copy [--direct] SRC DST   (each local:PATH or REF; progress on a terminal)\n" },
 	{ "desktop", desktop_main, "share an X11 desktop over VNC (RFB), view remote ones",
 	  "metac desktop export [--persistent] [--view-only] [--xauthority FILE] local-x11:N\n"

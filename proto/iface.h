@@ -107,6 +107,18 @@ enum {
 	FS_ADMIN_LIST = 3,
 };
 
+/* ServiceAdmin of the block service: NBD endpoints the daemon serves. */
+enum {
+	/* (string listen, string source, bool read_only, bool insecure,
+	 *  bool persistent) -> (string where): source is local:PATH or a ref
+	 *  to a File; where is the address as listened on */
+	BLOCK_ADMIN_SERVE = 1,
+	BLOCK_ADMIN_UNSERVE = 2, /* (string listen) -> () */
+	/* () -> (u64 n, n * (string where, string source shown, bool
+	 *  read_only, bool persistent, u64 sessions)) */
+	BLOCK_ADMIN_LIST = 3,
+};
+
 /* L2Interface: one end of an Ethernet segment. */
 enum {
 	/* (u64 vni, u64 rx_index, bytes rx_key, string host_hint,

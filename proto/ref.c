@@ -37,6 +37,8 @@ static const char *const migrations[] = {
 	" PRIMARY KEY (service, target))",
 	/* How long a mount's calls wait out an outage (0: the default). */
 	"ALTER TABLE binds ADD COLUMN timeout_ms INTEGER NOT NULL DEFAULT 0",
+	/* A service's own options of a binding (block serve: read-only). */
+	"ALTER TABLE binds ADD COLUMN flags INTEGER NOT NULL DEFAULT 0",
 };
 
 const struct store_schema node_db_schema = {

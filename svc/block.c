@@ -3,14 +3,18 @@
  * file ref) serves its file or device as NBD, one session per data
  * connection of its stream (nbd/server.c).
  *   metac block serve --listen unix:PATH|ADDR:PORT [--read-only]
- *                     [--direct] [--insecure] local:PATH|REF
+ *                     [--direct] [--insecure] [--persistent] local:PATH|REF
+ *   metac block unserve unix:PATH|ADDR:PORT
+ *   metac block list [--json]
  *   metac block copy SRC DST      (each local:PATH or a ref)
  * serve is a plain NBD endpoint for qemu, nbdcopy, nbdinfo or nbd-client:
  * for local:PATH it serves the file itself; for a REF it relays every
  * connection to the remote device over the encrypted transport (each
  * one restores the ref anew, so a restarted node is picked up). Plain
  * NBD has no authentication, so it listens on unix sockets and loopback
- * only, unless --insecure.
+ * only, unless --insecure. With --persistent the daemon serves instead
+ * of the applet, and again after a restart (the block service's
+ * ServiceAdmin), until unserve.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -28,6 +32,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+#include <sqlite3.h>
+
 #include "lib/cli.h"
 #include "lib/log.h"
 #include "lib/loop.h"
@@ -36,6 +43,7 @@
 #include "nbd/proto.h"
 #include "nbd/server.h"
 #include "proto/node.h"
+#include "proto/ref.h"
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/block.h"
@@ -326,6 +334,597 @@ out:
 	return ret;
 }
 
+/* --- NBD endpoints the daemon serves (block serve --persistent) ----- */
+
+/*
+ * An endpoint lives in the daemon, so it outlives the applet that asked
+ * for it; a persistent one is in the binds table (service 'block', target
+ * the address, source local:PATH or the ref, flags BSERVE_READ_ONLY) and
+ * comes back when the daemon starts. A local file is served in-process;
+ * for a ref, every connection restores the ref anew and is piped to a
+ * fresh NBD stream of the remote device, so a restarted remote node is
+ * picked up by the next connection.
+ */
+#define BSERVE_READ_ONLY 1
+#define BSERVE_RETRY_MS 5000
+
+struct bserve {
+	struct node *node;
+	char where[160];  /* the address as listened on: the key */
+	char source[REF_MAX_LEN];
+	int read_only, insecure, persistent;
+	int lfd;
+	struct loop_watch *w;
+	struct loop_timer *retry; /* listening failed: tried again */
+	struct nbd_export *ex;    /* a local source */
+	unsigned sessions, refs;
+	struct bserve *next;
+};
+
+static struct bserve *bserves;
+
+static void bserve_unref(struct bserve *s)
+{
+	if (--s->refs)
+		return;
+	nbd_export_unref(s->ex);
+	sodium_memzero(s->source, sizeof(s->source));
+	free(s);
+}
+
+/* One connection to a ref's endpoint, through restore, openAsBlock and
+ * nbdStream to a data connection. */
+struct bconn {
+	struct bserve *s;
+	int fd;
+	struct cap *file, *blk, *stream;
+};
+
+static void bconn_end(struct bconn *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	cap_unref(c->stream);
+	cap_unref(c->blk);
+	cap_unref(c->file);
+	c->s->sessions--;
+	bserve_unref(c->s);
+	free(c);
+}
+
+static void bconn_done(void *arg, int err)
+{
+	struct bconn *c = arg;
+	c->fd = -1; /* the pipe closed it */
+	bconn_end(c);
+}
+
+static void bconn_open(void *arg, struct wire_conn *wc, int err, const char *why)
+{
+	struct bconn *c = arg;
+	int e;
+
+	if (!wc) {
+		log_warn("block serve %s: cannot reach the device: %s", c->s->where, why);
+		bconn_end(c);
+		return;
+	}
+	if ((e = node_pipe_fds(wc, c->fd, c->fd, bconn_done, c)) < 0) {
+		log_warn("block serve %s: cannot pipe a session: %s", c->s->where, strerror(-e));
+		wire_conn_close(wc);
+		bconn_end(c);
+	}
+}
+
+static void bconn_have_stream(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct bconn *c = arg;
+	if (!(c->stream = answer_cap(err, errmsg, res, "cannot open an NBD stream"))) {
+		bconn_end(c);
+		return;
+	}
+	node_stream_open(c->s->node, c->stream, bconn_open, c);
+}
+
+static void bconn_have_blk(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct bconn *c = arg;
+	struct msg params;
+
+	if (!(c->blk = answer_cap(err, errmsg, res, "cannot open the block device"))) {
+		bconn_end(c);
+		return;
+	}
+	msg_init(&params);
+	rpc_call(c->blk, IFACE_BLOCK_DEVICE, BLOCK_DEVICE_NBD_STREAM, &params,
+		 bconn_have_stream, c);
+}
+
+static void bconn_have_file(void *arg, int err, const char *errmsg, struct msg *res)
+{
+	struct bconn *c = arg;
+	struct msg params;
+
+	if (!(c->file = answer_cap(err, errmsg, res, "cannot restore the ref"))) {
+		bconn_end(c);
+		return;
+	}
+	msg_init(&params);
+	msg_put_bool(&params, c->s->read_only);
+	rpc_call(c->file, IFACE_FILE, FILE_OPEN_AS_BLOCK, &params, bconn_have_blk, c);
+}
+
+static void bserve_accept(struct loop *l, int fd, uint32_t ev, void *arg)
+{
+	struct bserve *s = arg;
+	struct net_addr peer;
+	struct bconn *c;
+	int cfd = net_accept(s->lfd, &peer);
+
+	if (cfd < 0)
+		return;
+	if (s->ex) {
+		nbd_serve_async(s->ex, cfd);
+		return;
+	}
+	if (s->sessions >= SERVE_MAX_SESSIONS || !(c = calloc(1, sizeof(*c)))) {
+		log_warn("block serve %s: too many sessions; refusing a connection", s->where);
+		close(cfd);
+		return;
+	}
+	s->sessions++;
+	s->refs++;
+	c->s = s;
+	c->fd = cfd;
+	node_restore(s->node, s->source, bconn_have_file, c);
+}
+
+/* Listens; -errno and why on failure. */
+static int bserve_listen(struct bserve *s, char *err, size_t errsz)
+{
+	struct net_addr addr;
+
+	if (net_addr_parse(s->where, 0, &addr) < 0) {
+		snprintf(err, errsz, "cannot parse listen address '%s'", s->where);
+		return -EINVAL;
+	}
+	if ((s->lfd = net_listen(&addr, 64)) < 0) {
+		int e = s->lfd;
+		snprintf(err, errsz, "cannot listen on %s: %s", s->where, strerror(-e));
+		s->lfd = -1;
+		return e;
+	}
+	if (!(s->w = loop_watch_fd(node_loop(s->node), s->lfd, EPOLLIN, bserve_accept, s))) {
+		close(s->lfd);
+		s->lfd = -1;
+		snprintf(err, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
+static void bserve_retry(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct bserve *s = arg;
+	char err[256];
+
+	if (bserve_listen(s, err, sizeof(err)) == 0) {
+		log_info("block serve: listening on %s again", s->where);
+		loop_timer_del(s->retry);
+		s->retry = NULL;
+	}
+}
+
+static void bserve_stop(struct bserve *s)
+{
+	if (s->w)
+		loop_watch_del(s->w);
+	if (s->lfd >= 0) {
+		close(s->lfd);
+		if (!strncmp(s->where, "unix:", 5))
+			unlink(s->where + 5);
+	}
+	if (s->retry)
+		loop_timer_del(s->retry);
+	s->w = NULL;
+	s->retry = NULL;
+	s->lfd = -1;
+}
+
+static int bserve_store(struct bserve *s, int add)
+{
+	const char *sql = add ? "INSERT OR REPLACE INTO binds (service, target, source, uid, gid, flags)"
+				" VALUES ('block', ?1, ?2, 0, 0, ?3)"
+			      : "DELETE FROM binds WHERE service = 'block' AND target = ?1";
+	sqlite3_stmt *st;
+	int ok;
+
+	if (sqlite3_prepare_v2(node_db(s->node), sql, -1, &st, NULL) != SQLITE_OK)
+		return -EIO;
+	sqlite3_bind_text(st, 1, s->where, -1, SQLITE_STATIC);
+	if (add) {
+		sqlite3_bind_text(st, 2, s->source, -1, SQLITE_STATIC);
+		sqlite3_bind_int64(st, 3, s->read_only ? BSERVE_READ_ONLY : 0);
+	}
+	ok = sqlite3_step(st) == SQLITE_DONE;
+	sqlite3_finalize(st);
+	return ok ? 0 : -EIO;
+}
+
+static struct bserve *bserve_find(const char *where)
+{
+	for (struct bserve *s = bserves; s; s = s->next)
+		if (!strcmp(s->where, where))
+			return s;
+	return NULL;
+}
+
+/* Starts an endpoint. restoring: it comes from the database, and a
+ * listen that fails is tried again rather than refused. */
+static int bserve_start(struct node *n, const char *listen, const char *source, int read_only,
+			int insecure, int persistent, int restoring, char *where, size_t wsz,
+			char *err, size_t errsz)
+{
+	const char *path = cli_local_path(source);
+	struct net_addr addr;
+	struct ref ref;
+	struct bserve *s;
+	int e;
+
+	if (net_addr_parse(listen, 0, &addr) < 0) {
+		snprintf(err, errsz, "cannot parse listen address '%s'", listen);
+		return -EINVAL;
+	}
+	if (addr.ss.ss_family != AF_UNIX && !net_addr_is_loopback(&addr) && !insecure) {
+		snprintf(err, errsz, "serve speaks plain NBD, with no encryption or "
+			 "authentication; it listens on loopback or unix sockets only "
+			 "(--insecure to override)");
+		return -EPERM;
+	}
+	if (!path && ref_parse(source, &ref, NULL) < 0) {
+		snprintf(err, errsz, "the source is neither local:PATH nor a ref");
+		return -EINVAL;
+	}
+	if (!(s = calloc(1, sizeof(*s)))) {
+		snprintf(err, errsz, "out of memory");
+		return -ENOMEM;
+	}
+	s->node = n;
+	s->refs = 1;
+	s->lfd = -1;
+	s->read_only = read_only;
+	s->insecure = insecure;
+	s->persistent = persistent;
+	net_addr_format(&addr, s->where, sizeof(s->where));
+	snprintf(s->source, sizeof(s->source), "%s", source);
+	if (bserve_find(s->where)) {
+		snprintf(err, errsz, "%s is served already (block unserve it first)", s->where);
+		bserve_unref(s);
+		return -EEXIST;
+	}
+	if (path && !(s->ex = nbd_export_open(path, base_name(path), &s->read_only, &e))) {
+		snprintf(err, errsz, "cannot serve %s: %s", path,
+			 e == -EINVAL ? "not a regular file or block device" : strerror(-e));
+		bserve_unref(s);
+		return e;
+	}
+	if ((e = bserve_listen(s, err, errsz)) < 0) {
+		if (!restoring) {
+			bserve_unref(s);
+			return e;
+		}
+		log_warn("block serve: %s; trying again every %d s", err, BSERVE_RETRY_MS / 1000);
+		if (!(s->retry = loop_timer_new(node_loop(n), bserve_retry, s)) ||
+		    loop_timer_arm(s->retry, BSERVE_RETRY_MS, BSERVE_RETRY_MS) < 0) {
+			bserve_stop(s);
+			bserve_unref(s);
+			return -ENOMEM;
+		}
+	}
+	if (persistent && !restoring && bserve_store(s, 1) < 0) {
+		snprintf(err, errsz, "cannot record the endpoint in the database");
+		bserve_stop(s);
+		bserve_unref(s);
+		return -EIO;
+	}
+	s->next = bserves;
+	bserves = s;
+	if (where)
+		snprintf(where, wsz, "%s", s->where);
+	/* Never the ref itself: it is a secret. */
+	log_info("serving %s as NBD on %s%s%s", path ? path : "a remote block device",
+		 s->where, s->read_only ? " (read-only)" : "", persistent ? " (persistent)" : "");
+	return 0;
+}
+
+static int bserve_end(struct node *n, const char *listen, char *err, size_t errsz)
+{
+	struct net_addr addr;
+	char where[160];
+	struct bserve *s;
+
+	if (net_addr_parse(listen, 0, &addr) < 0) {
+		snprintf(err, errsz, "cannot parse listen address '%s'", listen);
+		return -EINVAL;
+	}
+	net_addr_format(&addr, where, sizeof(where));
+	if (!(s = bserve_find(where))) {
+		snprintf(err, errsz, "nothing is served on %s", where);
+		return -ENOENT;
+	}
+	for (struct bserve **pp = &bserves; *pp; pp = &(*pp)->next) {
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	}
+	if (s->persistent)
+		bserve_store(s, 0);
+	bserve_stop(s);
+	log_info("no longer serving NBD on %s", s->where);
+	bserve_unref(s);
+	return 0;
+}
+
+/* What a listing shows of a source: never a ref's secret. */
+static void source_shown(const char *source, char *out, size_t outsz)
+{
+	struct ref ref;
+	if (cli_local_path(source) || ref_parse(source, &ref, NULL) < 0)
+		snprintf(out, outsz, "%s", source);
+	else
+		snprintf(out, outsz, strchr(ref.host, ':') ? "ref://[%s]:%d/..." :
+			 "ref://%s:%d/...", ref.host, ref.port);
+}
+
+static void block_admin_call(struct cap *c, struct rpc_call *call)
+{
+	struct node *n = node_obj_node(c);
+	char listen[160], source[REF_MAX_LEN], err[512], where[160];
+	int read_only, insecure, persistent, e;
+	struct msg_rd r;
+
+	if (call->iface != IFACE_SERVICE_ADMIN) {
+		rpc_return_unknown(call, "block admin");
+		return;
+	}
+	msg_rd_init(&r, &call->params);
+	switch (call->method) {
+	case BLOCK_ADMIN_SERVE:
+		if (msg_get_str(&r, listen, sizeof(listen)) < 0 ||
+		    msg_get_str(&r, source, sizeof(source)) < 0 ||
+		    msg_get_bool(&r, &read_only) < 0 || msg_get_bool(&r, &insecure) < 0 ||
+		    msg_get_bool(&r, &persistent) < 0) {
+			rpc_return_error(call, -EINVAL, "malformed serve call");
+			break;
+		}
+		e = bserve_start(n, listen, source, read_only, insecure, persistent, 0, where,
+				 sizeof(where), err, sizeof(err));
+		sodium_memzero(source, sizeof(source));
+		if (e < 0) {
+			rpc_return_error(call, e, "%s", err);
+			break;
+		}
+		msg_put_str(&call->results, where);
+		rpc_return(call);
+		break;
+	case BLOCK_ADMIN_UNSERVE:
+		if (msg_get_str(&r, listen, sizeof(listen)) < 0) {
+			rpc_return_error(call, -EINVAL, "malformed unserve call");
+			break;
+		}
+		if ((e = bserve_end(n, listen, err, sizeof(err))) < 0)
+			rpc_return_error(call, e, "%s", err);
+		else
+			rpc_return(call);
+		break;
+	case BLOCK_ADMIN_LIST: {
+		uint64_t count = 0;
+		for (struct bserve *s = bserves; s; s = s->next)
+			count++;
+		msg_put_u64(&call->results, count);
+		for (struct bserve *s = bserves; s; s = s->next) {
+			source_shown(s->source, source, sizeof(source));
+			msg_put_str(&call->results, s->where);
+			msg_put_str(&call->results, source);
+			msg_put_bool(&call->results, s->read_only);
+			msg_put_bool(&call->results, s->persistent);
+			msg_put_u64(&call->results, s->sessions);
+		}
+		rpc_return(call);
+		break;
+	}
+	default:
+		rpc_return_unknown(call, "block admin");
+	}
+}
+
+static const struct cap_ops block_admin_ops = {
+	.name = "block admin",
+	.call = block_admin_call,
+	.free = node_obj_free,
+};
+
+static struct cap *block_admin_new(struct node *n)
+{
+	return node_obj_new(n, &block_admin_ops);
+}
+
+/* Endpoints recorded as persistent come back once the node runs. */
+static void bserves_restore(struct loop *l, void *arg)
+{
+	struct node *n = arg;
+	char err[512];
+	sqlite3_stmt *st;
+
+	if (sqlite3_prepare_v2(node_db(n), "SELECT target, source, flags FROM binds"
+			       " WHERE service = 'block'", -1, &st, NULL) != SQLITE_OK)
+		return;
+	while (sqlite3_step(st) == SQLITE_ROW) {
+		const char *where = (const char *)sqlite3_column_text(st, 0);
+		const char *src = (const char *)sqlite3_column_text(st, 1);
+		int flags = sqlite3_column_int(st, 2);
+		/* It was accepted once: --insecure or not, the address is
+		 * what the administrator chose. */
+		if (where && src &&
+		    bserve_start(n, where, src, !!(flags & BSERVE_READ_ONLY), 1, 1, 1, NULL, 0,
+				 err, sizeof(err)) < 0)
+			log_warn("block serve %s does not come back: %s", where, err);
+	}
+	sqlite3_finalize(st);
+}
+
+static void block_stop(struct node *n)
+{
+	while (bserves) {
+		struct bserve *s = bserves;
+		bserves = s->next;
+		bserve_stop(s);
+		bserve_unref(s);
+	}
+}
+
+static const struct node_service block_service = {
+	.name = "block",
+	.admin = block_admin_new,
+	.stop = block_stop,
+};
+
+int block_service_register(struct node *n)
+{
+	int e = node_register_service(n, &block_service);
+	if (e == 0)
+		loop_defer(node_loop(n), bserves_restore, n);
+	return e;
+}
+
+/* serve --persistent: the daemon serves, and again after a restart. */
+static int serve_in_daemon(const char *sock, const char *listen, const char *path,
+			   const char *source, int read_only, int insecure)
+{
+	char abs[PATH_MAX + 8], where[160];
+	struct cap *ba = NULL;
+	struct msg params, res;
+	struct msg_rd rd;
+	struct admin a;
+	int r = EXIT_FAIL;
+
+	/* The daemon resolves nothing against the applet's directory. */
+	if (path) {
+		char real[PATH_MAX];
+		if (!realpath(path, real)) {
+			fprintf(stderr, "metac block: %s: %s\n", path, strerror(errno));
+			return EXIT_FAIL;
+		}
+		snprintf(abs, sizeof(abs), "local:%s", real);
+		source = abs;
+	}
+	msg_init(&res);
+	if (admin_open_service(&a, sock, "block", &ba) == 0) {
+		msg_init(&params);
+		msg_put_str(&params, listen);
+		msg_put_str(&params, source);
+		msg_put_bool(&params, read_only);
+		msg_put_bool(&params, insecure);
+		msg_put_bool(&params, 1);
+		if (admin_call(&a, ba, IFACE_SERVICE_ADMIN, BLOCK_ADMIN_SERVE, &params, &res,
+			       "cannot serve") == 0) {
+			msg_rd_init(&rd, &res);
+			if (msg_get_str(&rd, where, sizeof(where)) == 0)
+				fprintf(stderr, "metac block: the node serves NBD on %s, "
+						"until `metac block unserve %s`\n", where, where);
+			r = EXIT_OK;
+		}
+	}
+	msg_free(&res);
+	cap_unref(ba);
+	admin_close(&a);
+	return r;
+}
+
+static int block_unserve(const struct applet *self, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "admin-socket", required_argument, NULL, 'a' },
+		{ 0 }
+	};
+	const char *sock = NULL;
+	struct cap *ba = NULL;
+	struct msg params, res;
+	struct admin a;
+	int c, r = EXIT_FAIL;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "a:", opts, NULL)) != -1) {
+		if (c == 'a')
+			sock = optarg;
+		else
+			return cli_usage_error(self, "unknown option");
+	}
+	if (optind != argc - 1)
+		return cli_usage_error(self, "unserve takes the address served on");
+	msg_init(&res);
+	if (admin_open_service(&a, sock, "block", &ba) == 0) {
+		msg_init(&params);
+		msg_put_str(&params, argv[optind]);
+		if (admin_call(&a, ba, IFACE_SERVICE_ADMIN, BLOCK_ADMIN_UNSERVE, &params, &res,
+			       "cannot unserve") == 0)
+			r = EXIT_OK;
+	}
+	msg_free(&res);
+	cap_unref(ba);
+	admin_close(&a);
+	return r;
+}
+
+/* The NBD endpoints the daemon serves. */
+static int block_list(const struct applet *self, int argc, char **argv)
+{
+	struct msg res;
+	struct msg_rd rd;
+	struct admin a;
+	uint64_t n = 0;
+	int json, r;
+
+	msg_init(&res);
+	if ((r = admin_list_call(self, argc, argv, "block", IFACE_SERVICE_ADMIN,
+				 BLOCK_ADMIN_LIST, &a, &res, &json)) != EXIT_OK)
+		goto out;
+	msg_rd_init(&rd, &res);
+	msg_get_u64(&rd, &n);
+	if (json)
+		printf("[");
+	for (uint64_t i = 0; i < n; i++) {
+		char where[160], source[PATH_MAX + 8];
+		int ro = 0, persistent = 0;
+		uint64_t sessions = 0;
+		if (msg_get_str(&rd, where, sizeof(where)) < 0 ||
+		    msg_get_str(&rd, source, sizeof(source)) < 0 || msg_get_bool(&rd, &ro) < 0 ||
+		    msg_get_bool(&rd, &persistent) < 0 || msg_get_u64(&rd, &sessions) < 0)
+			break;
+		if (json) {
+			printf("%s{\"listen\":", i ? "," : "");
+			cli_json_str(stdout, where);
+			printf(",\"source\":");
+			cli_json_str(stdout, source);
+			printf(",\"read_only\":%s,\"persistent\":%s,\"relayed_sessions\":%llu}",
+			       ro ? "true" : "false", persistent ? "true" : "false",
+			       (unsigned long long)sessions);
+		} else {
+			printf("%-32s %-40s %-3s %-3s %llu\n", where, source, ro ? "ro" : "rw",
+			       persistent ? "yes" : "no", (unsigned long long)sessions);
+		}
+	}
+	if (json)
+		printf("]\n");
+	else if (!n)
+		fprintf(stderr, "metac block: the node serves no NBD endpoint\n");
+out:
+	msg_free(&res);
+	admin_close(&a);
+	return r;
+}
+
 static int block_serve(const struct applet *self, int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -334,18 +933,20 @@ static int block_serve(const struct applet *self, int argc, char **argv)
 		{ "direct", no_argument, NULL, 'd' },
 		{ "insecure", no_argument, NULL, 'I' },
 		{ "admin-socket", required_argument, NULL, 'a' },
+		{ "persistent", no_argument, NULL, 'p' },
 		{ 0 }
 	};
 	const char *listen = NULL, *path, *sock = NULL;
 	struct nbd_export *ex = NULL;
 	struct net_addr addr;
 	char where[160];
-	int c, insecure = 0, read_only = 0, direct = 0, lfd, e;
+	int c, insecure = 0, read_only = 0, direct = 0, persistent = 0, lfd, e;
 
 	optind = 1;
-	while ((c = getopt_long(argc, argv, "l:rda:", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, "l:rda:p", opts, NULL)) != -1) {
 		switch (c) {
 		case 'l': listen = optarg; break;
+		case 'p': persistent = 1; break;
 		case 'r': read_only = 1; break;
 		case 'd': direct = 1; break;
 		case 'I': insecure = 1; break;
@@ -362,6 +963,8 @@ static int block_serve(const struct applet *self, int argc, char **argv)
 		return cli_usage_error(self, "serve needs --listen unix:PATH or ADDR:PORT");
 	if (path && direct)
 		return cli_usage_error(self, "--direct applies to a REF");
+	if (persistent)
+		return serve_in_daemon(sock, listen, path, argv[optind], read_only, insecure);
 	if (net_addr_parse(listen, 0, &addr) < 0) {
 		fprintf(stderr, "metac block: cannot parse listen address '%s'\n", listen);
 		return EXIT_FAIL;
@@ -887,6 +1490,8 @@ int block_main(int argc, char **argv)
 {
 	static const struct cli_command cmds[] = {
 		{ "serve", block_serve },
+		{ "unserve", block_unserve },
+		{ "list", block_list },
 		{ "copy", block_copy },
 		{ 0 }
 	};

@@ -396,9 +396,98 @@ struct fs_bind {
 	size_t llen;
 	int reconnecting;
 	int pending; /* calls under way that still refer to b */
+	unsigned retry_ms; /* a restored mount: if it fails, again after this */
 };
 
 static struct fs_bind *binds;
+
+/* A persistent mount that did not come back when the daemon started (its
+ * node not reachable yet, say): tried again, each wait twice the last up
+ * to BIND_RETRY_MAX_MS, until it mounts, the ref is refused for good, or
+ * it is unbound. */
+#define BIND_RETRY_FIRST_MS 1000
+#define BIND_RETRY_MAX_MS 60000
+
+struct bind_retry {
+	struct node *node;
+	char mountpoint[PATH_MAX];
+	char *source;
+	uint32_t uid, gid;
+	unsigned timeout_ms, delay_ms;
+	struct loop_timer *t;
+	struct bind_retry *next;
+};
+
+static struct bind_retry *retries;
+
+static void bind_start(struct node *n, const char *mountpoint, const char *source,
+		       int persistent, uint32_t uid, uint32_t gid, unsigned timeout_ms,
+		       unsigned retry_ms, struct rpc_call *call);
+
+static void retry_free(struct bind_retry *r)
+{
+	for (struct bind_retry **pp = &retries; *pp; pp = &(*pp)->next) {
+		if (*pp == r) {
+			*pp = r->next;
+			break;
+		}
+	}
+	if (r->t)
+		loop_timer_del(r->t);
+	free(r->source);
+	free(r);
+}
+
+static void retry_fire(struct loop *l, struct loop_timer *t, void *arg)
+{
+	struct bind_retry *r = arg;
+	unsigned next = r->delay_ms * 2 > BIND_RETRY_MAX_MS ? BIND_RETRY_MAX_MS : r->delay_ms * 2;
+	struct node *n = r->node;
+	char mp[PATH_MAX];
+	char *src = r->source;
+	uint32_t uid = r->uid, gid = r->gid;
+	unsigned tmo = r->timeout_ms;
+
+	snprintf(mp, sizeof(mp), "%s", r->mountpoint);
+	r->source = NULL;
+	retry_free(r);
+	bind_start(n, mp, src, 1, uid, gid, tmo, next, NULL);
+	free(src);
+}
+
+static void retry_later(struct fs_bind *b, int err)
+{
+	struct bind_retry *r;
+
+	if (err == -ENOENT || err == -EKEYEXPIRED || err == -EACCES || err == -ENOTDIR) {
+		log_warn("fs: the persistent mount on %s will not come back (%s); "
+			 "`metac fs unbind %s` forgets it", b->mountpoint, strerror(-err),
+			 b->mountpoint);
+		return;
+	}
+	if (!(r = calloc(1, sizeof(*r))) || !(r->source = strdup(b->source)) ||
+	    !(r->t = loop_timer_new(node_loop(b->node), retry_fire, r)) ||
+	    loop_timer_arm(r->t, b->retry_ms, 0) < 0) {
+		if (r) {
+			if (r->t)
+				loop_timer_del(r->t);
+			free(r->source);
+			free(r);
+		}
+		log_error("fs: cannot schedule another try of the mount on %s", b->mountpoint);
+		return;
+	}
+	r->node = b->node;
+	snprintf(r->mountpoint, sizeof(r->mountpoint), "%s", b->mountpoint);
+	r->uid = b->uid;
+	r->gid = b->gid;
+	r->timeout_ms = b->timeout_ms;
+	r->delay_ms = b->retry_ms;
+	r->next = retries;
+	retries = r;
+	log_info("fs: trying the persistent mount on %s again in %u s", b->mountpoint,
+		 b->retry_ms / 1000);
+}
 
 static struct fs_bind *bind_find(const char *mp)
 {
@@ -483,6 +572,8 @@ static void bind_answer(struct fs_bind *b, int err, const char *fmt, ...)
 static void bind_fail(struct fs_bind *b, int err, const char *why)
 {
 	bind_answer(b, err, "%s", why);
+	if (b->retry_ms && !b->local)
+		retry_later(b, err);
 	b->state = B_GONE;
 	bind_unlink(b);
 	if (b->pid > 0)
@@ -798,7 +889,7 @@ static void bind_reconnect(struct fs_bind *b)
  * went. */
 static void bind_start(struct node *n, const char *mountpoint, const char *source,
 		       int persistent, uint32_t uid, uint32_t gid, unsigned timeout_ms,
-		       struct rpc_call *call)
+		       unsigned retry_ms, struct rpc_call *call)
 {
 	struct fs_bind *b = calloc(1, sizeof(*b));
 	struct stat st;
@@ -816,6 +907,7 @@ static void bind_start(struct node *n, const char *mountpoint, const char *sourc
 	b->uid = uid;
 	b->gid = gid;
 	b->timeout_ms = timeout_ms;
+	b->retry_ms = retry_ms;
 	b->call = call;
 	snprintf(b->mountpoint, sizeof(b->mountpoint), "%s", mountpoint);
 	if (mountpoint[0] != '/' || stat(mountpoint, &st) < 0 || !S_ISDIR(st.st_mode)) {
@@ -850,6 +942,15 @@ static void bind_start(struct node *n, const char *mountpoint, const char *sourc
 static int unbind(struct node *n, const char *mp, char *why, size_t whysz)
 {
 	struct fs_bind *b = bind_find(mp);
+
+	for (struct bind_retry *r = retries; r; r = r->next) {
+		if (!strcmp(r->mountpoint, mp)) {
+			retry_free(r);
+			bind_forget(n, mp);
+			log_info("fs: %s will not be mounted again", mp);
+			return 0;
+		}
+	}
 	if (!b || b->state != B_MOUNTED) {
 		snprintf(why, whysz, b ? "%s is still being mounted" : "nothing is bound on %s", mp);
 		return b ? -EBUSY : -ENOENT;
@@ -902,7 +1003,7 @@ static void fs_admin_call(struct cap *c, struct rpc_call *call)
 			return;
 		}
 		bind_start(n, mp, source, persistent, (uint32_t)uid, (uint32_t)gid,
-			   (unsigned)tmo, call);
+			   (unsigned)tmo, 0, call);
 		return;
 	case FS_ADMIN_UNBIND:
 		if (msg_get_str(&r, mp, sizeof(mp)) < 0) {
@@ -957,7 +1058,7 @@ static void binds_restore(struct loop *l, void *arg)
 			continue;
 		bind_start(n, mp, src, 1, (uint32_t)sqlite3_column_int64(st, 2),
 			   (uint32_t)sqlite3_column_int64(st, 3),
-			   (unsigned)sqlite3_column_int64(st, 4), NULL);
+			   (unsigned)sqlite3_column_int64(st, 4), BIND_RETRY_FIRST_MS, NULL);
 	}
 	sqlite3_finalize(st);
 }
@@ -966,6 +1067,8 @@ static void binds_restore(struct loop *l, void *arg)
  * (the kernel keeps those, and a restart finds them). */
 static void fs_stop(struct node *n)
 {
+	while (retries)
+		retry_free(retries);
 	while (binds) {
 		struct fs_bind *b = binds;
 		binds = b->next;

@@ -7,6 +7,7 @@ int services_register(struct node *n)
 	if ((r = stream_service_register(n)) < 0 ||
 	    (r = fs_service_register(n)) < 0 ||
 	    (r = file_service_register(n)) < 0 ||
+	    (r = block_service_register(n)) < 0 ||
 	    (r = net_service_register(n)) < 0 ||
 	    (r = compute_service_register(n)) < 0 ||
 	    (r = vm_service_register(n)) < 0 ||

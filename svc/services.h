@@ -8,6 +8,7 @@ int services_register(struct node *n);
 int stream_service_register(struct node *n);
 int fs_service_register(struct node *n);
 int file_service_register(struct node *n);
+int block_service_register(struct node *n);
 int net_service_register(struct node *n);
 int compute_service_register(struct node *n);
 int vm_service_register(struct node *n);
