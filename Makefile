@@ -11,7 +11,7 @@ CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -Wall -Wextra -Wshadow -Wno-unused-parameter \
            -D_GNU_SOURCE -I. -I/usr/include/fuse3 -MMD -MP
 LIBS    := -lsodium -lsqlite3 -lfuse3 -lopus -ljpeg -lz -lxcb-shm -lxcb-xtest -lxcb-damage \
-           -lxcb-xfixes -lxcb -lXau -lXdmcp -lusb-1.0 -lpthread -lm
+           -lxcb-xfixes -lxcb -lXau -lXdmcp -lusb-1.0 -lseccomp -lpthread -lm
 
 ifeq ($(SANITIZE),1)
 O       := build/san

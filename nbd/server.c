@@ -254,6 +254,16 @@ uint32_t nbd_export_min_block(const struct nbd_export *ex)
 	return ex->min_block;
 }
 
+int nbd_export_fd(const struct nbd_export *ex)
+{
+	return ex->fd;
+}
+
+const char *nbd_export_name(const struct nbd_export *ex)
+{
+	return ex->name;
+}
+
 void nbd_export_set_min_block(struct nbd_export *ex, uint32_t min_block)
 {
 	if (min_block && min_block <= 65536 && !(min_block & (min_block - 1)))

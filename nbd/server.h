@@ -51,6 +51,9 @@ void nbd_export_unref(struct nbd_export *ex);
 uint64_t nbd_export_size(const struct nbd_export *ex);
 int nbd_export_read_only(const struct nbd_export *ex);
 uint32_t nbd_export_min_block(const struct nbd_export *ex);
+/* The export's descriptor (still the export's) and name. */
+int nbd_export_fd(const struct nbd_export *ex);
+const char *nbd_export_name(const struct nbd_export *ex);
 /* Requests must be aligned to this (a power of two, at most 65536):
  * 1 for regular files, the logical sector size for block devices. */
 void nbd_export_set_min_block(struct nbd_export *ex, uint32_t min_block);

@@ -47,6 +47,7 @@
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/block.h"
+#include "svc/session.h"
 #include "wire/conn.h"
 
 #define SERVE_MAX_SESSIONS 64
@@ -73,15 +74,28 @@ static void blk_stream_call(struct cap *c, struct rpc_call *call)
 	node_stream_call(((struct blk_stream *)c)->node, c, call, "nbd stream");
 }
 
+/* An NBD session of ex on sock (taken), in a process of its own. */
+static void nbd_session_spawn(struct node *n, struct nbd_export *ex, int sock)
+{
+	struct session_cfg cfg = {
+		.kind = SANDBOX_NBD,
+		.read_only = nbd_export_read_only(ex),
+		.min_block = nbd_export_min_block(ex),
+		.name = nbd_export_name(ex),
+	};
+	session_spawn(n, &cfg, sock, nbd_export_fd(ex));
+}
+
 static void blk_stream_attach(struct cap *c, struct wire_conn *data)
 {
 	struct blk_stream *s = (struct blk_stream *)c;
 	int fd, e;
 
+	/* The session runs in a process of its own (svc/session.h). */
 	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0)
 		log_warn("block: cannot pipe a data connection: %s", strerror(-e));
-	else if ((e = nbd_serve_async(s->ex, fd)) < 0)
-		log_warn("block: cannot start an NBD session: %s", strerror(-e));
+	else
+		nbd_session_spawn(s->node, s->ex, fd);
 }
 
 static void blk_stream_free(struct cap *c)
@@ -464,7 +478,7 @@ static void bserve_accept(struct loop *l, int fd, uint32_t ev, void *arg)
 	if (cfd < 0)
 		return;
 	if (s->ex) {
-		nbd_serve_async(s->ex, cfd);
+		nbd_session_spawn(s->node, s->ex, cfd);
 		return;
 	}
 	if (s->sessions >= SERVE_MAX_SESSIONS || !(c = calloc(1, sizeof(*c)))) {
@@ -1486,11 +1500,17 @@ out:
 	return r;
 }
 
+static int block_session(const struct applet *self, int argc, char **argv)
+{
+	return session_main(SANDBOX_NBD, argc, argv);
+}
+
 int block_main(int argc, char **argv)
 {
 	static const struct cli_command cmds[] = {
 		{ "serve", block_serve },
 		{ "unserve", block_unserve },
+		{ "_session", block_session },
 		{ "list", block_list },
 		{ "copy", block_copy },
 		{ 0 }

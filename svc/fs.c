@@ -41,6 +41,7 @@
 #include "proto/node.h"
 #include "svc/admin_client.h"
 #include "svc/applets.h"
+#include "svc/session.h"
 #include "svc/fs_bridge.h"
 #include "svc/services.h"
 #include "wire/conn.h"
@@ -94,10 +95,17 @@ static void fs_stream_attach(struct cap *c, struct wire_conn *data)
 	struct fs_stream *s = (struct fs_stream *)c;
 	int fd, e;
 
+	struct session_cfg cfg = {
+		.kind = SANDBOX_9P,
+		.read_only = s->ex->read_only,
+		.passthrough = s->ex->map == P9_MAP_PASSTHROUGH,
+	};
+
+	/* The session runs in a process of its own (svc/session.h). */
 	if ((e = node_pipe_pair(data, 0, &fd)) < 0)
 		log_warn("fs: cannot pipe a data connection: %s", strerror(-e));
-	else if ((e = p9_serve_async(s->ex, fd)) < 0)
-		log_warn("fs: cannot start a 9p session: %s", strerror(-e));
+	else
+		session_spawn(s->node, &cfg, fd, s->ex->rootfd);
 }
 
 static void fs_stream_free(struct cap *c)
@@ -1417,5 +1425,7 @@ int fs_main(int argc, char **argv)
 		return fs_mount9p_main(self, argc - 1, argv + 1);
 	if (!strcmp(argv[1], "_bridge"))
 		return fs_bridge_main(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "_session"))
+		return session_main(SANDBOX_9P, argc - 1, argv + 1);
 	return cli_usage_error(self, "unknown command '%s'", argv[1]);
 }

@@ -1,0 +1,218 @@
+/* Least privilege for session processes: see sandbox.h. */
+#include <errno.h>
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/fs.h>
+#include <sched.h>
+#include <seccomp.h>
+#include <sys/mount.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "lib/sandbox.h"
+
+#define NOBODY 65534
+
+/* What every session process does: memory, threads, time, signals to
+ * itself, the socket it was given, and its end. */
+static const int common_calls[] = {
+	SCMP_SYS(read), SCMP_SYS(write), SCMP_SYS(readv), SCMP_SYS(writev),
+	SCMP_SYS(pread64), SCMP_SYS(pwrite64), SCMP_SYS(preadv), SCMP_SYS(pwritev),
+	SCMP_SYS(sendto), SCMP_SYS(recvfrom), SCMP_SYS(sendmsg), SCMP_SYS(recvmsg),
+	SCMP_SYS(shutdown), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
+	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(lseek), SCMP_SYS(close),
+	SCMP_SYS(fcntl), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(dup),
+	SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(mremap),
+	SCMP_SYS(madvise), SCMP_SYS(brk),
+	SCMP_SYS(clone), SCMP_SYS(clone3), SCMP_SYS(set_robust_list),
+	SCMP_SYS(rseq), SCMP_SYS(futex), SCMP_SYS(sched_yield),
+	SCMP_SYS(sched_getaffinity), SCMP_SYS(prlimit64), SCMP_SYS(getrandom),
+	SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(getuid), SCMP_SYS(geteuid),
+	SCMP_SYS(getgid), SCMP_SYS(getegid),
+	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
+	SCMP_SYS(rt_sigprocmask), SCMP_SYS(rt_sigaction), SCMP_SYS(rt_sigreturn),
+	SCMP_SYS(sigaltstack), SCMP_SYS(restart_syscall),
+	SCMP_SYS(exit), SCMP_SYS(exit_group),
+};
+
+/* The 9P server: files reached from the export's root descriptor, one
+ * name at a time (fs9p/server.c, lib/safepath.c). */
+static const int p9_calls[] = {
+	SCMP_SYS(openat), SCMP_SYS(openat2), SCMP_SYS(statx), SCMP_SYS(fstatfs),
+	SCMP_SYS(getdents64), SCMP_SYS(mkdirat), SCMP_SYS(mknodat),
+	SCMP_SYS(unlinkat), SCMP_SYS(renameat), SCMP_SYS(renameat2),
+	SCMP_SYS(linkat), SCMP_SYS(symlinkat), SCMP_SYS(readlinkat),
+	SCMP_SYS(fchownat), SCMP_SYS(fchown), SCMP_SYS(fchmodat), SCMP_SYS(fchmod),
+	SCMP_SYS(chmod), SCMP_SYS(utimensat), SCMP_SYS(ftruncate),
+	SCMP_SYS(fallocate), SCMP_SYS(fsync), SCMP_SYS(fdatasync),
+	SCMP_SYS(getxattr), SCMP_SYS(lgetxattr), SCMP_SYS(fgetxattr),
+	SCMP_SYS(setxattr), SCMP_SYS(lsetxattr), SCMP_SYS(fsetxattr),
+	SCMP_SYS(listxattr), SCMP_SYS(llistxattr), SCMP_SYS(flistxattr),
+	SCMP_SYS(removexattr), SCMP_SYS(lremovexattr), SCMP_SYS(fremovexattr),
+	SCMP_SYS(umask),
+};
+
+/* The NBD server: one open file or block device (nbd/server.c). */
+static const int nbd_calls[] = {
+	SCMP_SYS(fallocate), SCMP_SYS(fdatasync), SCMP_SYS(fsync),
+	SCMP_SYS(sendfile), SCMP_SYS(ftruncate),
+};
+
+/* ... and of ioctl only what it asks of a block device. */
+static const unsigned long nbd_ioctls[] = {
+	BLKZEROOUT, BLKDISCARD, BLKSSZGET, BLKGETSIZE64, BLKIOMIN, BLKIOOPT,
+	BLKPBSZGET, BLKFLSBUF,
+};
+
+static int add_calls(scmp_filter_ctx ctx, const int *calls, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		int r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, calls[i], 0);
+		/* A call this architecture lacks is not an error. */
+		if (r < 0 && r != -EDOM && r != -EFAULT)
+			return r;
+	}
+	return 0;
+}
+
+int sandbox_filter(enum sandbox_kind kind)
+{
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ERRNO(EPERM));
+	int r;
+
+	if (!ctx)
+		return -ENOMEM;
+	r = add_calls(ctx, common_calls, sizeof(common_calls) / sizeof(common_calls[0]));
+	if (r == 0 && kind == SANDBOX_9P)
+		r = add_calls(ctx, p9_calls, sizeof(p9_calls) / sizeof(p9_calls[0]));
+#ifdef SYS_fchmodat2
+	/* Newer than this kernel, maybe: "not here" makes the server fall
+	 * back to chmod through proc/self/fd, "not allowed" would not. */
+	if (r == 0 && kind == SANDBOX_9P)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SYS_fchmodat2, 0);
+#endif
+	if (r == 0 && kind == SANDBOX_NBD) {
+		r = add_calls(ctx, nbd_calls, sizeof(nbd_calls) / sizeof(nbd_calls[0]));
+		for (size_t i = 0; r == 0 && i < sizeof(nbd_ioctls) / sizeof(nbd_ioctls[0]); i++)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+					     SCMP_A1(SCMP_CMP_EQ, nbd_ioctls[i]));
+	}
+	if (r == 0)
+		r = seccomp_load(ctx);
+	seccomp_release(ctx);
+	return r;
+}
+
+/* Takes from the bounding set every capability not in keep (a bit mask
+ * of CAP_*): nothing can bring them back. */
+static int bset_limit(uint64_t keep)
+{
+	for (int cap = 0; cap <= 63; cap++) {
+		if (keep & (1ull << cap))
+			continue;
+		if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+			return -errno;
+	}
+	prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+	return 0;
+}
+
+/* Keeps only the capabilities in keep in the effective, permitted and
+ * inheritable sets. */
+static int caps_limit(uint64_t keep)
+{
+	struct __user_cap_header_struct h = { .version = _LINUX_CAPABILITY_VERSION_3 };
+	struct __user_cap_data_struct d[2];
+
+	memset(d, 0, sizeof(d));
+	d[0].effective = d[0].permitted = (uint32_t)keep;
+	d[1].effective = d[1].permitted = (uint32_t)(keep >> 32);
+	return syscall(SYS_capset, &h, d) < 0 ? -errno : 0;
+}
+
+/*
+ * The root becomes a tmpfs of the process's own mount namespace, mounted
+ * on dir (an empty directory of the daemon's; other processes still see
+ * it empty), read-only, with nothing in it but, for 9P, proc/self/fd: a
+ * bind of this process's own descriptor directory, through which the 9P
+ * server reaches the very file an O_PATH descriptor holds. No other
+ * process is visible from here.
+ */
+static int root_private(const char *dir, int with_fds, char *err, size_t errsz)
+{
+	const unsigned long ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	char path[4200], fds[64];
+	const char *what;
+
+	what = "a mount namespace";
+	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		goto fail;
+	what = "a tmpfs";
+	if ((mkdir(dir, 0700) < 0 && errno != EEXIST) ||
+	    mount("metac-session", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+		  "size=16k,nr_inodes=16,mode=0755") < 0)
+		goto fail;
+	if (with_fds) {
+		what = "proc/self/fd";
+		snprintf(path, sizeof(path), "%s/proc", dir);
+		if (mkdir(path, 0555) < 0)
+			goto fail;
+		snprintf(path, sizeof(path), "%s/proc/self", dir);
+		if (mkdir(path, 0555) < 0)
+			goto fail;
+		snprintf(path, sizeof(path), "%s/proc/self/fd", dir);
+		snprintf(fds, sizeof(fds), "/proc/%d/fd", (int)getpid());
+		if (mkdir(path, 0555) < 0 || mount(fds, path, NULL, MS_BIND, NULL) < 0)
+			goto fail;
+	}
+	what = "the new root";
+	if (mount(NULL, dir, NULL, ro, NULL) < 0 || chdir(dir) < 0 || chroot(".") < 0 ||
+	    chdir("/") < 0)
+		goto fail;
+	return 0;
+fail:
+	snprintf(err, errsz, "cannot set up %s: %s", what, strerror(errno));
+	return -errno;
+}
+
+int sandbox_enter(enum sandbox_kind kind, const char *root_dir, char *err, size_t errsz)
+{
+	int r;
+
+	if (geteuid() == 0) {
+		if ((r = root_private(root_dir, kind == SANDBOX_9P, err, errsz)) < 0)
+			return r;
+		uint64_t keep = kind == SANDBOX_NBD ? 0 :
+			1ull << CAP_CHOWN | 1ull << CAP_DAC_OVERRIDE | 1ull << CAP_DAC_READ_SEARCH |
+			1ull << CAP_FOWNER | 1ull << CAP_FSETID;
+		if ((r = bset_limit(keep)) == 0 && kind == SANDBOX_NBD) {
+			/* The device is open: nobody may use it from here (and
+			 * a uid other than 0 holds no capability). */
+			if (setgroups(0, NULL) < 0 || setresgid(NOBODY, NOBODY, NOBODY) < 0 ||
+			    setresuid(NOBODY, NOBODY, NOBODY) < 0) {
+				snprintf(err, errsz, "cannot become nobody: %s", strerror(errno));
+				return -errno;
+			}
+		}
+		if (r == 0)
+			r = caps_limit(keep);
+		if (r < 0) {
+			snprintf(err, errsz, "cannot drop capabilities: %s", strerror(-r));
+			return r;
+		}
+	}
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0) {
+		snprintf(err, errsz, "cannot set no_new_privs: %s", strerror(errno));
+		return -errno;
+	}
+	if ((r = sandbox_filter(kind)) < 0) {
+		snprintf(err, errsz, "cannot load the seccomp filter: %s", strerror(-r));
+		return r;
+	}
+	return 0;
+}

@@ -1,0 +1,36 @@
+/*
+ * Least privilege for a process that serves what remote peers send in
+ * bulk (a 9P or NBD session, svc/session.c): once it holds the descriptors
+ * it needs, it gives up the rest of the system.
+ *   - its root becomes an empty read-only tmpfs of its own mount
+ *     namespace (for 9P, with its own descriptors in proc/self/fd): no
+ *     path leads anywhere else;
+ *   - its capabilities shrink to what the server needs (9P: overriding
+ *     file permissions and ownership inside the export; NBD: none, and it
+ *     runs as nobody), and the bounding set with them;
+ *   - no new privileges, ever (no setuid binary, no file capabilities);
+ *   - a seccomp filter lets through only the system calls that server
+ *     makes; anything else fails with EPERM (no socket, no exec, no
+ *     mount, no ptrace, no kill of other processes).
+ * Not root (a daemon run by a user): the root and capabilities stay as
+ * they are, the filter still applies.
+ */
+#ifndef METAC_SANDBOX_H
+#define METAC_SANDBOX_H
+
+#include <stddef.h>
+
+enum sandbox_kind {
+	SANDBOX_9P,
+	SANDBOX_NBD,
+};
+
+/* 0, or -errno with what failed in err. */
+/* root_dir is an empty directory to mount the new root on (made if
+ * missing); other processes keep seeing it empty. */
+int sandbox_enter(enum sandbox_kind kind, const char *root_dir, char *err, size_t errsz);
+
+/* The system call filter alone (for tests): 0 or -errno. */
+int sandbox_filter(enum sandbox_kind kind);
+
+#endif

@@ -1,0 +1,192 @@
+/* Data-plane sessions in processes of their own: see session.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fs9p/server.h"
+#include "lib/cli.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "nbd/server.h"
+#include "proto/node.h"
+#include "svc/session.h"
+
+extern char **environ;
+
+#define SESSION_FD 3
+#define EXPORT_FD 4
+/* Session processes of the daemon at once: past it a data connection is
+ * refused (each peer has at most 256 connections, but there are many). */
+#define MAX_SESSIONS 1024
+
+static unsigned live_sessions;
+
+static const char *kind_name(enum sandbox_kind kind)
+{
+	return kind == SANDBOX_9P ? "9p" : "nbd";
+}
+
+static void session_exited(struct loop *l, pid_t pid, int status, void *arg)
+{
+	live_sessions--;
+	if (WIFSIGNALED(status))
+		log_warn("a %s session process (pid %d) died of %s; its client lost the "
+			 "session, the node goes on", (const char *)arg, (int)pid,
+			 strsignal(WTERMSIG(status)));
+	else if (WEXITSTATUS(status))
+		log_warn("a %s session process (pid %d) failed (exit status %d)",
+			 (const char *)arg, (int)pid, WEXITSTATUS(status));
+}
+
+/* A copy of fd at 16 or above (close-on-exec), so that the dup2s to 3
+ * and 4 cannot overwrite a source. */
+static int dup_high(int fd)
+{
+	return fcntl(fd, F_DUPFD_CLOEXEC, 16);
+}
+
+int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd)
+{
+	char minb[16];
+	char *argv[12];
+	int argc = 0, s = -1, x = -1, e;
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none, all;
+	pid_t pid;
+
+	if (live_sessions >= MAX_SESSIONS) {
+		log_warn("%u sessions run already; refusing another", live_sessions);
+		close(sock);
+		return -EMFILE;
+	}
+	argv[argc++] = "metac";
+	argv[argc++] = cfg->kind == SANDBOX_9P ? "fs" : "block";
+	argv[argc++] = "_session";
+	argv[argc++] = (char *)node_dir(n);
+	if (cfg->read_only)
+		argv[argc++] = "--read-only";
+	if (cfg->passthrough)
+		argv[argc++] = "--passthrough";
+	if (cfg->min_block) {
+		snprintf(minb, sizeof(minb), "%u", cfg->min_block);
+		argv[argc++] = "--min-block";
+		argv[argc++] = minb;
+	}
+	if (cfg->name) {
+		argv[argc++] = "--name";
+		argv[argc++] = (char *)cfg->name;
+	}
+	argv[argc] = NULL;
+
+	if ((s = dup_high(sock)) < 0 || (x = dup_high(expfd)) < 0) {
+		e = -errno;
+		goto out;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, s, SESSION_FD);
+	posix_spawn_file_actions_adddup2(&fa, x, EXPORT_FD);
+	posix_spawnattr_init(&attr);
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	sigfillset(&all);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	e = -posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	if (e == 0) {
+		live_sessions++;
+		if (!loop_child_watch(node_loop(n), pid, session_exited,
+				      (void *)kind_name(cfg->kind))) {
+			/* Unwatched, it would never be reaped. */
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			live_sessions--;
+			e = -ENOMEM;
+		}
+	}
+out:
+	if (e < 0)
+		log_warn("cannot start a %s session process: %s", kind_name(cfg->kind),
+			 strerror(-e));
+	if (s >= 0)
+		close(s);
+	if (x >= 0)
+		close(x);
+	close(sock);
+	return e;
+}
+
+int session_main(enum sandbox_kind kind, int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "read-only", no_argument, NULL, 'r' },
+		{ "passthrough", no_argument, NULL, 'p' },
+		{ "min-block", required_argument, NULL, 'b' },
+		{ "name", required_argument, NULL, 'n' },
+		{ 0 }
+	};
+	const char *name = "";
+	char root[4200];
+	unsigned long min_block = 0;
+	int c, read_only = 0, passthrough = 0, e;
+	char err[512];
+
+	log_init("metac session", LOG_LVL_INFO, 0);
+	/* Nothing but the two descriptors it was given, and stdio. */
+	for (int fd = EXPORT_FD + 1; fd < 1024; fd++)
+		close(fd);
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case 'r': read_only = 1; break;
+		case 'p': passthrough = 1; break;
+		case 'b': min_block = strtoul(optarg, NULL, 10); break;
+		case 'n': name = optarg; break;
+		default: return EXIT_USAGE;
+		}
+	}
+	if (optind != argc - 1 || fcntl(SESSION_FD, F_GETFD) < 0 || fcntl(EXPORT_FD, F_GETFD) < 0) {
+		fprintf(stderr, "metac: _session is started by the daemon, with a "
+				"session on fd 3 and an export on fd 4\n");
+		return EXIT_USAGE;
+	}
+	snprintf(root, sizeof(root), "%s/session-root", argv[optind]);
+	if (kind == SANDBOX_9P) {
+		struct p9_export ex = {
+			.rootfd = EXPORT_FD,
+			.read_only = read_only,
+			.map = passthrough ? P9_MAP_PASSTHROUGH : P9_MAP_MOUNTER,
+			.refs = 1,
+		};
+		if ((e = sandbox_enter(kind, root, err, sizeof(err))) < 0) {
+			log_error("9p session: %s", err);
+			_exit(EXIT_FAIL);
+		}
+		p9_serve(&ex, SESSION_FD);
+	} else {
+		struct nbd_export *ex = nbd_export_new(EXPORT_FD, name, read_only, &e);
+		if (!ex) {
+			log_error("nbd session: %s", strerror(-e));
+			_exit(EXIT_FAIL);
+		}
+		if (min_block)
+			nbd_export_set_min_block(ex, (uint32_t)min_block);
+		if ((e = sandbox_enter(kind, root, err, sizeof(err))) < 0) {
+			log_error("nbd session: %s", err);
+			_exit(EXIT_FAIL);
+		}
+		nbd_serve(ex, SESSION_FD);
+	}
+	/* Without exit handlers: nothing is left to do, and a sanitizer's
+	 * leak check at exit would need calls the filter refuses. */
+	_exit(EXIT_OK);
+}

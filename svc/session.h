@@ -1,0 +1,38 @@
+/*
+ * Data-plane sessions in processes of their own. A 9P session (fs) or an
+ * NBD session (block) parses what a remote peer sends in bulk; each runs
+ * in a process spawned for its data connection (`metac fs _session`,
+ * `metac block _session`), which gives up root's powers once it holds
+ * its two descriptors (lib/sandbox.h):
+ *   fd 3  the session's socket: the daemon pipes the decrypted data
+ *         connection to its other end
+ *   fd 4  the export: an O_PATH directory (9P) or the open file (NBD)
+ * A session that crashes costs only its client that session (a bind then
+ * reconnects to a fresh one); the daemon logs it and carries on.
+ */
+#ifndef METAC_SVC_SESSION_H
+#define METAC_SVC_SESSION_H
+
+#include <stdint.h>
+
+#include "lib/sandbox.h"
+
+struct node;
+
+struct session_cfg {
+	enum sandbox_kind kind;
+	int read_only;
+	int passthrough;    /* 9P: ids as they are (P9_MAP_PASSTHROUGH) */
+	uint32_t min_block; /* NBD: 0 for the file's own */
+	const char *name;   /* NBD: the export's name */
+};
+
+/* Starts a session on sock (taken: closed here either way) for the
+ * export behind expfd (left to the caller). 0 or -errno. */
+int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd);
+
+/* `metac fs|block _session DIR [--read-only] [--passthrough]
+ * [--min-block N] [--name NAME]`: the process itself. */
+int session_main(enum sandbox_kind kind, int argc, char **argv);
+
+#endif
