@@ -19,7 +19,7 @@ void msg_init(struct msg *m)
 
 void msg_free(struct msg *m)
 {
-	buf_free(&m->data);
+	buf_wipe(&m->data); /* it may have carried a key, a token or a ref */
 	for (size_t i = 0; i < m->ncaps; i++)
 		cap_unref(m->caps[i]);
 	m->ncaps = 0;

@@ -261,7 +261,7 @@ static void send_release(struct rpc_conn *rc, uint32_t id, uint32_t count)
 	if (buf_put_u8(&b, M_RELEASE) == 0 && buf_put_u32(&b, id) == 0 &&
 	    buf_put_u32(&b, count) == 0)
 		send_record(rc, &b);
-	buf_free(&b);
+	buf_wipe(&b);
 }
 
 /* --- imports ------------------------------------------------------- */
@@ -334,7 +334,7 @@ static void import_call(struct cap *c, struct rpc_call *call)
 		if (r < 0)
 			rc->questions[qid].used = 0;
 	}
-	buf_free(&b);
+	buf_wipe(&b);
 	if (r < 0) {
 		if (r == -EMSGSIZE)
 			rpc_return_error(call, r, "the call's parameters exceed "
@@ -474,7 +474,7 @@ static void answer_done(void *arg, int err, const char *errmsg, struct msg *res)
 		}
 		if (r == 0 && send_record(rc, &b) < 0)
 			payload_undo(rc, &px);
-		buf_free(&b);
+		buf_wipe(&b);
 	}
 	answer_unlink(a);
 	if (a->acct) {
@@ -697,7 +697,7 @@ void rpc_conn_bootstrap(struct rpc_conn *rc, rpc_done_fn done, void *arg)
 		if (r < 0)
 			rc->questions[qid].used = 0;
 	}
-	buf_free(&b);
+	buf_wipe(&b);
 	if (r < 0)
 		done(arg, r, "cannot send bootstrap request", NULL);
 }
@@ -742,7 +742,7 @@ void rpc_conn_abort(struct rpc_conn *rc, const char *reason)
 	if (buf_put_u8(&b, M_ABORT) == 0 && buf_put_u16(&b, (uint16_t)n) == 0 &&
 	    buf_put(&b, reason, n) == 0)
 		send_record(rc, &b);
-	buf_free(&b);
+	buf_wipe(&b);
 	wire_conn_shutdown(rc->wc);
 }
 
