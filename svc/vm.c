@@ -480,6 +480,12 @@ static void vm_spawn(struct vm *v)
 		return;
 	arg(&a, QEMU);
 	arg(&a, "-nodefaults");
+	/* qemu's own seccomp filter: it handles what the guest does, so it
+	 * may not gain privileges, start programs or change its scheduling;
+	 * everything it needs (drives, TAP and serial descriptors) it holds
+	 * before the guest runs. */
+	arg(&a, "-sandbox");
+	arg(&a, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
 	arg(&a, "-no-user-config");
 	arg(&a, "-display");
 	arg(&a, "none");

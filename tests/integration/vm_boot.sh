@@ -5,8 +5,8 @@
 # disk's exact bytes, and its NIC is on B's exported segment (a metac
 # tunnel): it pings B. The console comes back on stdio and the exit is
 # clean. A second VM runs detached with its console bound to a Stream
-# that B exports: the guest's console lands there; vm list shows it, vm
-# stop ends it, and no qemu is left.
+# that B exports: the guest's console lands there; qemu runs under its
+# seccomp sandbox; vm list shows it, vm stop ends it, and no qemu is left.
 . "$(dirname "$0")/lib.bash"
 
 command -v ping >/dev/null || fail "ping is missing (contrib/install-deps.sh installs iputils-ping)"
@@ -68,6 +68,9 @@ id=$(timeout 60 "$T/A.m" vm start --name "mt$$" --memory 128 --kernel local:/boo
 m A vm list | grep -q "^$id .*mt$$ .*running" || fail "vm list: $(m A vm list)"
 for _ in $(seq 150); do grep -q "SERIAL-HELLO 1" "$T/console2" 2>/dev/null && break; sleep 0.2; done
 grep -q "SERIAL-HELLO 1" "$T/console2" || fail "the console did not reach B's stream: $(tail -c 300 "$T/console2" 2>/dev/null)"
+# qemu runs under its own seccomp filter (-sandbox).
+qpid=$(pgrep -f "qemu-system-x86_64 .*-name mt$$" | head -n 1)
+[ "$(awk '/^Seccomp:/ { print $2 }' "/proc/$qpid/status")" = 2 ] || fail "qemu runs without a seccomp filter"
 m A vm stop "$id" || fail "vm stop"
 pgrep -f "qemu-system-x86_64 .*-name mt$$" >/dev/null && fail "qemu is left after vm stop"
 m A vm list | grep -q "^$id " && fail "vm list still shows the stopped VM: $(m A vm list)"
