@@ -133,6 +133,7 @@ struct pf {
 	uint32_t msize;
 	unsigned timeout_ms;
 	int raise_ra; /* INIT was answered: now readahead may be raised */
+	int ra_fd;    /* the readahead's sysfs file until then, or -1 */
 
 	pthread_mutex_t lock; /* everything below */
 	pthread_cond_t cv;    /* the connection came back, or an attempt ended */
@@ -2500,7 +2501,7 @@ static const struct fuse_lowlevel_ops ll_ops = {
 
 /* --- the request queue --------------------------------------------- */
 
-static void raise_readahead(const char *mountpoint, unsigned bytes);
+static void raise_readahead(struct pf *pf, unsigned bytes);
 
 static void *worker_main(void *arg)
 {
@@ -2530,7 +2531,7 @@ static void *worker_main(void *arg)
 		fuse_session_process_buf(pf->se, &q->fb);
 		/* The kernel sets readahead from INIT's answer, just sent. */
 		if (__atomic_exchange_n(&pf->raise_ra, 0, __ATOMIC_RELAXED))
-			raise_readahead(pf->cfg->mountpoint, MAX_IO);
+			raise_readahead(pf, MAX_IO);
 
 		pthread_mutex_lock(&pf->qlock);
 		q->next = pf->free;
@@ -2627,18 +2628,20 @@ static void on_hangup(struct loop *l, int fd, uint32_t ev, void *arg)
 	loop_stop(l);
 }
 
-/* Lets the kernel read ahead as much as one request carries. The
- * mount's device number comes from mountinfo, not stat(): nothing may
- * touch the mount before the loop serves it. */
-static void raise_readahead(const char *mountpoint, unsigned bytes)
+/* The sysfs file of the mount's readahead, opened at once (the bridge
+ * may give up opening files before INIT comes), written once INIT is
+ * answered (the kernel sets readahead from that answer): -1 if there is
+ * none. The mount's device number comes from mountinfo, not stat():
+ * nothing may touch the mount before the loop serves it. */
+static int open_readahead(const char *mountpoint)
 {
 	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[4096], path[96], val[16];
+	char line[4096], path[96];
 	unsigned maj = 0, min = 0;
-	int found = 0, fd;
+	int found = 0;
 
 	if (!f)
-		return;
+		return -1;
 	while (fgets(line, sizeof(line), f)) {
 		/* id parent maj:min root mountpoint ... - fstype source opts */
 		char mp[PATH_MAX], *dash = strstr(line, " - ");
@@ -2667,14 +2670,23 @@ static void raise_readahead(const char *mountpoint, unsigned bytes)
 	}
 	fclose(f);
 	if (!found)
-		return;
+		return -1;
 	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
-	if ((fd = open(path, O_WRONLY | O_CLOEXEC)) < 0)
+	return open(path, O_WRONLY | O_CLOEXEC);
+}
+
+/* Lets the kernel read ahead as much as one request carries. */
+static void raise_readahead(struct pf *pf, unsigned bytes)
+{
+	char val[16];
+
+	if (pf->ra_fd < 0)
 		return;
 	snprintf(val, sizeof(val), "%u", bytes / 1024);
-	if (write(fd, val, strlen(val)) < 0)
-		log_debug("fuse: cannot set %s: %m", path);
-	close(fd);
+	if (write(pf->ra_fd, val, strlen(val)) < 0)
+		log_debug("fuse: cannot set the readahead: %m");
+	close(pf->ra_fd);
+	pf->ra_fd = -1;
 }
 
 static void stop_workers(struct pf *pf)
@@ -2759,6 +2771,7 @@ int p9fuse_run(int fd, const struct p9fuse_config *cfg)
 	pf->cfg = cfg;
 	pf->timeout_ms = cfg->timeout_ms ? cfg->timeout_ms : P9FUSE_TIMEOUT_MS;
 	pf->space_fd = -1;
+	pf->ra_fd = -1;
 	pthread_mutex_init(&pf->lock, NULL);
 	pthread_mutex_init(&pf->qlock, NULL);
 	pthread_mutex_init(&pf->wlock, NULL);
@@ -2806,6 +2819,7 @@ int p9fuse_run(int fd, const struct p9fuse_config *cfg)
 		goto fail;
 	}
 	mounted = 1;
+	pf->ra_fd = open_readahead(cfg->mountpoint);
 	if ((pf->space_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) < 0) {
 		e = -errno;
 		snprintf(why, sizeof(why), "eventfd: %s", strerror(-e));
@@ -2822,6 +2836,9 @@ int p9fuse_run(int fd, const struct p9fuse_config *cfg)
 		snprintf(why, sizeof(why), "out of memory");
 		goto fail;
 	}
+	/* Everything opened: the caller may give up the rest. */
+	if (cfg->confine && (e = cfg->confine(cfg->arg, why, sizeof(why))) < 0)
+		goto fail;
 	for (int i = 0; i < P9FUSE_WORKERS; i++) {
 		if (pthread_create(&pf->workers[i], NULL, worker_main, pf) != 0)
 			break;
@@ -2855,10 +2872,14 @@ out:
 		if (sigs[i])
 			loop_signal_del(sigs[i]);
 	if (pf->se) {
-		if (mounted)
+		if (mounted && cfg->unmount)
+			cfg->unmount(cfg->arg, fuse_session_fd(pf->se));
+		else if (mounted)
 			fuse_session_unmount(pf->se);
 		fuse_session_destroy(pf->se);
 	}
+	if (pf->ra_fd >= 0)
+		close(pf->ra_fd);
 	if (pf->loop)
 		loop_free(pf->loop);
 	if (pf->space_fd >= 0)

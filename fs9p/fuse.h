@@ -45,6 +45,13 @@ struct p9fuse_config {
 	/* When this descriptor hangs up (-1: none), the bridge unmounts and
 	 * returns: the daemon that owns the mount is gone. */
 	int hangup_fd;
+	/* Called once mounted with every descriptor open, before the worker
+	 * threads start: the caller may drop privileges (0, or -errno and
+	 * why; then the mount ends). NULL: nothing. */
+	int (*confine)(void *arg, char *why, size_t whysz);
+	/* Unmounts in place of libfuse, which could not once confined:
+	 * fuse_fd is the session's descriptor. NULL: libfuse does it. */
+	void (*unmount)(void *arg, int fuse_fd);
 	void *arg;
 };
 

@@ -63,6 +63,20 @@ static const int nbd_calls[] = {
 	SCMP_SYS(sendfile), SCMP_SYS(ftruncate),
 };
 
+/* The FUSE bridge: its event loop, /dev/fuse and the 9P sockets the
+ * daemon sends it (fs9p/fuse.c, fs9p/client.c, lib/loop.c). */
+static const int fuse_calls[] = {
+	SCMP_SYS(epoll_wait), SCMP_SYS(epoll_pwait), SCMP_SYS(epoll_ctl),
+	SCMP_SYS(epoll_create1), SCMP_SYS(eventfd2), SCMP_SYS(signalfd4),
+	SCMP_SYS(timerfd_create), SCMP_SYS(timerfd_settime), SCMP_SYS(timerfd_gettime),
+	SCMP_SYS(pipe2), SCMP_SYS(splice),
+};
+
+/* The bridge's unmounter: one umount at the end. */
+static const int unmount_calls[] = {
+	SCMP_SYS(umount2),
+};
+
 /* ... and of ioctl only what it asks of a block device. */
 static const unsigned long nbd_ioctls[] = {
 	BLKZEROOUT, BLKDISCARD, BLKSSZGET, BLKGETSIZE64, BLKIOMIN, BLKIOOPT,
@@ -96,6 +110,18 @@ int sandbox_filter(enum sandbox_kind kind)
 	if (r == 0 && kind == SANDBOX_9P)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SYS_fchmodat2, 0);
 #endif
+	if (r == 0 && kind == SANDBOX_FUSE) {
+		r = add_calls(ctx, fuse_calls, sizeof(fuse_calls) / sizeof(fuse_calls[0]));
+		/* Signals to its own threads only (abort, raise). */
+		if (r == 0)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
+					     SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)getpid()));
+		/* Its threads run already: the filter is for all of them. */
+		if (r == 0)
+			r = seccomp_attr_set(ctx, SCMP_FLTATR_CTL_TSYNC, 1);
+	}
+	if (r == 0 && kind == SANDBOX_UNMOUNT)
+		r = add_calls(ctx, unmount_calls, 1);
 	if (r == 0 && kind == SANDBOX_NBD) {
 		r = add_calls(ctx, nbd_calls, sizeof(nbd_calls) / sizeof(nbd_calls[0]));
 		for (size_t i = 0; r == 0 && i < sizeof(nbd_ioctls) / sizeof(nbd_ioctls[0]); i++)
@@ -180,11 +206,61 @@ fail:
 	return -errno;
 }
 
+/* The root becomes a directory made for this process and removed at
+ * once: nothing is in it and nothing can be made in it. For a process
+ * that already runs threads, which may not take a mount namespace. */
+static int root_deleted(const char *parent, char *err, size_t errsz)
+{
+	char dir[4200];
+
+	snprintf(dir, sizeof(dir), "%s/metac-root.XXXXXX", parent);
+	if (!mkdtemp(dir) || chdir(dir) < 0) {
+		snprintf(err, errsz, "cannot make an empty directory in %s: %s", parent,
+			 strerror(errno));
+		return -errno;
+	}
+	if (rmdir(dir) < 0 || chroot(".") < 0 || chdir("/") < 0) {
+		int e = errno;
+		rmdir(dir);
+		snprintf(err, errsz, "cannot change root: %s", strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+/* The FUSE bridge: all its threads become nobody (glibc passes set*id on
+ * to every thread, and with the uid go the capabilities). */
+static int enter_fuse(const char *root_dir, char *err, size_t errsz)
+{
+	int r;
+	if (geteuid() == 0) {
+		if ((r = root_deleted(root_dir, err, errsz)) < 0)
+			return r;
+		if ((r = bset_limit(0)) < 0 || setgroups(0, NULL) < 0 ||
+		    setresgid(NOBODY, NOBODY, NOBODY) < 0 || setresuid(NOBODY, NOBODY, NOBODY) < 0) {
+			snprintf(err, errsz, "cannot become nobody: %s",
+				 strerror(r < 0 ? -r : errno));
+			return r < 0 ? r : -errno;
+		}
+	}
+	return 0;
+}
+
 int sandbox_enter(enum sandbox_kind kind, const char *root_dir, char *err, size_t errsz)
 {
 	int r;
 
-	if (geteuid() == 0) {
+	if (kind == SANDBOX_FUSE) {
+		if ((r = enter_fuse(root_dir, err, errsz)) < 0)
+			return r;
+	} else if (kind == SANDBOX_UNMOUNT) {
+		/* Root, with nothing but the power to unmount. */
+		if (geteuid() == 0 && ((r = bset_limit(1ull << CAP_SYS_ADMIN)) < 0 ||
+				       (r = caps_limit(1ull << CAP_SYS_ADMIN)) < 0)) {
+			snprintf(err, errsz, "cannot drop capabilities: %s", strerror(-r));
+			return r;
+		}
+	} else if (geteuid() == 0) {
 		if ((r = root_private(root_dir, kind == SANDBOX_9P, err, errsz)) < 0)
 			return r;
 		uint64_t keep = kind == SANDBOX_NBD ? 0 :

@@ -23,6 +23,13 @@
 enum sandbox_kind {
 	SANDBOX_9P,
 	SANDBOX_NBD,
+	/* The FUSE bridge of a mount (svc/fs_bridge.c), once mounted: nobody,
+	 * an empty root (root_dir is where to make it), its loop's calls;
+	 * the filter holds for all its threads. */
+	SANDBOX_FUSE,
+	/* The bridge's unmounter: root with CAP_SYS_ADMIN alone, which may
+	 * read its pipe and unmount; root_dir unused. */
+	SANDBOX_UNMOUNT,
 };
 
 /* 0, or -errno with what failed in err. */

@@ -1425,6 +1425,8 @@ int fs_main(int argc, char **argv)
 		return fs_mount9p_main(self, argc - 1, argv + 1);
 	if (!strcmp(argv[1], "_bridge"))
 		return fs_bridge_main(self, argc - 1, argv + 1);
+	if (!strcmp(argv[1], "_unmounter"))
+		return fs_unmounter_main(self, argc - 1, argv + 1);
 	if (!strcmp(argv[1], "_session"))
 		return session_main(SANDBOX_9P, argc - 1, argv + 1);
 	return cli_usage_error(self, "unknown command '%s'", argv[1]);

@@ -14,6 +14,13 @@
  *                      'E' and a line saying why there is none
  * When the daemon goes (the socket hangs up) the bridge unmounts.
  *
+ * The bridge handles what a remote node sends, so once mounted it gives
+ * up all it can (lib/sandbox.h): it becomes nobody with an empty root,
+ * opens nothing more, and a seccomp filter holds for all its threads.
+ * Unmounting then takes root: a helper it starts before, `metac fs
+ * _unmounter MOUNTPOINT` (root with CAP_SYS_ADMIN alone, its own filter),
+ * waits on a pipe and unmounts when the bridge says so.
+ *
  *   metac fs mount9p [--insecure] [--uid U] [--aname TREE] [--read-only]
  *                    [--timeout MS] ADDR:PORT|unix:PATH MOUNTPOINT
  *
@@ -23,12 +30,16 @@
  * nor authenticated: loopback and unix sockets only, unless --insecure.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,12 +49,91 @@
 #include "lib/log.h"
 #include "lib/loop.h"
 #include "lib/net.h"
+#include "lib/sandbox.h"
 #include "svc/fs_bridge.h"
+
+extern char **environ;
 
 struct bridge {
 	int ctl;
 	const char *mountpoint;
+	int unmounter; /* the pipe to it, or -1 */
 };
+
+/* Starts the unmounter and confines the bridge (p9fuse confine hook). */
+static int bridge_confine(void *arg, char *why, size_t whysz)
+{
+	struct bridge *b = arg;
+	char *argv[] = { "metac", "fs", "_unmounter", (char *)b->mountpoint, NULL };
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none, all;
+	int p[2], e;
+	pid_t pid;
+
+	if (pipe2(p, O_CLOEXEC) < 0) {
+		snprintf(why, whysz, "pipe: %s", strerror(errno));
+		return -errno;
+	}
+	posix_spawn_file_actions_init(&fa);
+	posix_spawn_file_actions_adddup2(&fa, p[0], 3);
+	posix_spawnattr_init(&attr);
+	sigemptyset(&none);
+	posix_spawnattr_setsigmask(&attr, &none);
+	sigfillset(&all);
+	posix_spawnattr_setsigdefault(&attr, &all);
+	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+	e = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+	posix_spawn_file_actions_destroy(&fa);
+	posix_spawnattr_destroy(&attr);
+	close(p[0]);
+	if (e) {
+		close(p[1]);
+		snprintf(why, whysz, "cannot start the unmounter: %s", strerror(e));
+		return -e;
+	}
+	b->unmounter = p[1];
+	return sandbox_enter(SANDBOX_FUSE, "/tmp", why, whysz);
+}
+
+/* The mount ends: unmounted by the unmounter, unless it is gone already
+ * (the session's descriptor then says so, as libfuse checks). */
+static void bridge_unmount(void *arg, int fuse_fd)
+{
+	struct bridge *b = arg;
+	struct pollfd pfd = { .fd = fuse_fd, .events = POLLIN };
+
+	if (b->unmounter < 0)
+		return;
+	if (!(poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR)) &&
+	    write(b->unmounter, "u", 1) != 1)
+		log_warn("fuse %s: cannot ask for the unmount: %m", b->mountpoint);
+	close(b->unmounter);
+	b->unmounter = -1;
+}
+
+/* `metac fs _unmounter MOUNTPOINT`: waits for the bridge's word on fd 3,
+ * then unmounts (lazily: open files stay usable until closed). */
+int fs_unmounter_main(const struct applet *self, int argc, char **argv)
+{
+	char c = 0, err[256];
+
+	if (argc != 2 || fcntl(3, F_GETFD) < 0)
+		return cli_usage_error(self, "_unmounter is started by the mount helper");
+	log_init("metac-fs-unmounter", LOG_LVL_INFO, 0);
+	for (int fd = 4; fd < 1024; fd++)
+		close(fd);
+	if (sandbox_enter(SANDBOX_UNMOUNT, NULL, err, sizeof(err)) < 0) {
+		log_error("fuse unmounter: %s", err);
+		_exit(EXIT_FAIL);
+	}
+	while (read(3, &c, 1) < 0 && errno == EINTR)
+		;
+	/* Nothing read: the bridge ended without asking (unmounted already). */
+	if (c == 'u' && umount2(argv[1], MNT_DETACH) < 0 && errno != EINVAL)
+		log_warn("fuse: cannot unmount %s: %m", argv[1]);
+	_exit(EXIT_OK);
+}
 
 static void ctl_line(struct bridge *b, const char *line)
 {
@@ -166,7 +256,7 @@ int fs_bridge_main(const struct applet *self, int argc, char **argv)
 		{ 0 }
 	};
 	struct p9fuse_config cfg = { .hangup_fd = -1, .fsname = "metac" };
-	struct bridge b = { .ctl = -1 };
+	struct bridge b = { .ctl = -1, .unmounter = -1 };
 	int c, fd = -1;
 
 	optind = 1;
@@ -188,6 +278,8 @@ int fs_bridge_main(const struct applet *self, int argc, char **argv)
 	cfg.reconnect = bridge_reconnect;
 	cfg.ordered = 1; /* a ref always leads to metac's own server */
 	cfg.mounted = bridge_mounted;
+	cfg.confine = bridge_confine;
+	cfg.unmount = bridge_unmount;
 	cfg.hangup_fd = b.ctl;
 	cfg.arg = &b;
 	return p9fuse_run(fd, &cfg) < 0 ? EXIT_FAIL : EXIT_OK;

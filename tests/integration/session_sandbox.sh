@@ -5,6 +5,8 @@
 #   tmpfs with nothing but proc/self/fd;
 # - an NBD session (B serves A's disk): uid nobody, no capabilities,
 #   seccomp, same root;
+# - B's FUSE bridge: nobody, no capabilities, an empty root, seccomp on
+#   every thread; its unmounter holds CAP_SYS_ADMIN alone;
 # - a session that crashes (SIGSEGV) costs its client the session only:
 #   A's daemon goes on and says so, the mount reads on (the bridge
 #   reconnects to a fresh session), a new NBD connection works.
@@ -41,6 +43,26 @@ pid=$(sessions fs | head -n 1)
 ls "/proc/$pid/root/proc/self/fd/" | grep -qx 4 || fail "the 9p session does not see its own descriptors"
 [ -z "$(ls -A "$T/A/session-root")" ] || fail "the session root is not empty from outside"
 echo "9p session $pid: Seccomp 2, NoNewPrivs 1, CapEff 1f, root: proc/self/fd only"
+
+# B's side: the FUSE bridge, nobody with an empty root, and its unmounter.
+bpid=$(pgrep -f "fs _bridge .*$MNT\$" | head -n 1)
+upid=$(pgrep -P "$bpid" -f "fs _unmounter")
+[ -n "$bpid" ] && [ -n "$upid" ] || fail "no bridge ($bpid) or unmounter ($upid) on B"
+[ "$(status "$bpid" Uid)" = 65534 ] || fail "the bridge runs as uid $(status "$bpid" Uid)"
+[ "$(status "$bpid" CapEff)" = 0000000000000000 ] || fail "bridge CapEff $(status "$bpid" CapEff)"
+for tid in /proc/$bpid/task/*; do
+	[ "$(awk '/^Seccomp:/ { print $2 }' "$tid/status")" = 2 ] ||
+		fail "bridge thread ${tid##*/} has no seccomp filter"
+done
+[ -z "$(ls -A "/proc/$bpid/root/" 2>/dev/null)" ] || fail "the bridge's root is not empty"
+[ "$(status "$upid" CapEff)" = 0000000000200000 ] || fail "unmounter CapEff $(status "$upid" CapEff)"
+[ "$(status "$upid" Seccomp)" = 2 ] || fail "the unmounter has no seccomp filter"
+# Confined after the readahead was opened: it is still raised.
+dev=$(mountpoint -d "$MNT")
+[ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -gt 128 ] ||
+	fail "the mount's readahead is $(cat "/sys/class/bdi/$dev/read_ahead_kb") KiB"
+echo "bridge $bpid: uid 65534, CapEff 0, all threads Seccomp 2; unmounter CAP_SYS_ADMIN only;" \
+	"readahead $(cat "/sys/class/bdi/$dev/read_ahead_kb") KiB"
 
 # --- a 9p session crashes mid-read ---
 (timeout 120 cat "$MNT/big" >"$T/big.read"; echo $? >"$T/read.rc") &
