@@ -1,5 +1,6 @@
 /* Least privilege for session processes: see sandbox.h. */
 #include <errno.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <linux/capability.h>
 #include <linux/fs.h>
@@ -29,9 +30,9 @@ static const int common_calls[] = {
 	SCMP_SYS(fcntl), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(dup),
 	SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(mremap),
 	SCMP_SYS(madvise), SCMP_SYS(brk),
-	SCMP_SYS(clone), SCMP_SYS(clone3), SCMP_SYS(set_robust_list),
+	SCMP_SYS(set_robust_list),
 	SCMP_SYS(rseq), SCMP_SYS(futex), SCMP_SYS(sched_yield),
-	SCMP_SYS(sched_getaffinity), SCMP_SYS(prlimit64), SCMP_SYS(getrandom),
+	SCMP_SYS(sched_getaffinity), SCMP_SYS(getrandom),
 	SCMP_SYS(gettid), SCMP_SYS(getpid), SCMP_SYS(getuid), SCMP_SYS(geteuid),
 	SCMP_SYS(getgid), SCMP_SYS(getegid),
 	SCMP_SYS(clock_gettime), SCMP_SYS(clock_nanosleep), SCMP_SYS(nanosleep),
@@ -102,6 +103,19 @@ int sandbox_filter(enum sandbox_kind kind)
 	if (!ctx)
 		return -ENOMEM;
 	r = add_calls(ctx, common_calls, sizeof(common_calls) / sizeof(common_calls[0]));
+	/* Threads, not namespaces; clone3's flags are out of the filter's
+	 * sight, so "not here": glibc then uses clone. */
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(clone), 1,
+				     SCMP_A0(SCMP_CMP_MASKED_EQ, CLONE_NEWNS | CLONE_NEWUSER |
+					     CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC |
+					     CLONE_NEWUTS | CLONE_NEWCGROUP, 0));
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SCMP_SYS(clone3), 0);
+	/* Its own limits only (glibc reads them so). */
+	if (r == 0)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(prlimit64), 1,
+				     SCMP_A0(SCMP_CMP_EQ, 0));
 	if (r == 0 && kind == SANDBOX_9P)
 		r = add_calls(ctx, p9_calls, sizeof(p9_calls) / sizeof(p9_calls[0]));
 #ifdef SYS_fchmodat2
@@ -164,17 +178,34 @@ static int caps_limit(uint64_t keep)
 /*
  * The root becomes a tmpfs of the process's own mount namespace, mounted
  * on dir (an empty directory of the daemon's; other processes still see
- * it empty), read-only, with nothing in it but, for 9P, proc/self/fd: a
- * bind of this process's own descriptor directory, through which the 9P
- * server reaches the very file an O_PATH descriptor holds. No other
- * process is visible from here.
+ * it empty), read-only, the old root detached from it. For 9P it holds
+ * the export, bind-mounted at /export (read-only if the export is) and
+ * reopened as EXPORT_FD, so that ".." from it stops at the export as it
+ * would at any mount's root; and proc/self/fd, a bind of this process's
+ * own descriptor directory, through which the server reaches the very
+ * file an O_PATH descriptor holds. No other process, and nothing of the
+ * host's tree but the export, is reachable from here.
  */
-static int root_private(const char *dir, int with_fds, char *err, size_t errsz)
+static int root_private(const char *dir, int export_fd, int read_only, char *err,
+			size_t errsz)
 {
-	const unsigned long ro = MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
-	char path[4200], fds[64];
+	const unsigned long ro = MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC;
+	char path[4200], src[64], where[4096];
+	struct stat before, after;
 	const char *what;
+	ssize_t n;
+	int fd;
 
+	/* A mount of the namespace left behind cannot be bound into the new
+	 * one: the export is bound by its path, and checked to be the same
+	 * directory once reopened. */
+	if (export_fd >= 0) {
+		what = "the export's path";
+		snprintf(src, sizeof(src), "/proc/self/fd/%d", export_fd);
+		if (fstat(export_fd, &before) < 0 || (n = readlink(src, where, sizeof(where) - 1)) < 0)
+			goto fail;
+		where[n] = 0;
+	}
 	what = "a mount namespace";
 	if (unshare(CLONE_NEWNS) < 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
 		goto fail;
@@ -183,7 +214,13 @@ static int root_private(const char *dir, int with_fds, char *err, size_t errsz)
 	    mount("metac-session", dir, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
 		  "size=16k,nr_inodes=16,mode=0755") < 0)
 		goto fail;
-	if (with_fds) {
+	if (export_fd >= 0) {
+		what = "the export";
+		snprintf(path, sizeof(path), "%s/export", dir);
+		if (mkdir(path, 0755) < 0 || mount(where, path, NULL, MS_BIND | MS_REC, NULL) < 0 ||
+		    (read_only && mount(NULL, path, NULL, MS_BIND | MS_REMOUNT | MS_RDONLY |
+					MS_NOSUID | MS_NODEV, NULL) < 0))
+			goto fail;
 		what = "proc/self/fd";
 		snprintf(path, sizeof(path), "%s/proc", dir);
 		if (mkdir(path, 0555) < 0)
@@ -192,14 +229,28 @@ static int root_private(const char *dir, int with_fds, char *err, size_t errsz)
 		if (mkdir(path, 0555) < 0)
 			goto fail;
 		snprintf(path, sizeof(path), "%s/proc/self/fd", dir);
-		snprintf(fds, sizeof(fds), "/proc/%d/fd", (int)getpid());
-		if (mkdir(path, 0555) < 0 || mount(fds, path, NULL, MS_BIND, NULL) < 0)
+		snprintf(src, sizeof(src), "/proc/%d/fd", (int)getpid());
+		if (mkdir(path, 0555) < 0 || mount(src, path, NULL, MS_BIND, NULL) < 0)
 			goto fail;
 	}
 	what = "the new root";
-	if (mount(NULL, dir, NULL, ro, NULL) < 0 || chdir(dir) < 0 || chroot(".") < 0 ||
+	if (mount(NULL, dir, NULL, ro, NULL) < 0 || chdir(dir) < 0 ||
+	    syscall(SYS_pivot_root, ".", ".") < 0 || umount2(".", MNT_DETACH) < 0 ||
 	    chdir("/") < 0)
 		goto fail;
+	if (export_fd >= 0) {
+		what = "the export again";
+		if ((fd = open("/export", O_PATH | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+		    fstat(fd, &after) < 0)
+			goto fail;
+		if (after.st_dev != before.st_dev || after.st_ino != before.st_ino) {
+			snprintf(err, errsz, "the export moved while its session started");
+			return -ESTALE;
+		}
+		if (dup3(fd, export_fd, O_CLOEXEC) < 0)
+			goto fail;
+		close(fd);
+	}
 	return 0;
 fail:
 	snprintf(err, errsz, "cannot set up %s: %s", what, strerror(errno));
@@ -246,7 +297,8 @@ static int enter_fuse(const char *root_dir, char *err, size_t errsz)
 	return 0;
 }
 
-int sandbox_enter(enum sandbox_kind kind, const char *root_dir, char *err, size_t errsz)
+int sandbox_enter(enum sandbox_kind kind, const char *root_dir, int export_fd, int read_only,
+		  char *err, size_t errsz)
 {
 	int r;
 
@@ -261,7 +313,8 @@ int sandbox_enter(enum sandbox_kind kind, const char *root_dir, char *err, size_
 			return r;
 		}
 	} else if (geteuid() == 0) {
-		if ((r = root_private(root_dir, kind == SANDBOX_9P, err, errsz)) < 0)
+		if ((r = root_private(root_dir, kind == SANDBOX_9P ? export_fd : -1, read_only,
+				      err, errsz)) < 0)
 			return r;
 		uint64_t keep = kind == SANDBOX_NBD ? 0 :
 			1ull << CAP_CHOWN | 1ull << CAP_DAC_OVERRIDE | 1ull << CAP_DAC_READ_SEARCH |

@@ -3,8 +3,9 @@
  * bulk (a 9P or NBD session, svc/session.c): once it holds the descriptors
  * it needs, it gives up the rest of the system.
  *   - its root becomes an empty read-only tmpfs of its own mount
- *     namespace (for 9P, with its own descriptors in proc/self/fd): no
- *     path leads anywhere else;
+ *     namespace, the old one detached (for 9P, with the export bound
+ *     in and its own descriptors in proc/self/fd): nothing else of the
+ *     host is reachable, not even through ".." from the export;
  *   - its capabilities shrink to what the server needs (9P: overriding
  *     file permissions and ownership inside the export; NBD: none, and it
  *     runs as nobody), and the bounding set with them;
@@ -34,8 +35,11 @@ enum sandbox_kind {
 
 /* 0, or -errno with what failed in err. */
 /* root_dir is an empty directory to mount the new root on (made if
- * missing); other processes keep seeing it empty. */
-int sandbox_enter(enum sandbox_kind kind, const char *root_dir, char *err, size_t errsz);
+ * missing); other processes keep seeing it empty. For 9P, export_fd is
+ * the export's directory: it is reopened at the same number from inside
+ * the new root (read-only there if read_only). */
+int sandbox_enter(enum sandbox_kind kind, const char *root_dir, int export_fd, int read_only,
+		  char *err, size_t errsz);
 
 /* The system call filter alone (for tests): 0 or -errno. */
 int sandbox_filter(enum sandbox_kind kind);

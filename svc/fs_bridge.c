@@ -93,7 +93,7 @@ static int bridge_confine(void *arg, char *why, size_t whysz)
 		return -e;
 	}
 	b->unmounter = p[1];
-	return sandbox_enter(SANDBOX_FUSE, "/tmp", why, whysz);
+	return sandbox_enter(SANDBOX_FUSE, "/tmp", -1, 0, why, whysz);
 }
 
 /* The mount ends: unmounted by the unmounter, unless it is gone already
@@ -123,7 +123,7 @@ int fs_unmounter_main(const struct applet *self, int argc, char **argv)
 	log_init("metac-fs-unmounter", LOG_LVL_INFO, 0);
 	for (int fd = 4; fd < 1024; fd++)
 		close(fd);
-	if (sandbox_enter(SANDBOX_UNMOUNT, NULL, err, sizeof(err)) < 0) {
+	if (sandbox_enter(SANDBOX_UNMOUNT, NULL, -1, 0, err, sizeof(err)) < 0) {
 		log_error("fuse unmounter: %s", err);
 		_exit(EXIT_FAIL);
 	}

@@ -167,7 +167,7 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 			.map = passthrough ? P9_MAP_PASSTHROUGH : P9_MAP_MOUNTER,
 			.refs = 1,
 		};
-		if ((e = sandbox_enter(kind, root, err, sizeof(err))) < 0) {
+		if ((e = sandbox_enter(kind, root, EXPORT_FD, read_only, err, sizeof(err))) < 0) {
 			log_error("9p session: %s", err);
 			_exit(EXIT_FAIL);
 		}
@@ -180,7 +180,7 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 		}
 		if (min_block)
 			nbd_export_set_min_block(ex, (uint32_t)min_block);
-		if ((e = sandbox_enter(kind, root, err, sizeof(err))) < 0) {
+		if ((e = sandbox_enter(kind, root, EXPORT_FD, read_only, err, sizeof(err))) < 0) {
 			log_error("nbd session: %s", err);
 			_exit(EXIT_FAIL);
 		}

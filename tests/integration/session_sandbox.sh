@@ -1,8 +1,8 @@
 # The sessions that parse what remote peers send in bulk run in processes
 # of their own, with least privilege (svc/session.c, lib/sandbox.c):
 # - a 9P session (B mounts A's folder): seccomp filter on, no new
-#   privileges, only the file capabilities (CapEff 1f), its root an empty
-#   tmpfs with nothing but proc/self/fd;
+#   privileges, only the file capabilities (CapEff 1f), its root a tmpfs
+#   with nothing but the export and proc/self/fd;
 # - an NBD session (B serves A's disk): uid nobody, no capabilities,
 #   seccomp, same root;
 # - B's FUSE bridge: nobody, no capabilities, an empty root, seccomp on
@@ -39,10 +39,12 @@ pid=$(sessions fs | head -n 1)
 [ "$(status "$pid" NoNewPrivs)" = 1 ] || fail "the 9p session may gain privileges"
 [ "$(status "$pid" CapEff)" = 000000000000001f ] || fail "9p session CapEff $(status "$pid" CapEff)"
 [ "$(status "$pid" CapBnd)" = 000000000000001f ] || fail "9p session CapBnd $(status "$pid" CapBnd)"
-[ "$(ls -A "/proc/$pid/root/")" = proc ] || fail "the 9p session's root holds: $(ls -A "/proc/$pid/root/")"
+[ "$(ls -A "/proc/$pid/root/" | tr '\n' ' ')" = "export proc " ] ||
+	fail "the 9p session's root holds: $(ls -A "/proc/$pid/root/")"
+[ "$(ls "/proc/$pid/root/export/hello.txt")" ] || fail "the 9p session's export is not at /export"
 ls "/proc/$pid/root/proc/self/fd/" | grep -qx 4 || fail "the 9p session does not see its own descriptors"
 [ -z "$(ls -A "$T/A/session-root")" ] || fail "the session root is not empty from outside"
-echo "9p session $pid: Seccomp 2, NoNewPrivs 1, CapEff 1f, root: proc/self/fd only"
+echo "9p session $pid: Seccomp 2, NoNewPrivs 1, CapEff 1f, root: the export and proc/self/fd only"
 
 # B's side: the FUSE bridge, nobody with an empty root, and its unmounter.
 bpid=$(pgrep -f "fs _bridge .*$MNT\$" | head -n 1)

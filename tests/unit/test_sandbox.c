@@ -4,11 +4,17 @@
  * process (a filter cannot be taken off), which reports by exit status.
  */
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <sys/ptrace.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,7 +53,28 @@ static int try_exec(void)
 }
 static int try_mount(void) { return outcome(mount("none", "/tmp", "tmpfs", 0, NULL)); }
 static int try_kill_parent(void) { return outcome(kill(getppid(), 0)); }
-static int try_ptrace(void) { return outcome(prctl(PR_SET_DUMPABLE, 1, 0, 0, 0)); }
+static int try_ptrace(void) { return outcome(ptrace(PTRACE_ATTACH, getppid(), 0, 0)); }
+static int try_prlimit_other(void)
+{
+	struct rlimit rl;
+	return outcome(prlimit(getppid(), RLIMIT_NOFILE, NULL, &rl));
+}
+static int try_prlimit_own(void)
+{
+	struct rlimit rl;
+	return outcome(prlimit(0, RLIMIT_NOFILE, NULL, &rl));
+}
+static void *thread_fn(void *arg) { return arg; }
+static int try_thread(void)
+{
+	pthread_t t;
+	return pthread_create(&t, NULL, thread_fn, NULL) == 0 && pthread_join(t, NULL) == 0;
+}
+static int try_user_ns(void) { return outcome(unshare(CLONE_NEWUSER)); }
+static int try_clone_ns(void)
+{
+	return outcome(syscall(SYS_clone, CLONE_NEWUSER | SIGCHLD, 0, 0, 0, 0));
+}
 static int try_openat(void) { return outcome(openat(AT_FDCWD, ".", O_RDONLY | O_DIRECTORY)); }
 static int try_socketpair(void)
 {
@@ -76,6 +103,11 @@ TEST(nine_p_filter_allows_files_refuses_the_rest)
 	CHECK_INT(filtered(SANDBOX_9P, try_mount), 0);
 	CHECK_INT(filtered(SANDBOX_9P, try_kill_parent), 0);
 	CHECK_INT(filtered(SANDBOX_9P, try_ptrace), 0);
+	CHECK_INT(filtered(SANDBOX_9P, try_prlimit_own), 1);
+	CHECK_INT(filtered(SANDBOX_9P, try_prlimit_other), 0);
+	CHECK_INT(filtered(SANDBOX_9P, try_thread), 1);
+	CHECK_INT(filtered(SANDBOX_9P, try_user_ns), 0);
+	CHECK_INT(filtered(SANDBOX_9P, try_clone_ns), 0);
 	CHECK_INT(filtered(SANDBOX_9P, try_tty_ioctl), 0);
 }
 
@@ -89,4 +121,58 @@ TEST(nbd_filter_allows_its_descriptor_only)
 	CHECK_INT(filtered(SANDBOX_NBD, try_socketpair), 0);
 	CHECK_INT(filtered(SANDBOX_NBD, try_exec), 0);
 	CHECK_INT(filtered(SANDBOX_NBD, try_tty_ioctl), 0);
+}
+
+/* A 9P session process that runs code of an attacker's still sees only
+ * its export: ".." from the export's descriptor stops at the new root,
+ * which holds nothing but the export and proc/self/fd; files inside the
+ * export are there to use. Needs root (namespaces, mounts). */
+TEST(nine_p_session_sees_only_its_export)
+{
+	char base[] = "/tmp/metac-sbx.XXXXXX", path[256], err[256];
+	int status, fd;
+	pid_t pid;
+
+	if (geteuid() != 0) {
+		printf("# not root: the 9P root is not checked\n");
+		return;
+	}
+	CHECK(mkdtemp(base) != NULL);
+	snprintf(path, sizeof(path), "%s/export", base);
+	CHECK_INT(mkdir(path, 0755), 0);
+	snprintf(path, sizeof(path), "%s/secret", base);
+	fd = open(path, O_CREAT | O_WRONLY, 0600);
+	CHECK(fd >= 0);
+	close(fd);
+	pid = fork();
+	if (pid == 0) {
+		int code = 0, e;
+		snprintf(path, sizeof(path), "%s/export", base);
+		if ((e = open(path, O_PATH | O_DIRECTORY)) < 0 || dup2(e, 4) < 0)
+			_exit(100);
+		snprintf(path, sizeof(path), "%s/root", base);
+		if (sandbox_enter(SANDBOX_9P, path, 4, 0, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			_exit(101);
+		}
+		if (openat(4, "../secret", O_RDONLY) >= 0 || openat(4, "../../secret", O_RDONLY) >= 0)
+			code |= 1;
+		if (open("/secret", O_RDONLY) >= 0 || open("/etc/passwd", O_RDONLY) >= 0)
+			code |= 2;
+		if ((e = openat(4, "made-inside", O_CREAT | O_WRONLY, 0600)) < 0)
+			code |= 4;
+		if (openat(AT_FDCWD, "/proc/self/fd/4", O_PATH | O_DIRECTORY) < 0)
+			code |= 8;
+		if (mkdir("/new", 0755) == 0)
+			code |= 16;
+		_exit(code);
+	}
+	CHECK(pid > 0);
+	CHECK_INT(waitpid(pid, &status, 0), pid);
+	CHECK(WIFEXITED(status));
+	CHECK_INT(WEXITSTATUS(status), 0);
+	snprintf(path, sizeof(path), "%s/export/made-inside", base);
+	CHECK_INT(access(path, F_OK), 0);
+	snprintf(path, sizeof(path), "rm -rf %s", base);
+	CHECK_INT(system(path), 0);
 }
