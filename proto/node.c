@@ -1511,11 +1511,11 @@ static void sweep(struct loop *l, struct loop_timer *t, void *arg)
 	uint64_t now = loop_now_ms(l), since;
 	unsigned dropped = 0;
 
-	wire_conn_sweep(l, WIRE_FRAME_TIMEOUT_MS);
 	while (n->pending.head && now - n->pending.head->since >= HELLO_TIMEOUT_MS) {
 		pending_drop(n->pending.head);
 		dropped++;
 	}
+	wire_conn_sweep(l, WIRE_FRAME_TIMEOUT_MS);
 	if (dropped)
 		log_info("closed %u connection(s) that did not say what they were "
 			 "for within %d s", dropped, HELLO_TIMEOUT_MS / 1000);

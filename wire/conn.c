@@ -183,8 +183,18 @@ static void conn_fail_later(struct wire_conn *c, int err)
 	conn_destroy(c);
 }
 
+static void drop_record(struct wire_conn *c, uint8_t *p, size_t n, void *arg)
+{
+}
+
+/* For a connection nobody listens to any more (draining before close). */
+static const struct wire_conn_ops null_ops = { .record = drop_record };
+
 void wire_conn_close(struct wire_conn *c)
 {
+	/* Nobody is told, not even by a failure already queued (its owner
+	 * may free what the closed callback would use). */
+	c->ops = &null_ops;
 	conn_destroy(c);
 }
 
@@ -388,12 +398,6 @@ const uint8_t *wire_conn_remote_key(const struct wire_conn *c)
 int wire_conn_fd(const struct wire_conn *c) { return c->fd; }
 void wire_conn_set_arg(struct wire_conn *c, void *arg) { c->arg = arg; }
 
-static void drop_record(struct wire_conn *c, uint8_t *p, size_t n, void *arg)
-{
-}
-
-/* For a connection nobody listens to any more (draining before close). */
-static const struct wire_conn_ops null_ops = { .record = drop_record };
 
 void wire_conn_set_ops(struct wire_conn *c, const struct wire_conn_ops *ops,
 		       void *arg)

@@ -421,3 +421,25 @@ TEST(peer_account_bounds_connections_together)
 	close(sv[1][0]);
 	loop_free(l);
 }
+
+/* An owner that closes a connection hears nothing more of it, not even
+ * of a failure queued before (the sweep's, say): it may have freed what
+ * its closed callback would use. */
+TEST(close_after_queued_failure_is_silent)
+{
+	struct loop *l = loop_new();
+	struct end b = { 0 };
+	int sv[2];
+
+	CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
+	b.wc = wire_conn_new(l, sv[1], WIRE_PLAIN, NULL, NULL, &ops, &b);
+	for (int k = 0; k < 3; k++)
+		loop_run_once(l, 0);
+	wire_conn_abort(b.wc, -ETIMEDOUT);
+	wire_conn_close(b.wc);
+	for (int k = 0; k < 3; k++)
+		loop_run_once(l, 0);
+	CHECK(!b.closed);
+	close(sv[0]);
+	loop_free(l);
+}
