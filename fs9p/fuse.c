@@ -45,6 +45,7 @@
 #include "fs9p/client.h"
 #include "fs9p/fuse.h"
 #include "lib/log.h"
+#include "lib/mountinfo.h"
 #include "lib/loop.h"
 
 /* How long the kernel may trust names and attributes without asking. */
@@ -2635,43 +2636,17 @@ static void on_hangup(struct loop *l, int fd, uint32_t ev, void *arg)
  * nothing may touch the mount before the loop serves it. */
 static int open_readahead(const char *mountpoint)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	char line[4096], path[96];
-	unsigned maj = 0, min = 0;
-	int found = 0;
+	struct mountinfo_ent e;
+	char path[96];
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC), r;
 
-	if (!f)
+	if (fd < 0)
 		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		/* id parent maj:min root mountpoint ... - fstype source opts */
-		char mp[PATH_MAX], *dash = strstr(line, " - ");
-		unsigned a, b;
-		if (!dash || sscanf(line, "%*u %*u %u:%u %*s %4095s", &a, &b, mp) != 3)
-			continue;
-		if (strncmp(dash + 3, "fuse.metac ", 11))
-			continue;
-		/* mountinfo escapes space, tab, newline and backslash as \ooo. */
-		char un[PATH_MAX];
-		size_t n = 0;
-		for (const char *p = mp; *p && n + 1 < sizeof(un); p++) {
-			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
-				un[n++] = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
-				p += 3;
-			} else {
-				un[n++] = *p;
-			}
-		}
-		un[n] = 0;
-		if (!strcmp(un, mountpoint)) {
-			maj = a;
-			min = b;
-			found = 1; /* the last one: mounts stack */
-		}
-	}
-	fclose(f);
-	if (!found)
+	r = mountinfo_find(fd, mountpoint, "fuse.metac", &e);
+	close(fd);
+	if (r < 0)
 		return -1;
-	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", e.maj, e.min);
 	return open(path, O_WRONLY | O_CLOEXEC);
 }
 
@@ -2872,9 +2847,8 @@ out:
 		if (sigs[i])
 			loop_signal_del(sigs[i]);
 	if (pf->se) {
-		if (mounted && cfg->unmount)
-			cfg->unmount(cfg->arg, fuse_session_fd(pf->se));
-		else if (mounted)
+		if (mounted && (!cfg->unmount ||
+				cfg->unmount(cfg->arg, fuse_session_fd(pf->se)) < 0))
 			fuse_session_unmount(pf->se);
 		fuse_session_destroy(pf->se);
 	}

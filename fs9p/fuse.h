@@ -50,8 +50,9 @@ struct p9fuse_config {
 	 * why; then the mount ends). NULL: nothing. */
 	int (*confine)(void *arg, char *why, size_t whysz);
 	/* Unmounts in place of libfuse, which could not once confined:
-	 * fuse_fd is the session's descriptor. NULL: libfuse does it. */
-	void (*unmount)(void *arg, int fuse_fd);
+	 * fuse_fd is the session's descriptor. NULL, or -1 returned:
+	 * libfuse does it. */
+	int (*unmount)(void *arg, int fuse_fd);
 	void *arg;
 };
 

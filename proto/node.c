@@ -41,6 +41,12 @@
  * calls in progress. */
 #define PEER_MAX_CONNS 256
 #define PEER_MAX_BYTES (256u << 20)
+/* A key costs nothing to make: the same again per source address (a
+ * host with keys of many nodes, or a NAT), and for all peers at once. */
+#define ADDR_MAX_CONNS 512
+#define ADDR_MAX_BYTES (512u << 20)
+#define ALL_MAX_CONNS 4096
+#define ALL_MAX_BYTES (1024u << 20)
 /* How often stalled frames, silent connections and idle sessions are
  * looked for. */
 #define SWEEP_MS 5000
@@ -62,11 +68,14 @@ struct inlist {
 	unsigned n;
 };
 
-/* What one peer node's connections hold (see PEER_MAX_*). */
+/* What one peer node's connections hold (see PEER_MAX_*), or one
+ * source address's (ADDR_MAX_*). */
 struct peer_acct {
 	struct wire_acct a;
 	struct node *node; /* NULL once the node is gone */
+	int by_addr;
 	uint8_t key[32];
+	char host[128];
 	struct peer_acct *next;
 };
 
@@ -89,6 +98,7 @@ struct node {
 	struct inlist pending;  /* accepted, no hello yet */
 	struct inlist sessions; /* RPC connections of peers */
 	struct peer_acct *accts;
+	struct wire_acct *all; /* every peer connection: ALL_MAX_* */
 	struct loop_timer *sweep;
 	uint64_t idle_ms;
 	double accept_tokens;
@@ -1312,6 +1322,11 @@ static int start_rpc(struct inconn *ic)
 
 /* --- per-peer limits ----------------------------------------------- */
 
+static void all_acct_free(struct wire_acct *a)
+{
+	free(a);
+}
+
 static void acct_free(struct wire_acct *a)
 {
 	struct peer_acct *pa = (struct peer_acct *)a;
@@ -1326,39 +1341,76 @@ static void acct_free(struct wire_acct *a)
 	free(pa);
 }
 
-/* Charges a peer's new connection to its account; refuses it when the
- * peer has PEER_MAX_CONNS already. */
+/* The account of a peer's key, or of an address (key NULL); made if
+ * there is none. NULL when out of memory. */
+static struct peer_acct *acct_get(struct node *n, const uint8_t *key, const char *host)
+{
+	struct peer_acct *pa;
+
+	for (pa = n->accts; pa; pa = pa->next) {
+		if (key ? !pa->by_addr && !memcmp(pa->key, key, sizeof(pa->key))
+			: pa->by_addr && !strcmp(pa->host, host))
+			return pa;
+	}
+	if (!(pa = calloc(1, sizeof(*pa))))
+		return NULL;
+	pa->a.max_bytes = key ? PEER_MAX_BYTES : ADDR_MAX_BYTES;
+	pa->a.free = acct_free;
+	pa->node = n;
+	pa->by_addr = !key;
+	if (key)
+		memcpy(pa->key, key, sizeof(pa->key));
+	else
+		snprintf(pa->host, sizeof(pa->host), "%s", host);
+	pa->next = n->accts;
+	n->accts = pa;
+	return pa;
+}
+
+/* Logs a refusal for the limits, now and then. */
+static void limit_note(struct node *n, const char *who, const char *from, int max)
+{
+	uint64_t now = loop_now_ms(n->loop);
+	if (now - n->last_refusal_log_ms >= 10000 || !n->last_refusal_log_ms) {
+		n->last_refusal_log_ms = now;
+		log_warn("%s (from %s) has %d connections, the most %s; refusing more", who,
+			 from, max, strcmp(who, "every peer") ? "one peer may have" : "allowed");
+	}
+}
+
+/* Charges a peer's new connection to its key's account, its address's
+ * and the node's; refuses it when any of them is at its limit. */
 static int acct_charge(struct node *n, struct inconn *ic)
 {
 	const uint8_t *key = wire_conn_remote_key(ic->wc);
-	struct peer_acct *pa;
+	struct peer_acct *pk = acct_get(n, key, NULL), *ph = pk ? acct_get(n, NULL, ic->host) : NULL;
+	char id[NODE_ID_LEN + 1], who[NODE_ID_LEN + 16];
 
-	for (pa = n->accts; pa; pa = pa->next)
-		if (!memcmp(pa->key, key, sizeof(pa->key)))
-			break;
-	if (pa && pa->a.conns >= PEER_MAX_CONNS) {
-		uint64_t now = loop_now_ms(n->loop);
-		if (now - n->last_refusal_log_ms >= 10000 || !n->last_refusal_log_ms) {
-			char id[NODE_ID_LEN + 1];
-			n->last_refusal_log_ms = now;
-			node_id_format(key, id);
-			log_warn("node %s (from %s) has %d connections, the most one "
-				 "peer may have; refusing more", id, ic->addr, PEER_MAX_CONNS);
-		}
-		return -EMFILE;
+	if (!pk || !ph) {
+		/* A fresh account nothing holds yet goes at once. */
+		if (pk && !pk->a.refs)
+			acct_free(&pk->a);
+		return -ENOMEM;
 	}
-	if (!pa) {
-		if (!(pa = calloc(1, sizeof(*pa))))
-			return -ENOMEM;
-		pa->a.max_bytes = PEER_MAX_BYTES;
-		pa->a.free = acct_free;
-		pa->node = n;
-		memcpy(pa->key, key, sizeof(pa->key));
-		pa->next = n->accts;
-		n->accts = pa;
+	node_id_format(key, id);
+	snprintf(who, sizeof(who), "node %s", id);
+	if (pk->a.conns >= PEER_MAX_CONNS)
+		limit_note(n, who, ic->addr, PEER_MAX_CONNS);
+	else if (ph->a.conns >= ADDR_MAX_CONNS)
+		limit_note(n, "address", ic->addr, ADDR_MAX_CONNS);
+	else if (n->all->conns >= ALL_MAX_CONNS)
+		limit_note(n, "every peer", ic->addr, ALL_MAX_CONNS);
+	else {
+		wire_conn_charge(ic->wc, &pk->a);
+		wire_conn_charge(ic->wc, &ph->a);
+		wire_conn_charge(ic->wc, n->all);
+		return 0;
 	}
-	wire_conn_charge(ic->wc, &pa->a);
-	return 0;
+	if (!pk->a.refs)
+		acct_free(&pk->a);
+	if (!ph->a.refs)
+		acct_free(&ph->a);
+	return -EMFILE;
 }
 
 static void in_hello(struct wire_conn *wc, uint8_t *d, size_t n, void *arg)
@@ -1642,6 +1694,14 @@ int node_new(struct loop *l, const struct node_config *cfg, struct node **out)
 	if ((r = ref_store_drop_ephemeral(n->db)) < 0 ||
 	    (r = open_listeners(n, cfg)) < 0)
 		goto fail;
+	/* Connections may outlive the node by a round or two: theirs too. */
+	if (!(n->all = calloc(1, sizeof(*n->all)))) {
+		r = -ENOMEM;
+		goto fail;
+	}
+	n->all->max_bytes = ALL_MAX_BYTES;
+	n->all->free = all_acct_free;
+	n->all->refs = 1; /* the node's own */
 	n->idle_ms = (cfg->idle_timeout_s ? cfg->idle_timeout_s : IDLE_TIMEOUT_DEFAULT_S) * 1000ull;
 	if (!(n->sweep = loop_timer_new(l, sweep, n)) ||
 	    loop_timer_arm(n->sweep, SWEEP_MS, SWEEP_MS) < 0) {
@@ -1685,6 +1745,8 @@ void node_free(struct node *n)
 			inlist_del(l->head);
 	for (struct peer_acct *pa = n->accts; pa; pa = pa->next)
 		pa->node = NULL;
+	if (n->all)
+		wire_acct_unref(n->all);
 	if (n->sweep)
 		loop_timer_del(n->sweep);
 	while (n->tokens) {

@@ -707,9 +707,16 @@ void rpc_conn_closed(struct rpc_conn *rc, int err)
 	if (rc->dead)
 		return;
 	rc->dead = 1;
-	/* Orphan answers still being worked on: their results go nowhere. */
-	for (struct answer *a = rc->answers; a; a = a->next)
+	/* Orphan answers still being worked on: their results go nowhere,
+	 * and they no longer count against the peer. */
+	for (struct answer *a = rc->answers; a; a = a->next) {
 		a->conn = NULL;
+		if (a->acct) {
+			a->acct->calls--;
+			wire_acct_unref(a->acct);
+			a->acct = NULL;
+		}
+	}
 	rc->answers = NULL;
 	while (rc->imports)
 		unlink_import(rc->imports);

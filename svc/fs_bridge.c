@@ -48,6 +48,7 @@
 #include "lib/cli.h"
 #include "lib/log.h"
 #include "lib/loop.h"
+#include "lib/mountinfo.h"
 #include "lib/net.h"
 #include "lib/sandbox.h"
 #include "svc/fs_bridge.h"
@@ -97,32 +98,44 @@ static int bridge_confine(void *arg, char *why, size_t whysz)
 }
 
 /* The mount ends: unmounted by the unmounter, unless it is gone already
- * (the session's descriptor then says so, as libfuse checks). */
-static void bridge_unmount(void *arg, int fuse_fd)
+ * (the session's descriptor then says so, as libfuse checks). Without an
+ * unmounter (it could not start: the bridge is not confined) libfuse
+ * does it. */
+static int bridge_unmount(void *arg, int fuse_fd)
 {
 	struct bridge *b = arg;
 	struct pollfd pfd = { .fd = fuse_fd, .events = POLLIN };
 
 	if (b->unmounter < 0)
-		return;
+		return -1;
 	if (!(poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLERR)) &&
 	    write(b->unmounter, "u", 1) != 1)
 		log_warn("fuse %s: cannot ask for the unmount: %m", b->mountpoint);
 	close(b->unmounter);
 	b->unmounter = -1;
+	return 0;
 }
 
 /* `metac fs _unmounter MOUNTPOINT`: waits for the bridge's word on fd 3,
- * then unmounts (lazily: open files stay usable until closed). */
+ * then unmounts (lazily: open files stay usable until closed) the mount
+ * the bridge made, and only that one: the topmost mount there must still
+ * be the FUSE mount it found at its start (by mount ID), whatever a
+ * confined, perhaps subverted bridge says. */
 int fs_unmounter_main(const struct applet *self, int argc, char **argv)
 {
+	struct mountinfo_ent mine, now;
 	char c = 0, err[256];
+	int mi;
 
 	if (argc != 2 || fcntl(3, F_GETFD) < 0)
 		return cli_usage_error(self, "_unmounter is started by the mount helper");
 	log_init("metac-fs-unmounter", LOG_LVL_INFO, 0);
-	for (int fd = 4; fd < 1024; fd++)
-		close(fd);
+	close_range(4, ~0U, 0);
+	if ((mi = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)) < 0 ||
+	    mountinfo_find(mi, argv[1], "fuse.metac", &mine) < 0) {
+		log_error("fuse unmounter: no metac mount on %s", argv[1]);
+		_exit(EXIT_FAIL);
+	}
 	if (sandbox_enter(SANDBOX_UNMOUNT, NULL, -1, 0, err, sizeof(err)) < 0) {
 		log_error("fuse unmounter: %s", err);
 		_exit(EXIT_FAIL);
@@ -130,7 +143,9 @@ int fs_unmounter_main(const struct applet *self, int argc, char **argv)
 	while (read(3, &c, 1) < 0 && errno == EINTR)
 		;
 	/* Nothing read: the bridge ended without asking (unmounted already). */
-	if (c == 'u' && umount2(argv[1], MNT_DETACH) < 0 && errno != EINVAL)
+	if (c == 'u' && mountinfo_find(mi, argv[1], "fuse.metac", &now) == 0 &&
+	    now.id == mine.id && umount2(argv[1], MNT_DETACH | UMOUNT_NOFOLLOW) < 0 &&
+	    errno != EINVAL)
 		log_warn("fuse: cannot unmount %s: %m", argv[1]);
 	_exit(EXIT_OK);
 }
@@ -278,8 +293,12 @@ int fs_bridge_main(const struct applet *self, int argc, char **argv)
 	cfg.reconnect = bridge_reconnect;
 	cfg.ordered = 1; /* a ref always leads to metac's own server */
 	cfg.mounted = bridge_mounted;
-	cfg.confine = bridge_confine;
-	cfg.unmount = bridge_unmount;
+	/* Confined only as root: a user's bridge unmounts through
+	 * fusermount3, a program it would have to start. */
+	if (geteuid() == 0) {
+		cfg.confine = bridge_confine;
+		cfg.unmount = bridge_unmount;
+	}
 	cfg.hangup_fd = b.ctl;
 	cfg.arg = &b;
 	return p9fuse_run(fd, &cfg) < 0 ? EXIT_FAIL : EXIT_OK;

@@ -142,8 +142,7 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 
 	log_init("metac session", LOG_LVL_INFO, 0);
 	/* Nothing but the two descriptors it was given, and stdio. */
-	for (int fd = EXPORT_FD + 1; fd < 1024; fd++)
-		close(fd);
+	close_range(EXPORT_FD + 1, ~0U, 0);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {

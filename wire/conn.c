@@ -42,8 +42,8 @@ struct wire_conn {
 	struct noise_cipher tx, rx;
 	uint32_t tx_count, rx_count;
 	uint8_t remote[NOISE_KEY_LEN];
-	struct wire_acct *acct;
-	size_t charged;         /* what acct has of this connection's buffers */
+	struct wire_acct *acct[WIRE_MAX_ACCTS]; /* the first: wire_conn_acct's */
+	size_t charged;         /* what each has of this connection's buffers */
 	uint64_t partial_since; /* a frame begun and not finished: since when */
 	int fail_err; /* for a failure reported from the next round */
 	unsigned paused : 1, flush_queued : 1, want_writable : 1,
@@ -88,34 +88,50 @@ void wire_acct_unref(struct wire_acct *a)
  * space (one frame at most, see conn_read) and the output not yet sent. */
 static void acct_update(struct wire_conn *c)
 {
-	if (!c->acct)
+	if (!c->acct[0])
 		return;
 	size_t now = c->state == ST_DEAD ? 0 : c->in.cap + buf_avail(&c->out);
-	c->acct->bytes = c->acct->bytes - c->charged + now;
+	for (int i = 0; i < WIRE_MAX_ACCTS && c->acct[i]; i++)
+		c->acct[i]->bytes = c->acct[i]->bytes - c->charged + now;
 	c->charged = now;
 }
 
-void wire_conn_charge(struct wire_conn *c, struct wire_acct *a)
+/* The first account the connection's buffers take past its share. */
+static struct wire_acct *acct_over(const struct wire_conn *c)
 {
-	if (c->acct)
-		return;
-	c->acct = wire_acct_ref(a);
+	for (int i = 0; i < WIRE_MAX_ACCTS && c->acct[i]; i++)
+		if (c->acct[i]->max_bytes && c->acct[i]->bytes > c->acct[i]->max_bytes)
+			return c->acct[i];
+	return NULL;
+}
+
+int wire_conn_charge(struct wire_conn *c, struct wire_acct *a)
+{
+	int i;
+	for (i = 0; i < WIRE_MAX_ACCTS && c->acct[i]; i++)
+		if (c->acct[i] == a)
+			return 0;
+	if (i == WIRE_MAX_ACCTS)
+		return -ENOSPC;
+	c->acct[i] = wire_acct_ref(a);
 	a->conns++;
+	a->bytes += c->charged;
 	acct_update(c);
+	return 0;
 }
 
 struct wire_acct *wire_conn_acct(const struct wire_conn *c)
 {
-	return c->acct;
+	return c->acct[0];
 }
 
 static void conn_free_cb(struct loop *l, void *arg)
 {
 	struct wire_conn *c = arg;
-	if (c->acct) {
-		c->acct->bytes -= c->charged;
-		c->acct->conns--;
-		wire_acct_unref(c->acct);
+	for (int i = 0; i < WIRE_MAX_ACCTS && c->acct[i]; i++) {
+		c->acct[i]->bytes -= c->charged;
+		c->acct[i]->conns--;
+		wire_acct_unref(c->acct[i]);
 	}
 	if (c->all_prev)
 		c->all_prev->all_next = c->all_next;
@@ -285,10 +301,10 @@ static int check_out_limit(struct wire_conn *c)
 		return -ENOBUFS;
 	}
 	acct_update(c);
-	if (c->acct && c->acct->max_bytes && c->acct->bytes > c->acct->max_bytes) {
-		log_warn("wire: a peer's connections hold %zu bytes, over its share "
-			 "of %zu; closing the one that asked for more",
-			 c->acct->bytes, c->acct->max_bytes);
+	struct wire_acct *over = acct_over(c);
+	if (over) {
+		log_warn("wire: connections hold %zu bytes, over their share of %zu; "
+			 "closing the one that asked for more", over->bytes, over->max_bytes);
 		conn_fail_later(c, -ENOBUFS);
 		return -ENOBUFS;
 	}

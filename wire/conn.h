@@ -112,8 +112,11 @@ void wire_conn_set_arg(struct wire_conn *c, void *arg);
 void wire_conn_set_ops(struct wire_conn *c, const struct wire_conn_ops *ops,
 		       void *arg);
 struct loop *wire_conn_loop(const struct wire_conn *c);
-/* Charge c's buffers to a (once; a reference is taken) / the account. */
-void wire_conn_charge(struct wire_conn *c, struct wire_acct *a);
+/* Charge c's buffers to a as well (a reference is taken): a connection
+ * may count against WIRE_MAX_ACCTS accounts (its peer's, its address's,
+ * the node's); 0, or -ENOSPC. wire_conn_acct gives the first. */
+#define WIRE_MAX_ACCTS 3
+int wire_conn_charge(struct wire_conn *c, struct wire_acct *a);
 struct wire_acct *wire_conn_acct(const struct wire_conn *c);
 /* Closes the connections of l that have had a frame begun and not
  * finished for timeout_ms (their owners hear -ETIMEDOUT).

@@ -14,7 +14,8 @@
  *   silent    finish the handshake and say nothing
  *   idle      say hello and hold nothing
  *   conns     open N connections with one key, each says hello; prints
- *             "open K of N" for those still open a second later
+ *             "open K of N" for those still open a second later, then
+ *             holds them for HOLD seconds (the 5th argument, default 0)
  * Every mode but conns prints "closed after S s" and exits 0 when the
  * node hangs up, 1 if it has not after 120 s.
  */
@@ -210,6 +211,9 @@ int main(int argc, char **argv)
 		for (int i = 0; i < n; i++)
 			open += ps[i].fd >= 0 && !hung_up(ps[i].fd, 0);
 		printf("open %d of %d\n", open, n);
+		fflush(stdout);
+		if (argc > 5)
+			sleep((unsigned)atoi(argv[5]));
 		return 0;
 	}
 	if (handshake(&p, addr) < 0) {

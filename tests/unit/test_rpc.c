@@ -435,3 +435,30 @@ TEST(peer_calls_in_progress_are_bounded)
 	world_close(&w);
 	CHECK_INT(acct.conns, 0);
 }
+
+/* A call still being worked on when its connection goes no longer counts
+ * against the peer: a peer that reconnects is not locked out by the
+ * answers it will never get. */
+TEST(orphaned_calls_leave_the_peer_count)
+{
+	struct world w;
+	struct wire_acct acct = { .free = acct_nop_free };
+	struct result held = { 0 };
+	struct msg p;
+
+	CHECK_INT(world_open(&w), 0);
+	wire_conn_charge(w.a.wc, &acct);
+	msg_init(&p);
+	rpc_call(w.boot, IFACE_STREAM, M_LATER, &p, got, &held);
+	spin(&w, 5);
+	CHECK(held_call != NULL);
+	CHECK_INT(acct.calls, 1);
+	wire_conn_abort(w.b.wc, -ECONNRESET);
+	spin(&w, 10);
+	CHECK(w.a.closed);
+	CHECK_INT(acct.calls, 0);
+	rpc_return(held_call); /* answered into the void, counted once */
+	CHECK_INT(acct.calls, 0);
+	world_close(&w);
+	CHECK_INT(acct.refs, 0);
+}
