@@ -74,8 +74,10 @@ static void blk_stream_call(struct cap *c, struct rpc_call *call)
 	node_stream_call(((struct blk_stream *)c)->node, c, call, "nbd stream");
 }
 
-/* An NBD session of ex on sock (taken), in a process of its own. */
-static void nbd_session_spawn(struct node *n, struct nbd_export *ex, int sock)
+/* An NBD session of ex on sock (taken), in a process of its own; ended
+ * (may be NULL) runs when it is over. 0 or -errno. */
+static int nbd_session_spawn(struct node *n, struct nbd_export *ex, int sock,
+			     void (*ended)(void *arg), void *arg)
 {
 	struct session_cfg cfg = {
 		.kind = SANDBOX_NBD,
@@ -83,7 +85,7 @@ static void nbd_session_spawn(struct node *n, struct nbd_export *ex, int sock)
 		.min_block = nbd_export_min_block(ex),
 		.name = nbd_export_name(ex),
 	};
-	session_spawn(n, &cfg, sock, nbd_export_fd(ex));
+	return session_spawn(n, &cfg, sock, nbd_export_fd(ex), ended, arg);
 }
 
 static void blk_stream_attach(struct cap *c, struct wire_conn *data)
@@ -95,7 +97,7 @@ static void blk_stream_attach(struct cap *c, struct wire_conn *data)
 	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0)
 		log_warn("block: cannot pipe a data connection: %s", strerror(-e));
 	else
-		nbd_session_spawn(s->node, s->ex, fd);
+		nbd_session_spawn(s->node, s->ex, fd, NULL, NULL);
 }
 
 static void blk_stream_free(struct cap *c)
@@ -386,6 +388,13 @@ static void bserve_unref(struct bserve *s)
 	free(s);
 }
 
+static void bserve_session_ended(void *arg)
+{
+	struct bserve *s = arg;
+	s->sessions--;
+	bserve_unref(s);
+}
+
 /* One connection to a ref's endpoint, through restore, openAsBlock and
  * nbdStream to a data connection. */
 struct bconn {
@@ -477,11 +486,20 @@ static void bserve_accept(struct loop *l, int fd, uint32_t ev, void *arg)
 
 	if (cfd < 0)
 		return;
-	if (s->ex) {
-		nbd_session_spawn(s->node, s->ex, cfd);
+	if (s->sessions >= SERVE_MAX_SESSIONS) {
+		log_warn("block serve %s: too many sessions; refusing a connection", s->where);
+		close(cfd);
 		return;
 	}
-	if (s->sessions >= SERVE_MAX_SESSIONS || !(c = calloc(1, sizeof(*c)))) {
+	if (s->ex) {
+		/* Counted like the relayed ones, until its process ends. */
+		s->sessions++;
+		s->refs++;
+		if (nbd_session_spawn(s->node, s->ex, cfd, bserve_session_ended, s) < 0)
+			bserve_session_ended(s);
+		return;
+	}
+	if (!(c = calloc(1, sizeof(*c)))) {
 		log_warn("block serve %s: too many sessions; refusing a connection", s->where);
 		close(cfd);
 		return;
@@ -816,7 +834,7 @@ int block_service_register(struct node *n)
 static int serve_in_daemon(const char *sock, const char *listen, const char *path,
 			   const char *source, int read_only, int insecure)
 {
-	char abs[PATH_MAX + 8], where[160];
+	char abs[PATH_MAX + 8], where[160], lsn[PATH_MAX + 16], cwd[PATH_MAX];
 	struct cap *ba = NULL;
 	struct msg params, res;
 	struct msg_rd rd;
@@ -824,6 +842,15 @@ static int serve_in_daemon(const char *sock, const char *listen, const char *pat
 	int r = EXIT_FAIL;
 
 	/* The daemon resolves nothing against the applet's directory. */
+	if (!strncmp(listen, "unix:", 5) && listen[5] != '/') {
+		if (!getcwd(cwd, sizeof(cwd))) {
+			fprintf(stderr, "metac block: cannot tell the current directory: %s\n",
+				strerror(errno));
+			return EXIT_FAIL;
+		}
+		snprintf(lsn, sizeof(lsn), "unix:%s/%s", cwd, listen + 5);
+		listen = lsn;
+	}
 	if (path) {
 		char real[PATH_MAX];
 		if (!realpath(path, real)) {

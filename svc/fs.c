@@ -105,7 +105,7 @@ static void fs_stream_attach(struct cap *c, struct wire_conn *data)
 	if ((e = node_pipe_pair(data, 0, &fd)) < 0)
 		log_warn("fs: cannot pipe a data connection: %s", strerror(-e));
 	else
-		session_spawn(s->node, &cfg, fd, s->ex->rootfd);
+		session_spawn(s->node, &cfg, fd, s->ex->rootfd, NULL, NULL);
 }
 
 static void fs_stream_free(struct cap *c)
@@ -608,15 +608,18 @@ static int bind_store(struct fs_bind *b)
 	return ok ? 0 : -EIO;
 }
 
-static void bind_forget(struct node *n, const char *mp)
+/* Drops mp's record: whether there was one. */
+static int bind_forget(struct node *n, const char *mp)
 {
 	sqlite3_stmt *st;
+	int had;
 	if (sqlite3_prepare_v2(node_db(n), "DELETE FROM binds WHERE service = 'fs'"
 			       " AND target = ?", -1, &st, NULL) != SQLITE_OK)
-		return;
+		return 0;
 	sqlite3_bind_text(st, 1, mp, -1, SQLITE_STATIC);
-	sqlite3_step(st);
+	had = sqlite3_step(st) == SQLITE_DONE && sqlite3_changes(node_db(n)) > 0;
 	sqlite3_finalize(st);
+	return had;
 }
 
 static void bind_mounted(struct fs_bind *b)
@@ -958,6 +961,11 @@ static int unbind(struct node *n, const char *mp, char *why, size_t whysz)
 			log_info("fs: %s will not be mounted again", mp);
 			return 0;
 		}
+	}
+	/* A persistent mount that gave up (its ref refused) is only a record. */
+	if (!b && bind_forget(n, mp)) {
+		log_info("fs: %s will not be mounted again", mp);
+		return 0;
 	}
 	if (!b || b->state != B_MOUNTED) {
 		snprintf(why, whysz, b ? "%s is still being mounted" : "nothing is bound on %s", mp);

@@ -33,16 +33,27 @@ static const char *kind_name(enum sandbox_kind kind)
 	return kind == SANDBOX_9P ? "9p" : "nbd";
 }
 
+struct session_proc {
+	const char *kind;
+	void (*ended)(void *arg);
+	void *arg;
+};
+
 static void session_exited(struct loop *l, pid_t pid, int status, void *arg)
 {
+	struct session_proc *sp = arg;
+
 	live_sessions--;
 	if (WIFSIGNALED(status))
 		log_warn("a %s session process (pid %d) died of %s; its client lost the "
-			 "session, the node goes on", (const char *)arg, (int)pid,
+			 "session, the node goes on", sp->kind, (int)pid,
 			 strsignal(WTERMSIG(status)));
 	else if (WEXITSTATUS(status))
-		log_warn("a %s session process (pid %d) failed (exit status %d)",
-			 (const char *)arg, (int)pid, WEXITSTATUS(status));
+		log_warn("a %s session process (pid %d) failed (exit status %d)", sp->kind,
+			 (int)pid, WEXITSTATUS(status));
+	if (sp->ended)
+		sp->ended(sp->arg);
+	free(sp);
 }
 
 /* A copy of fd at 16 or above (close-on-exec), so that the dup2s to 3
@@ -52,8 +63,10 @@ static int dup_high(int fd)
 	return fcntl(fd, F_DUPFD_CLOEXEC, 16);
 }
 
-int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd)
+int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd,
+		  void (*ended)(void *arg), void *arg)
 {
+	struct session_proc *sp;
 	char minb[16];
 	char *argv[12];
 	int argc = 0, s = -1, x = -1, e;
@@ -86,8 +99,16 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 	}
 	argv[argc] = NULL;
 
+	if (!(sp = calloc(1, sizeof(*sp)))) {
+		e = -ENOMEM;
+		goto out;
+	}
+	sp->kind = kind_name(cfg->kind);
+	sp->ended = ended;
+	sp->arg = arg;
 	if ((s = dup_high(sock)) < 0 || (x = dup_high(expfd)) < 0) {
 		e = -errno;
+		free(sp);
 		goto out;
 	}
 	posix_spawn_file_actions_init(&fa);
@@ -104,8 +125,7 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 	posix_spawnattr_destroy(&attr);
 	if (e == 0) {
 		live_sessions++;
-		if (!loop_child_watch(node_loop(n), pid, session_exited,
-				      (void *)kind_name(cfg->kind))) {
+		if (!loop_child_watch(node_loop(n), pid, session_exited, sp)) {
 			/* Unwatched, it would never be reaped. */
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
@@ -113,6 +133,8 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 			e = -ENOMEM;
 		}
 	}
+	if (e < 0)
+		free(sp);
 out:
 	if (e < 0)
 		log_warn("cannot start a %s session process: %s", kind_name(cfg->kind),

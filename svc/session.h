@@ -28,8 +28,10 @@ struct session_cfg {
 };
 
 /* Starts a session on sock (taken: closed here either way) for the
- * export behind expfd (left to the caller). 0 or -errno. */
-int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd);
+ * export behind expfd (left to the caller). ended (may be NULL) runs
+ * when the session process has exited, if it started. 0 or -errno. */
+int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd,
+		  void (*ended)(void *arg), void *arg);
 
 /* `metac fs|block _session DIR [--read-only] [--passthrough]
  * [--min-block N] [--name NAME]`: the process itself. */

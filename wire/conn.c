@@ -560,7 +560,8 @@ static void conn_process(struct wire_conn *c)
 	/* An idle connection keeps no read chunk: a peer's many quiet
 	 * connections cost little. (It held plaintext: wiped.) */
 	if (!buf_avail(&c->in) && c->in.cap > KEEP_BUF && c->state != ST_DEAD) {
-		buf_wipe(&c->in);
+		sodium_memzero(c->in.data, c->in.len);
+		buf_free(&c->in);
 		acct_update(c);
 	}
 	/* At the end of input, "more needed" (r == 1: a frame cut off)
