@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -13,6 +14,8 @@
 #include "lib/proc.h"
 
 #define now_ms clock_mono_ms
+
+extern char **environ;
 
 /* In the child: fds as given, the rest closed, default signals, exec. */
 static void child_exec(char *const argv[], int in, int out, int err)
@@ -117,6 +120,42 @@ int proc_run(char *const argv[], char *out, size_t outsz, int timeout_ms)
 	e = wait_child(pid, (int)(end > now_ms() ? end - now_ms() : 0) + 50);
 	/* exec failed: the shell's convention */
 	return e == 127 ? -ENOENT : e;
+}
+
+pid_t proc_spawn_self(char *const argv[], const int *fds, int nfds)
+{
+	posix_spawn_file_actions_t fa;
+	posix_spawnattr_t attr;
+	sigset_t none, all;
+	int high[8], e = 0;
+	pid_t pid = 0;
+
+	if (nfds > 8)
+		return -EINVAL;
+	for (int i = 0; i < nfds; i++)
+		high[i] = -1;
+	/* Copies above 3 + nfds first, so that no dup2 overwrites a source. */
+	for (int i = 0; i < nfds && e == 0; i++)
+		if ((high[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 16)) < 0)
+			e = -errno;
+	if (e == 0) {
+		posix_spawn_file_actions_init(&fa);
+		for (int i = 0; i < nfds; i++)
+			posix_spawn_file_actions_adddup2(&fa, high[i], 3 + i);
+		posix_spawnattr_init(&attr);
+		sigemptyset(&none);
+		posix_spawnattr_setsigmask(&attr, &none);
+		sigfillset(&all);
+		posix_spawnattr_setsigdefault(&attr, &all);
+		posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+		e = -posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
+		posix_spawn_file_actions_destroy(&fa);
+		posix_spawnattr_destroy(&attr);
+	}
+	for (int i = 0; i < nfds; i++)
+		if (high[i] >= 0)
+			close(high[i]);
+	return e < 0 ? e : pid;
 }
 
 pid_t proc_spawn_pipe(char *const argv[], int to_child, int *fd)

@@ -16,6 +16,13 @@ int proc_run(char *const argv[], char *out, size_t outsz, int timeout_ms);
  * the log's stderr. The pid, or -errno. */
 pid_t proc_spawn_pipe(char *const argv[], int to_child, int *fd);
 
+/* Starts this program again (/proc/self/exe) with argv, fds[i] as
+ * descriptor 3 + i (nothing else past stdio that is close-on-exec), an
+ * empty signal mask and every signal at its default: for the daemon's
+ * helper processes, which must not inherit its ignored SIGPIPE. The
+ * caller keeps its fds. The pid, or -errno. */
+pid_t proc_spawn_self(char *const argv[], const int *fds, int nfds);
+
 /* Ends a child started so: SIGTERM, then SIGKILL after grace_ms; reaps it. */
 void proc_stop(pid_t pid, int grace_ms);
 

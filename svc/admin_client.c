@@ -391,6 +391,27 @@ int admin_relay_stream(struct admin *a, struct cap *stream, int lfd, int direct,
 	return serve_until(a, lfd, stream_relay_accept, &r, child, status, what);
 }
 
+int admin_service_call_str(const char *sock, const char *service, uint16_t method,
+			   const char *arg, const char *what)
+{
+	struct cap *svc = NULL;
+	struct msg params, res;
+	struct admin a;
+	int r = EXIT_FAIL;
+
+	msg_init(&res);
+	if (admin_open_service(&a, sock, service, &svc) == 0) {
+		msg_init(&params);
+		msg_put_str(&params, arg);
+		if (admin_call(&a, svc, IFACE_SERVICE_ADMIN, method, &params, &res, what) == 0)
+			r = EXIT_OK;
+	}
+	msg_free(&res);
+	cap_unref(svc);
+	admin_close(&a);
+	return r;
+}
+
 int admin_restore(struct admin *a, const char *ref, struct cap **out)
 {
 	struct msg params;

@@ -75,6 +75,11 @@ int admin_open_service(struct admin *a, const char *sock, const char *service,
 		       struct cap **out);
 /* Restores a ref through the daemon. */
 int admin_restore(struct admin *a, const char *ref, struct cap **out);
+/* Opens the socket (sock: as admin_socket_path) and calls method of
+ * service's administration object with one string, arg; an error is
+ * printed after what. EXIT_OK or EXIT_FAIL. */
+int admin_service_call_str(const char *sock, const char *service, uint16_t method,
+			   const char *arg, const char *what);
 /* Exports through NodeAdmin; the new ref is written to ref. */
 int admin_export(struct admin *a, const char *service, const char *description,
 		 int persistent, int read_only, char *ref, size_t refsz);

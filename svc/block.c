@@ -890,10 +890,7 @@ static int block_unserve(const struct applet *self, int argc, char **argv)
 		{ 0 }
 	};
 	const char *sock = NULL;
-	struct cap *ba = NULL;
-	struct msg params, res;
-	struct admin a;
-	int c, r = EXIT_FAIL;
+	int c;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "a:", opts, NULL)) != -1) {
@@ -904,18 +901,8 @@ static int block_unserve(const struct applet *self, int argc, char **argv)
 	}
 	if (optind != argc - 1)
 		return cli_usage_error(self, "unserve takes the address served on");
-	msg_init(&res);
-	if (admin_open_service(&a, sock, "block", &ba) == 0) {
-		msg_init(&params);
-		msg_put_str(&params, argv[optind]);
-		if (admin_call(&a, ba, IFACE_SERVICE_ADMIN, BLOCK_ADMIN_UNSERVE, &params, &res,
-			       "cannot unserve") == 0)
-			r = EXIT_OK;
-	}
-	msg_free(&res);
-	cap_unref(ba);
-	admin_close(&a);
-	return r;
+	return admin_service_call_str(sock, "block", BLOCK_ADMIN_UNSERVE, argv[optind],
+				      "cannot unserve");
 }
 
 /* The NBD endpoints the daemon serves. */

@@ -1385,10 +1385,7 @@ static int fs_unbind(const struct applet *self, int argc, char **argv)
 	};
 	const char *sock = NULL;
 	char mp[PATH_MAX];
-	int c, r = EXIT_FAIL;
-	struct admin a;
-	struct cap *fsa = NULL;
-	struct msg params, res;
+	int c;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "a:", opts, NULL)) != -1) {
@@ -1402,18 +1399,7 @@ static int fs_unbind(const struct applet *self, int argc, char **argv)
 	/* A dead mount cannot be resolved: then take the path as given. */
 	if (!realpath(argv[optind], mp))
 		snprintf(mp, sizeof(mp), "%s", argv[optind]);
-	if (admin_open_service(&a, sock, "fs", &fsa) == 0) {
-		msg_init(&params);
-		msg_init(&res);
-		msg_put_str(&params, mp);
-		if (admin_call(&a, fsa, IFACE_SERVICE_ADMIN, FS_ADMIN_UNBIND, &params, &res,
-			       "cannot unbind") == 0)
-			r = EXIT_OK;
-		msg_free(&res);
-	}
-	cap_unref(fsa);
-	admin_close(&a);
-	return r;
+	return admin_service_call_str(sock, "fs", FS_ADMIN_UNBIND, mp, "cannot unbind");
 }
 
 int fs_main(int argc, char **argv)

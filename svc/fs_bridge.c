@@ -34,8 +34,6 @@
 #include <getopt.h>
 #include <limits.h>
 #include <poll.h>
-#include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,10 +48,9 @@
 #include "lib/loop.h"
 #include "lib/mountinfo.h"
 #include "lib/net.h"
+#include "lib/proc.h"
 #include "lib/sandbox.h"
 #include "svc/fs_bridge.h"
-
-extern char **environ;
 
 struct bridge {
 	int ctl;
@@ -66,32 +63,19 @@ static int bridge_confine(void *arg, char *why, size_t whysz)
 {
 	struct bridge *b = arg;
 	char *argv[] = { "metac", "fs", "_unmounter", (char *)b->mountpoint, NULL };
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none, all;
-	int p[2], e;
+	int p[2];
 	pid_t pid;
 
 	if (pipe2(p, O_CLOEXEC) < 0) {
 		snprintf(why, whysz, "pipe: %s", strerror(errno));
 		return -errno;
 	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, p[0], 3);
-	posix_spawnattr_init(&attr);
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&attr, &none);
-	sigfillset(&all);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	e = posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
+	pid = proc_spawn_self(argv, &p[0], 1);
 	close(p[0]);
-	if (e) {
+	if (pid < 0) {
 		close(p[1]);
-		snprintf(why, whysz, "cannot start the unmounter: %s", strerror(e));
-		return -e;
+		snprintf(why, whysz, "cannot start the unmounter: %s", strerror(-pid));
+		return pid;
 	}
 	b->unmounter = p[1];
 	return sandbox_enter(SANDBOX_FUSE, "/tmp", -1, 0, why, whysz);

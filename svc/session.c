@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <signal.h>
-#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,11 +13,10 @@
 #include "lib/cli.h"
 #include "lib/log.h"
 #include "lib/loop.h"
+#include "lib/proc.h"
 #include "nbd/server.h"
 #include "proto/node.h"
 #include "svc/session.h"
-
-extern char **environ;
 
 #define SESSION_FD 3
 #define EXPORT_FD 4
@@ -56,23 +54,13 @@ static void session_exited(struct loop *l, pid_t pid, int status, void *arg)
 	free(sp);
 }
 
-/* A copy of fd at 16 or above (close-on-exec), so that the dup2s to 3
- * and 4 cannot overwrite a source. */
-static int dup_high(int fd)
-{
-	return fcntl(fd, F_DUPFD_CLOEXEC, 16);
-}
-
 int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd,
 		  void (*ended)(void *arg), void *arg)
 {
 	struct session_proc *sp;
 	char minb[16];
 	char *argv[12];
-	int argc = 0, s = -1, x = -1, e;
-	posix_spawn_file_actions_t fa;
-	posix_spawnattr_t attr;
-	sigset_t none, all;
+	int argc = 0, fds[2] = { sock, expfd }, e;
 	pid_t pid;
 
 	if (live_sessions >= MAX_SESSIONS) {
@@ -106,24 +94,10 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 	sp->kind = kind_name(cfg->kind);
 	sp->ended = ended;
 	sp->arg = arg;
-	if ((s = dup_high(sock)) < 0 || (x = dup_high(expfd)) < 0) {
-		e = -errno;
-		free(sp);
-		goto out;
-	}
-	posix_spawn_file_actions_init(&fa);
-	posix_spawn_file_actions_adddup2(&fa, s, SESSION_FD);
-	posix_spawn_file_actions_adddup2(&fa, x, EXPORT_FD);
-	posix_spawnattr_init(&attr);
-	sigemptyset(&none);
-	posix_spawnattr_setsigmask(&attr, &none);
-	sigfillset(&all);
-	posix_spawnattr_setsigdefault(&attr, &all);
-	posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-	e = -posix_spawn(&pid, "/proc/self/exe", &fa, &attr, argv, environ);
-	posix_spawn_file_actions_destroy(&fa);
-	posix_spawnattr_destroy(&attr);
-	if (e == 0) {
+	/* fd 3 the session (SESSION_FD), fd 4 the export (EXPORT_FD). */
+	e = pid = proc_spawn_self(argv, fds, 2);
+	if (e > 0) {
+		e = 0;
 		live_sessions++;
 		if (!loop_child_watch(node_loop(n), pid, session_exited, sp)) {
 			/* Unwatched, it would never be reaped. */
@@ -139,10 +113,6 @@ out:
 	if (e < 0)
 		log_warn("cannot start a %s session process: %s", kind_name(cfg->kind),
 			 strerror(-e));
-	if (s >= 0)
-		close(s);
-	if (x >= 0)
-		close(x);
 	close(sock);
 	return e;
 }
