@@ -808,6 +808,7 @@ static void bserves_restore(struct loop *l, void *arg)
 
 static void block_stop(struct node *n)
 {
+	session_forget_all();
 	while (bserves) {
 		struct bserve *s = bserves;
 		bserves = s->next;

@@ -404,10 +404,14 @@ struct fs_bind {
 	size_t llen;
 	int reconnecting;
 	int pending; /* calls under way that still refer to b */
+	int leaving;  /* on the leaving list */
 	unsigned retry_ms; /* a restored mount: if it fails, again after this */
 };
 
 static struct fs_bind *binds;
+/* Unbound or failed, but a bridge or a call still holds them: kept in
+ * sight so that a daemon stopping meanwhile lets them go too. */
+static struct fs_bind *leaving;
 
 /* A persistent mount that did not come back when the daemon started (its
  * node not reachable yet, say): tried again, each wait twice the last up
@@ -505,14 +509,25 @@ static struct fs_bind *bind_find(const char *mp)
 	return NULL;
 }
 
-static void bind_unlink(struct fs_bind *b)
+static void list_del(struct fs_bind **head, struct fs_bind *b)
 {
-	for (struct fs_bind **p = &binds; *p; p = &(*p)->next) {
+	for (struct fs_bind **p = head; *p; p = &(*p)->next) {
 		if (*p == b) {
 			*p = b->next;
 			return;
 		}
 	}
+}
+
+/* b is no longer bound: off the list, onto the leaving one until freed. */
+static void bind_unlink(struct fs_bind *b)
+{
+	if (b->leaving)
+		return;
+	list_del(&binds, b);
+	b->next = leaving;
+	leaving = b;
+	b->leaving = 1;
 }
 
 /* Lets go of what b holds of the remote side. The control socket stays
@@ -540,6 +555,8 @@ static void bind_free(struct fs_bind *b)
 	bind_release(b);
 	if (b->child || b->pending)
 		return;
+	if (b->leaving)
+		list_del(&leaving, b);
 	free(b->source);
 	free(b);
 }
@@ -1083,6 +1100,7 @@ static void binds_restore(struct loop *l, void *arg)
  * (the kernel keeps those, and a restart finds them). */
 static void fs_stop(struct node *n)
 {
+	session_forget_all();
 	while (retries)
 		retry_free(retries);
 	while (binds) {
@@ -1099,6 +1117,15 @@ static void fs_stop(struct node *n)
 			b->child = NULL;
 		}
 		/* A call still under way frees it when it comes back. */
+		bind_free(b);
+	}
+	for (struct fs_bind *b = leaving, *next; b; b = next) {
+		next = b->next;
+		if (b->child) {
+			kill(b->pid, SIGTERM);
+			loop_child_del(b->child);
+			b->child = NULL;
+		}
 		bind_free(b);
 	}
 }

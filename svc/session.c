@@ -25,6 +25,7 @@
 #define MAX_SESSIONS 1024
 
 static unsigned live_sessions;
+static struct session_proc *procs; /* the live ones, to forget at shutdown */
 
 static const char *kind_name(enum sandbox_kind kind)
 {
@@ -32,16 +33,35 @@ static const char *kind_name(enum sandbox_kind kind)
 }
 
 struct session_proc {
+	struct session_proc *next, **pprev;
+	struct loop_child *watch;
 	const char *kind;
 	void (*ended)(void *arg);
 	void *arg;
 };
 
+static void proc_unlist(struct session_proc *sp)
+{
+	if ((*sp->pprev = sp->next))
+		sp->next->pprev = sp->pprev;
+	live_sessions--;
+}
+
+void session_forget_all(void)
+{
+	while (procs) {
+		struct session_proc *sp = procs;
+		loop_child_del(sp->watch);
+		proc_unlist(sp);
+		free(sp);
+	}
+}
+
 static void session_exited(struct loop *l, pid_t pid, int status, void *arg)
 {
 	struct session_proc *sp = arg;
 
-	live_sessions--;
+	proc_unlist(sp);
 	if (WIFSIGNALED(status))
 		log_warn("a %s session process (pid %d) died of %s; its client lost the "
 			 "session, the node goes on", sp->kind, (int)pid,
@@ -98,13 +118,17 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 	e = pid = proc_spawn_self(argv, fds, 2);
 	if (e > 0) {
 		e = 0;
-		live_sessions++;
-		if (!loop_child_watch(node_loop(n), pid, session_exited, sp)) {
+		if (!(sp->watch = loop_child_watch(node_loop(n), pid, session_exited, sp))) {
 			/* Unwatched, it would never be reaped. */
 			kill(pid, SIGKILL);
 			waitpid(pid, NULL, 0);
-			live_sessions--;
 			e = -ENOMEM;
+		} else {
+			if ((sp->next = procs))
+				procs->pprev = &sp->next;
+			sp->pprev = &procs;
+			procs = sp;
+			live_sessions++;
 		}
 	}
 	if (e < 0)

@@ -33,6 +33,11 @@ struct session_cfg {
 int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int expfd,
 		  void (*ended)(void *arg), void *arg);
 
+/* At the daemon's shutdown: stops watching the session processes (they
+ * end by themselves when their sockets close) and drops what they would
+ * have told their ended(). Before the exports those calls name go. */
+void session_forget_all(void);
+
 /* `metac fs|block _session DIR [--read-only] [--passthrough]
  * [--min-block N] [--name NAME]`: the process itself. */
 int session_main(enum sandbox_kind kind, int argc, char **argv);
