@@ -26,6 +26,8 @@
 
 #define MAX_SERVICES 32
 #define PEER_BACKLOG 128
+/* Applets queue here while the daemon is busy (they wait out a full one). */
+#define ADMIN_BACKLOG 512
 /* Handshake flood limits: connections that have not yet said what they
  * are for, and new peer connections accepted per second (a token bucket
  * with a burst of one second's worth). */
@@ -1651,7 +1653,7 @@ static int open_listeners(struct node *n, const struct node_config *cfg)
 	net_addr_format(&n->listen_addr, where, sizeof(where));
 	/* Only the owner can connect at all; SO_PEERCRED checks again. */
 	mode_t old = umask(077);
-	n->admin_fd = net_listen(&admin, 16);
+	n->admin_fd = net_listen(&admin, ADMIN_BACKLOG);
 	umask(old);
 	if (n->admin_fd < 0) {
 		log_error("cannot create admin socket %s: %s", cfg->admin_socket,

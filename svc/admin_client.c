@@ -82,6 +82,10 @@ static const struct wire_conn_ops admin_ops = {
 
 /* A plain connection to the admin socket, connected synchronously so that
  * "daemon not running" is reported at once. */
+/* EAGAIN: tried again every 20 ms for up to 30 s. */
+#define ADMIN_DIAL_TRIES 1500
+#define ADMIN_DIAL_WAIT_US 20000
+
 int admin_dial(const char *path, int *fdp)
 {
 	struct net_addr na;
@@ -93,10 +97,20 @@ int admin_dial(const char *path, int *fdp)
 		fprintf(stderr, "metac: admin socket path too long: %s\n", path);
 		return -EINVAL;
 	}
-	if ((fd = net_connect(&na)) < 0 || (r = net_connect_result(fd)) < 0) {
+	/* A unix socket's full backlog says EAGAIN: a busy daemon (or one
+	 * stopped for a moment) takes the connection soon, so wait for it a
+	 * while, as a TCP connect would, rather than fail the command. */
+	for (int tries = 0;; tries++) {
+		if ((fd = net_connect(&na)) >= 0 && (r = net_connect_result(fd)) >= 0)
+			break;
 		r = fd < 0 ? fd : r;
 		if (fd >= 0)
 			close(fd);
+		if (r != -EAGAIN || tries >= ADMIN_DIAL_TRIES)
+			break;
+		usleep(ADMIN_DIAL_WAIT_US);
+	}
+	if (r < 0) {
 		if (r == -ENOENT || r == -ECONNREFUSED)
 			fprintf(stderr, "metac: the metac daemon is not running "
 				"(no one listens on %s); start it with 'metac daemon', "

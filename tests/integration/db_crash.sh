@@ -4,7 +4,8 @@
 # a random fraction of a second; every time, the daemon starts again (it
 # runs sqlite's quick_check at open and refuses a damaged file), every ref
 # whose export was answered and not revoked still works, and every ref
-# whose revoke was answered stays revoked.
+# whose revoke was answered stays revoked. Then 60 applets at once at a
+# daemon stopped for a second are all answered.
 . "$(dirname "$0")/lib.bash"
 
 head -c 65536 /dev/urandom >"$T/file"
@@ -57,3 +58,22 @@ r=$(head -n 1 "$T/sure_live")
 [ -n "$r" ] || fail "no export was ever answered"
 m A file cat "$r" | cmp -s - "$T/file" || fail "a surviving ref does not read the file"
 echo "$ROUNDS kills: the daemon always started again; $n refs kept, $k revoked ones stayed revoked"
+
+# Many applets at once at a daemon that is stopped for a moment: the
+# admin socket's backlog fills and the later ones wait for room (connect
+# says EAGAIN on a unix socket) instead of failing; every one of them is
+# answered once the daemon goes on.
+kill -STOP "$PID_A"
+pids=()
+for i in $(seq 60); do
+	m A ref list >"$T/burst.$i" 2>&1 &
+	pids+=($!)
+done
+sleep 1
+kill -CONT "$PID_A"
+bad=0
+for i in "${!pids[@]}"; do
+	wait "${pids[$i]}" || { bad=$((bad + 1)); echo "applet $((i + 1)): $(cat "$T/burst.$((i + 1))")" >&2; }
+done
+[ "$bad" = 0 ] || fail "$bad of 60 applets failed at a busy daemon"
+echo "60 applets at a stopped daemon: all answered after it went on"
