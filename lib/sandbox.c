@@ -73,6 +73,13 @@ static const int fuse_calls[] = {
 	SCMP_SYS(pipe2), SCMP_SYS(splice),
 };
 
+/* An RFB session: its viewer's wake-ups, and the X capture's shared
+ * memory (rfb/server.c, rfb/x11.c; the X socket is open already). */
+static const int rfb_calls[] = {
+	SCMP_SYS(eventfd2), SCMP_SYS(shmget), SCMP_SYS(shmat), SCMP_SYS(shmdt),
+	SCMP_SYS(shmctl),
+};
+
 /* The bridge's unmounter: one umount at the end. */
 static const int unmount_calls[] = {
 	SCMP_SYS(umount2),
@@ -124,8 +131,11 @@ int sandbox_filter(enum sandbox_kind kind)
 	if (r == 0 && kind == SANDBOX_9P)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOSYS), SYS_fchmodat2, 0);
 #endif
-	if (r == 0 && kind == SANDBOX_FUSE) {
-		r = add_calls(ctx, fuse_calls, sizeof(fuse_calls) / sizeof(fuse_calls[0]));
+	if (r == 0 && kind == SANDBOX_RFB)
+		r = add_calls(ctx, rfb_calls, sizeof(rfb_calls) / sizeof(rfb_calls[0]));
+	if (r == 0 && (kind == SANDBOX_FUSE || kind == SANDBOX_RFB)) {
+		if (kind == SANDBOX_FUSE)
+			r = add_calls(ctx, fuse_calls, sizeof(fuse_calls) / sizeof(fuse_calls[0]));
 		/* Signals to its own threads only (abort, raise). */
 		if (r == 0)
 			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(tgkill), 1,
@@ -279,9 +289,9 @@ static int root_deleted(const char *parent, char *err, size_t errsz)
 	return 0;
 }
 
-/* The FUSE bridge: all its threads become nobody (glibc passes set*id on
- * to every thread, and with the uid go the capabilities). */
-static int enter_fuse(const char *root_dir, char *err, size_t errsz)
+/* The FUSE bridge, an RFB session: all its threads become nobody (glibc
+ * passes set*id on to every thread, and with the uid go the capabilities). */
+static int enter_threaded(const char *root_dir, char *err, size_t errsz)
 {
 	int r;
 	if (geteuid() == 0) {
@@ -302,8 +312,8 @@ int sandbox_enter(enum sandbox_kind kind, const char *root_dir, int export_fd, i
 {
 	int r;
 
-	if (kind == SANDBOX_FUSE) {
-		if ((r = enter_fuse(root_dir, err, errsz)) < 0)
+	if (kind == SANDBOX_FUSE || kind == SANDBOX_RFB) {
+		if ((r = enter_threaded(root_dir, err, errsz)) < 0)
 			return r;
 	} else if (kind == SANDBOX_UNMOUNT) {
 		/* Root, with nothing but the power to unmount. */

@@ -1,6 +1,6 @@
 /*
  * Least privilege for a process that serves what remote peers send in
- * bulk (a 9P or NBD session, svc/session.c): once it holds the descriptors
+ * bulk (a 9P, NBD or RFB session, svc/session.c): once it holds the descriptors
  * it needs, it gives up the rest of the system.
  *   - its root becomes an empty read-only tmpfs of its own mount
  *     namespace, the old one detached (for 9P, with the export bound
@@ -31,6 +31,10 @@ enum sandbox_kind {
 	/* The bridge's unmounter: root with CAP_SYS_ADMIN alone, which may
 	 * read its pipe and unmount; root_dir unused. */
 	SANDBOX_UNMOUNT,
+	/* A viewer's RFB session (svc/session.c), its X display open and
+	 * its capture thread running: as SANDBOX_FUSE, with the calls of the
+	 * RFB server and the X capture (MIT-SHM segments) instead. */
+	SANDBOX_RFB,
 };
 
 /* 0, or -errno with what failed in err. */

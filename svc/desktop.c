@@ -13,9 +13,12 @@
  * with none it prints HOST:PORT and serves until a signal. serve is plain
  * RFB from this process, for viewers on this host.
  *
- * One capture per display, whatever the number of viewers and refs: the
- * daemon opens a display when its first viewer comes and closes it when
- * the last leaves (or the X server goes away).
+ * The daemon serves each viewer from a process of its own (`metac
+ * desktop _session`, svc/session.h): it opens the display, then runs as
+ * nobody, with no capabilities, an empty root and a seccomp filter, so
+ * that what a remote viewer sends is parsed with nothing to gain. serve
+ * has one capture per display, whatever the number of viewers: opened
+ * for the first, closed with the last (or when the X server goes away).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -39,6 +42,7 @@
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/services.h"
+#include "svc/session.h"
 #include "wire/conn.h"
 
 #define MAX_DISPLAY 9999
@@ -227,14 +231,23 @@ static void desk_stream_call(struct cap *c, struct rpc_call *call)
 	node_stream_call(((struct desk *)c)->node, c, call, "vnc stream");
 }
 
+/* Each viewer's RFB session runs in a process of its own, which opens
+ * the display and then gives up root (svc/session.h). */
 static void desk_stream_attach(struct cap *c, struct wire_conn *data)
 {
 	struct desk *s = (struct desk *)c;
+	struct session_cfg cfg = {
+		.kind = SANDBOX_RFB,
+		.read_only = s->view_only,
+		.display = s->spec.display,
+		.xauth = s->spec.xauth,
+	};
 	int fd, e;
 
-	if ((e = node_pipe_pair(data, VIEWER_SOCKBUF, &fd)) < 0 ||
-	    (e = viewer_start(&s->spec, s->view_only ? RFB_VIEW_ONLY : 0, fd)) < 0)
+	if ((e = node_pipe_pair(data, VIEWER_SOCKBUF, &fd)) < 0)
 		log_warn("desktop: cannot start a viewer's session: %s", strerror(-e));
+	else
+		session_spawn(s->node, &cfg, fd, -1, NULL, NULL);
 }
 
 static void desk_free(struct cap *c)
@@ -654,12 +667,18 @@ static int desktop_serve(const struct applet *self, int argc, char **argv)
 	return r < 0 ? EXIT_FAIL : EXIT_OK;
 }
 
+static int desktop_session(const struct applet *self, int argc, char **argv)
+{
+	return session_main(SANDBOX_RFB, argc, argv);
+}
+
 int desktop_main(int argc, char **argv)
 {
 	static const struct cli_command cmds[] = {
 		{ "export", desktop_export },
 		{ "attach", desktop_attach },
 		{ "serve", desktop_serve },
+		{ "_session", desktop_session },
 		{ 0 }
 	};
 	return cli_dispatch(applet_find("desktop"), cmds, argc, argv);

@@ -16,6 +16,8 @@
 #include "lib/proc.h"
 #include "nbd/server.h"
 #include "proto/node.h"
+#include "rfb/rfb.h"
+#include "rfb/x11.h"
 #include "svc/session.h"
 
 #define SESSION_FD 3
@@ -29,7 +31,7 @@ static struct session_proc *procs; /* the live ones, to forget at shutdown */
 
 static const char *kind_name(enum sandbox_kind kind)
 {
-	return kind == SANDBOX_9P ? "9p" : "nbd";
+	return kind == SANDBOX_9P ? "9p" : kind == SANDBOX_RFB ? "rfb" : "nbd";
 }
 
 struct session_proc {
@@ -63,11 +65,11 @@ static void session_exited(struct loop *l, pid_t pid, int status, void *arg)
 
 	proc_unlist(sp);
 	if (WIFSIGNALED(status))
-		log_warn("a %s session process (pid %d) died of %s; its client lost the "
+		log_warn("the %s session process (pid %d) died of %s; its client lost the "
 			 "session, the node goes on", sp->kind, (int)pid,
 			 strsignal(WTERMSIG(status)));
 	else if (WEXITSTATUS(status))
-		log_warn("a %s session process (pid %d) failed (exit status %d)", sp->kind,
+		log_warn("the %s session process (pid %d) failed (exit status %d)", sp->kind,
 			 (int)pid, WEXITSTATUS(status));
 	if (sp->ended)
 		sp->ended(sp->arg);
@@ -78,8 +80,8 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 		  void (*ended)(void *arg), void *arg)
 {
 	struct session_proc *sp;
-	char minb[16];
-	char *argv[12];
+	char minb[16], dpy[16];
+	char *argv[14];
 	int argc = 0, fds[2] = { sock, expfd }, e;
 	pid_t pid;
 
@@ -89,7 +91,7 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 		return -EMFILE;
 	}
 	argv[argc++] = "metac";
-	argv[argc++] = cfg->kind == SANDBOX_9P ? "fs" : "block";
+	argv[argc++] = cfg->kind == SANDBOX_9P ? "fs" : cfg->kind == SANDBOX_RFB ? "desktop" : "block";
 	argv[argc++] = "_session";
 	argv[argc++] = (char *)node_dir(n);
 	if (cfg->read_only)
@@ -105,6 +107,15 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 		argv[argc++] = "--name";
 		argv[argc++] = (char *)cfg->name;
 	}
+	if (cfg->kind == SANDBOX_RFB) {
+		snprintf(dpy, sizeof(dpy), "%d", cfg->display);
+		argv[argc++] = "--display";
+		argv[argc++] = dpy;
+		if (cfg->xauth && *cfg->xauth) {
+			argv[argc++] = "--xauthority";
+			argv[argc++] = (char *)cfg->xauth;
+		}
+	}
 	argv[argc] = NULL;
 
 	if (!(sp = calloc(1, sizeof(*sp)))) {
@@ -115,7 +126,7 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 	sp->ended = ended;
 	sp->arg = arg;
 	/* fd 3 the session (SESSION_FD), fd 4 the export (EXPORT_FD). */
-	e = pid = proc_spawn_self(argv, fds, 2);
+	e = pid = proc_spawn_self(argv, fds, expfd >= 0 ? 2 : 1);
 	if (e > 0) {
 		e = 0;
 		if (!(sp->watch = loop_child_watch(node_loop(n), pid, session_exited, sp))) {
@@ -135,10 +146,35 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 		free(sp);
 out:
 	if (e < 0)
-		log_warn("cannot start a %s session process: %s", kind_name(cfg->kind),
+		log_warn("cannot start the %s session process: %s", kind_name(cfg->kind),
 			 strerror(-e));
 	close(sock);
 	return e;
+}
+
+/* A viewer of display :N: the display is opened (its socket and cookie
+ * reached as root), then the process gives up the rest and serves RFB
+ * to the one viewer on SESSION_FD. Never returns. */
+static void rfb_session(const char *dir, int display, const char *xauth, int view_only)
+{
+	struct rfb_x11 *x;
+	char err[512];
+	int e;
+
+	if ((e = rfb_x11_open(display, xauth, &x, err, sizeof(err))) < 0) {
+		log_warn("desktop: %s", err);
+		rfb_refuse(SESSION_FD, err);
+		_exit(EXIT_FAIL);
+	}
+	/* Its capture thread runs already: the sandbox for threads. */
+	if ((e = sandbox_enter(SANDBOX_RFB, dir, -1, 0, err, sizeof(err))) < 0) {
+		log_error("rfb session: %s", err);
+		rfb_refuse(SESSION_FD, "the desktop's session could not start");
+		_exit(EXIT_FAIL);
+	}
+	if ((e = rfb_serve(rfb_x11_desktop(x), SESSION_FD, view_only ? RFB_VIEW_ONLY : 0)) < 0)
+		log_info("desktop :%d: a viewer's session ended: %s", display, strerror(-e));
+	_exit(EXIT_OK);
 }
 
 int session_main(enum sandbox_kind kind, int argc, char **argv)
@@ -148,17 +184,20 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 		{ "passthrough", no_argument, NULL, 'p' },
 		{ "min-block", required_argument, NULL, 'b' },
 		{ "name", required_argument, NULL, 'n' },
+		{ "display", required_argument, NULL, 'd' },
+		{ "xauthority", required_argument, NULL, 'x' },
 		{ 0 }
 	};
-	const char *name = "";
+	const char *name = "", *xauth = NULL;
+	long display = -1;
 	char root[4200];
 	unsigned long min_block = 0;
 	int c, read_only = 0, passthrough = 0, e;
 	char err[512];
 
 	log_init("metac session", LOG_LVL_INFO, 0);
-	/* Nothing but the two descriptors it was given, and stdio. */
-	close_range(EXPORT_FD + 1, ~0U, 0);
+	/* Nothing but the descriptors it was given, and stdio. */
+	close_range(kind == SANDBOX_RFB ? SESSION_FD + 1 : EXPORT_FD + 1, ~0U, 0);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -166,14 +205,19 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 		case 'p': passthrough = 1; break;
 		case 'b': min_block = strtoul(optarg, NULL, 10); break;
 		case 'n': name = optarg; break;
+		case 'd': display = strtol(optarg, NULL, 10); break;
+		case 'x': xauth = optarg; break;
 		default: return EXIT_USAGE;
 		}
 	}
-	if (optind != argc - 1 || fcntl(SESSION_FD, F_GETFD) < 0 || fcntl(EXPORT_FD, F_GETFD) < 0) {
+	if (optind != argc - 1 || fcntl(SESSION_FD, F_GETFD) < 0 ||
+	    (kind == SANDBOX_RFB ? display < 0 : fcntl(EXPORT_FD, F_GETFD) < 0)) {
 		fprintf(stderr, "metac: _session is started by the daemon, with a "
-				"session on fd 3 and an export on fd 4\n");
+				"session on fd 3 (and an export on fd 4, or a display)\n");
 		return EXIT_USAGE;
 	}
+	if (kind == SANDBOX_RFB)
+		rfb_session(argv[optind], (int)display, xauth, read_only);
 	snprintf(root, sizeof(root), "%s/session-root", argv[optind]);
 	if (kind == SANDBOX_9P) {
 		struct p9_export ex = {

@@ -11,8 +11,15 @@
 #   - a key typed and a button clicked in the viewer reach the X client on
 #     the shared screen; cut text goes both ways;
 #   - a view-only ref drops input;
+#   - each viewer is served by a process of its own, confined (nobody, no
+#     capabilities, seccomp on every thread, an empty root); killing it
+#     costs only that viewer;
 #   - attach --viewer runs the viewer and ends with it; errors are clear.
 . "$(dirname "$0")/lib.bash"
+
+# A viewer's session is sent a SIGSEGV below: a sanitized build is to die
+# of it as the static one does, not report it as its own.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"
 
 for t in Xvfb xrandr xtigervncviewer gvnccapture vncsnapshot xwd xwdtopnm pngtopnm djpeg xdotool xclip; do
 	command -v $t >/dev/null || fail "$t is missing (contrib/install-deps.sh installs it)"
@@ -214,6 +221,30 @@ DISPLAY=$VIEW xdotool mousemove --window "$VWIN" 300 300 click 1 windowfocus --s
 sleep 2
 grep -q "key 0x62\|button 1 300 300" "$T/pattern.out" && fail "a view-only ref passed input on"
 echo "view-only: input dropped, picture shown"
+
+# --- each viewer's session: a confined process; its crash costs only it ---
+status() { grep "^$2:" "/proc/$1/status" | awk '{ print $2 }'; }
+spid=$(pgrep -nf "desktop _session .*--read-only")
+[ -n "$spid" ] || fail "no session process for the connected viewer"
+[ "$(status "$spid" Uid)" = 65534 ] || fail "the RFB session runs as uid $(status "$spid" Uid)"
+[ "$(status "$spid" CapEff)" = 0000000000000000 ] || fail "RFB session CapEff $(status "$spid" CapEff)"
+[ "$(status "$spid" NoNewPrivs)" = 1 ] || fail "the RFB session may gain privileges"
+for tid in /proc/"$spid"/task/*; do
+	[ "$(awk '/^Seccomp:/ { print $2 }' "$tid/status")" = 2 ] ||
+		fail "RFB session thread $(basename "$tid") has no seccomp filter"
+done
+[ -z "$(ls -A "/proc/$spid/root/")" ] || fail "the RFB session's root is not empty"
+kill -SEGV "$spid"
+for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$PID_A" || fail "a viewer's session crashing took the daemon down"
+grep -q "rfb session process (pid $spid) died of Segmentation fault" "$T/A.log" ||
+	fail "the daemon did not log the session's crash"
+timeout 30 gvnccapture --quiet "127.0.0.1:$((PORT_rw - 5900))" "$T/after.png" ||
+	fail "no viewer served after a session crashed"
+pngtopnm "$T/after.png" >"$T/after.ppm"
+[ "$(psnr "$T/moved.ppm" "$T/after.ppm")" = inf ] || fail "the picture differs after a crash"
+echo "viewer session $spid: uid 65534, CapEff 0, every thread Seccomp 2, empty root;" \
+	"its crash (SIGSEGV) cost only its viewer"
 viewer_stop
 
 # --- the node's own display through DesktopAdmin --------------------------

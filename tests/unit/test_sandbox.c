@@ -8,6 +8,7 @@
 #include <sched.h>
 #include <sys/ptrace.h>
 #include <sys/resource.h>
+#include <sys/shm.h>
 #include <sys/syscall.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
@@ -121,6 +122,39 @@ TEST(nbd_filter_allows_its_descriptor_only)
 	CHECK_INT(filtered(SANDBOX_NBD, try_socketpair), 0);
 	CHECK_INT(filtered(SANDBOX_NBD, try_exec), 0);
 	CHECK_INT(filtered(SANDBOX_NBD, try_tty_ioctl), 0);
+}
+
+static int try_shm(void)
+{
+	int id = shmget(IPC_PRIVATE, 4096, IPC_CREAT | 0600);
+	void *p;
+	if (id < 0)
+		return outcome(id);
+	p = shmat(id, NULL, 0);
+	shmctl(id, IPC_RMID, NULL);
+	return p == (void *)-1 ? outcome(-1) : outcome(shmdt(p));
+}
+static int try_kill_other_thread_group(void) { return outcome(syscall(SYS_tgkill, getppid(), getppid(), 0)); }
+
+TEST(rfb_filter_allows_capture_memory_only)
+{
+	/* The X capture's shared memory, threads, memory. */
+	CHECK_INT(filtered(SANDBOX_RFB, try_shm), 1);
+	CHECK_INT(filtered(SANDBOX_RFB, try_thread), 1);
+	CHECK_INT(filtered(SANDBOX_RFB, try_thread_memory), 1);
+	/* No file, socket, program, mount or other process. */
+	CHECK_INT(filtered(SANDBOX_RFB, try_openat), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_socket), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_socketpair), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_exec), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_mount), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_ptrace), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_kill_parent), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_kill_other_thread_group), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_clone_ns), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_tty_ioctl), 0);
+	/* Not for the 9P and NBD servers. */
+	CHECK_INT(filtered(SANDBOX_NBD, try_shm), 0);
 }
 
 /* A 9P session process that runs code of an attacker's still sees only
