@@ -80,6 +80,12 @@ static const int rfb_calls[] = {
 	SCMP_SYS(shmctl),
 };
 
+/* A USB/IP session: libusb's event thread (its eventfd and timerfd are
+ * open already) and transfers through the usbfs descriptor. */
+static const int usb_calls[] = {
+	SCMP_SYS(timerfd_settime), SCMP_SYS(timerfd_gettime),
+};
+
 /* The bridge's unmounter: one umount at the end. */
 static const int unmount_calls[] = {
 	SCMP_SYS(umount2),
@@ -133,7 +139,14 @@ int sandbox_filter(enum sandbox_kind kind)
 #endif
 	if (r == 0 && kind == SANDBOX_RFB)
 		r = add_calls(ctx, rfb_calls, sizeof(rfb_calls) / sizeof(rfb_calls[0]));
-	if (r == 0 && (kind == SANDBOX_FUSE || kind == SANDBOX_RFB)) {
+	if (r == 0 && kind == SANDBOX_USB) {
+		r = add_calls(ctx, usb_calls, sizeof(usb_calls) / sizeof(usb_calls[0]));
+		/* Of ioctl only usbfs's: USBDEVFS_* all have type 'U'. */
+		if (r == 0)
+			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
+					     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00, 'U' << 8));
+	}
+	if (r == 0 && (kind == SANDBOX_FUSE || kind == SANDBOX_RFB || kind == SANDBOX_USB)) {
 		if (kind == SANDBOX_FUSE)
 			r = add_calls(ctx, fuse_calls, sizeof(fuse_calls) / sizeof(fuse_calls[0]));
 		/* Signals to its own threads only (abort, raise). */
@@ -289,7 +302,7 @@ static int root_deleted(const char *parent, char *err, size_t errsz)
 	return 0;
 }
 
-/* The FUSE bridge, an RFB session: all its threads become nobody (glibc
+/* The FUSE bridge, an RFB or USB/IP session: all its threads become nobody (glibc
  * passes set*id on to every thread, and with the uid go the capabilities). */
 static int enter_threaded(const char *root_dir, char *err, size_t errsz)
 {
@@ -312,7 +325,7 @@ int sandbox_enter(enum sandbox_kind kind, const char *root_dir, int export_fd, i
 {
 	int r;
 
-	if (kind == SANDBOX_FUSE || kind == SANDBOX_RFB) {
+	if (kind == SANDBOX_FUSE || kind == SANDBOX_RFB || kind == SANDBOX_USB) {
 		if ((r = enter_threaded(root_dir, err, errsz)) < 0)
 			return r;
 	} else if (kind == SANDBOX_UNMOUNT) {

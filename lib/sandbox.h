@@ -1,6 +1,6 @@
 /*
  * Least privilege for a process that serves what remote peers send in
- * bulk (a 9P, NBD or RFB session, svc/session.c): once it holds the descriptors
+ * bulk (a 9P, NBD, RFB or USB/IP session, svc/session.c): once it holds the descriptors
  * it needs, it gives up the rest of the system.
  *   - its root becomes an empty read-only tmpfs of its own mount
  *     namespace, the old one detached (for 9P, with the export bound
@@ -35,6 +35,10 @@ enum sandbox_kind {
 	 * its capture thread running: as SANDBOX_FUSE, with the calls of the
 	 * RFB server and the X capture (MIT-SHM segments) instead. */
 	SANDBOX_RFB,
+	/* A USB/IP session (svc/usb.c), its device open and, for a host
+	 * device, libusb's event thread running: as SANDBOX_FUSE, with the
+	 * calls of libusb's events and of ioctl only usbfs's (USBDEVFS_*). */
+	SANDBOX_USB,
 };
 
 /* 0, or -errno with what failed in err. */

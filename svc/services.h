@@ -15,5 +15,8 @@ int vm_service_register(struct node *n);
 int desktop_service_register(struct node *n);
 int sound_service_register(struct node *n);
 int usb_service_register(struct node *n);
+/* The USB/IP session process (svc/usb.c, started by svc/session.c): the
+ * device of that description opened, then confined; serves fd. */
+_Noreturn void usb_session_run(const char *dir, const char *desc, int fd);
 
 #endif

@@ -18,6 +18,7 @@
 #include "proto/node.h"
 #include "rfb/rfb.h"
 #include "rfb/x11.h"
+#include "svc/services.h"
 #include "svc/session.h"
 
 #define SESSION_FD 3
@@ -31,7 +32,8 @@ static struct session_proc *procs; /* the live ones, to forget at shutdown */
 
 static const char *kind_name(enum sandbox_kind kind)
 {
-	return kind == SANDBOX_9P ? "9p" : kind == SANDBOX_RFB ? "rfb" : "nbd";
+	return kind == SANDBOX_9P ? "9p" : kind == SANDBOX_RFB ? "rfb" :
+	       kind == SANDBOX_USB ? "usb" : "nbd";
 }
 
 struct session_proc {
@@ -91,7 +93,8 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 		return -EMFILE;
 	}
 	argv[argc++] = "metac";
-	argv[argc++] = cfg->kind == SANDBOX_9P ? "fs" : cfg->kind == SANDBOX_RFB ? "desktop" : "block";
+	argv[argc++] = cfg->kind == SANDBOX_9P ? "fs" : cfg->kind == SANDBOX_RFB ? "desktop" :
+		       cfg->kind == SANDBOX_USB ? "usb" : "block";
 	argv[argc++] = "_session";
 	argv[argc++] = (char *)node_dir(n);
 	if (cfg->read_only)
@@ -197,7 +200,8 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 
 	log_init("metac session", LOG_LVL_INFO, 0);
 	/* Nothing but the descriptors it was given, and stdio. */
-	close_range(kind == SANDBOX_RFB ? SESSION_FD + 1 : EXPORT_FD + 1, ~0U, 0);
+	close_range(kind == SANDBOX_RFB || kind == SANDBOX_USB ? SESSION_FD + 1 : EXPORT_FD + 1,
+		    ~0U, 0);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -211,13 +215,17 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 		}
 	}
 	if (optind != argc - 1 || fcntl(SESSION_FD, F_GETFD) < 0 ||
-	    (kind == SANDBOX_RFB ? display < 0 : fcntl(EXPORT_FD, F_GETFD) < 0)) {
+	    (kind == SANDBOX_RFB ? display < 0 : kind == SANDBOX_USB ? !*name :
+	     fcntl(EXPORT_FD, F_GETFD) < 0)) {
 		fprintf(stderr, "metac: _session is started by the daemon, with a "
-				"session on fd 3 (and an export on fd 4, or a display)\n");
+				"session on fd 3 (and an export on fd 4, a display or "
+				"a device)\n");
 		return EXIT_USAGE;
 	}
 	if (kind == SANDBOX_RFB)
 		rfb_session(argv[optind], (int)display, xauth, read_only);
+	if (kind == SANDBOX_USB)
+		usb_session_run(argv[optind], name, SESSION_FD);
 	snprintf(root, sizeof(root), "%s/session-root", argv[optind]);
 	if (kind == SANDBOX_9P) {
 		struct p9_export ex = {

@@ -2,7 +2,8 @@
  * The usb service and applet: USB devices shared over USB/IP (usbip/).
  * A UsbDevice capability answers info and usbIpStream: each data
  * connection to that stream is a USB/IP session (device list, import,
- * URBs) on the device. The service's administration object is
+ * URBs) on the device, in a process of its own (`usb _session`,
+ * svc/session.h) that opens the device and then runs as nobody. The service's administration object is
  * UsbDevices: the host's devices, and one by product id.
  *
  * Devices, by a ref's description:
@@ -42,6 +43,7 @@
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/services.h"
+#include "svc/session.h"
 #include "usbip/usbip.h"
 #include "wire/conn.h"
 
@@ -129,9 +131,72 @@ static int spec_locate(const struct spec *sp, char *busid, size_t sz, char *err,
 	return -ENOENT;
 }
 
-/* One USB/IP session in a thread, on the device as it is found now (a
- * device that cannot be opened is absent from the list, and its import
- * refused, which is what a usbip client understands). */
+/* The device as it is found now, opened for a session: 1 and ex filled,
+ * or 0 if it cannot be (a device that cannot be opened is absent from
+ * the list, and its import refused, which is what a usbip client
+ * understands). */
+static int session_open(const struct spec *sp, struct usbip_softdev **soft,
+			struct usbip_host **host, struct usbip_export *ex)
+{
+	char busid[NAME_MAX_LEN + 1], err[256];
+
+	*soft = NULL;
+	*host = NULL;
+	if (spec_locate(sp, busid, sizeof(busid), err, sizeof(err)) < 0) {
+		log_warn("usb: %s", err);
+		return 0;
+	}
+	if (sp->kind == SOFT) {
+		if (!(*soft = usbip_softdev_new(busid)))
+			return 0;
+		usbip_softdev_export(*soft, ex);
+		return 1;
+	}
+	if (usbip_host_open(busid, host, ex, err, sizeof(err)) < 0) {
+		log_warn("usb: %s", err);
+		return 0;
+	}
+	return 1;
+}
+
+static void session_run(const struct spec *sp, int fd, const char *dir)
+{
+	struct usbip_softdev *soft;
+	struct usbip_host *host;
+	struct usbip_export ex;
+	char what[64], err[512];
+	int n, r;
+
+	n = session_open(sp, &soft, &host, &ex);
+	spec_format(sp, what, sizeof(what));
+	if (dir && (r = sandbox_enter(SANDBOX_USB, dir, -1, 0, err, sizeof(err))) < 0) {
+		log_error("usb session: %s", err);
+	} else if ((r = usbip_serve(&ex, n, fd)) < 0) {
+		log_info("usb %s: a session ended: %s", what, strerror(-r));
+	}
+	usbip_softdev_free(soft);
+	/* Kernel drivers come back, through the device's own descriptor. */
+	usbip_host_close(host);
+}
+
+/* `metac usb _session DIR --name DESCRIPTION` (svc/session.c): the
+ * device is opened as root (its usbfs node), then the process becomes
+ * nobody in an empty root, its ioctls limited to usbfs's, and serves
+ * the one USB/IP session on fd. */
+void usb_session_run(const char *dir, const char *desc, int fd)
+{
+	struct spec sp;
+
+	if (spec_parse(desc, 0, &sp) < 0) {
+		log_error("usb session: '%s' is not a device", desc);
+		_exit(EXIT_USAGE);
+	}
+	session_run(&sp, fd, dir);
+	_exit(EXIT_OK);
+}
+
+/* `usb serve` of a local device (a user's own process): a thread per
+ * USB/IP client. */
 struct session {
 	int fd;
 	struct spec spec;
@@ -140,28 +205,8 @@ struct session {
 static void *session_thread(void *arg)
 {
 	struct session *s = arg;
-	struct usbip_softdev *soft = NULL;
-	struct usbip_host *host = NULL;
-	struct usbip_export ex;
-	char busid[NAME_MAX_LEN + 1], err[256];
-	int n = 0, r;
 
-	if (spec_locate(&s->spec, busid, sizeof(busid), err, sizeof(err)) < 0) {
-		log_warn("usb: %s", err);
-	} else if (s->spec.kind == SOFT) {
-		if ((soft = usbip_softdev_new(busid))) {
-			usbip_softdev_export(soft, &ex);
-			n = 1;
-		}
-	} else if (usbip_host_open(busid, &host, &ex, err, sizeof(err)) < 0) {
-		log_warn("usb: %s", err);
-	} else {
-		n = 1;
-	}
-	if ((r = usbip_serve(&ex, n, s->fd)) < 0)
-		log_info("usb %s: a session ended: %s", busid, strerror(-r));
-	usbip_softdev_free(soft);
-	usbip_host_close(host);
+	session_run(&s->spec, s->fd, NULL);
 	free(s);
 	return NULL;
 }
@@ -205,11 +250,16 @@ static void stream_call(struct cap *c, struct rpc_call *call)
 static void stream_attach(struct cap *c, struct wire_conn *data)
 {
 	struct usbdev *d = (struct usbdev *)c;
+	char desc[64];
+	struct session_cfg cfg = { .kind = SANDBOX_USB, .name = desc };
 	int fd, e;
 
-	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0 ||
-	    (e = session_start(&d->spec, fd)) < 0)
+	/* Each session in a process of its own (svc/session.h). */
+	spec_format(&d->spec, desc, sizeof(desc));
+	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0)
 		log_warn("usb: cannot start a USB/IP session: %s", strerror(-e));
+	else
+		session_spawn(d->node, &cfg, fd, -1, NULL, NULL);
 }
 
 static const struct cap_ops stream_ops = {
@@ -727,6 +777,11 @@ out:
 	return r;
 }
 
+static int usb_session(const struct applet *self, int argc, char **argv)
+{
+	return session_main(SANDBOX_USB, argc, argv);
+}
+
 int usb_main(int argc, char **argv)
 {
 	static const struct cli_command cmds[] = {
@@ -734,6 +789,7 @@ int usb_main(int argc, char **argv)
 		{ "serve", usb_serve },
 		{ "attach", usb_attach },
 		{ "list", usb_list },
+		{ "_session", usb_session },
 		{ 0 }
 	};
 	return cli_dispatch(applet_find("usb"), cmds, argc, argv);

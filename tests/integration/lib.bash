@@ -159,6 +159,30 @@ expect_fail() {
 	grep -q -- "$pat" "$T/err" || fail "expected '$pat' from: $* (got: $(cat "$T/err"))"
 }
 
+# proc_status PID FIELD: a field of /proc/PID/status (its first word).
+proc_status() { grep "^$2:" "/proc/$1/status" | awk '{ print $2 }'; }
+
+# confined_nobody PID WHAT: the process runs as nobody with no
+# capabilities, cannot gain privileges, has a seccomp filter on every
+# thread and an empty root (lib/sandbox.c's threaded sessions). A process
+# just started is given 10 s to get there (the filter comes last).
+confined_nobody() {
+	local pid=$1 what=$2 tid
+	for _ in $(seq 100); do
+		[ "$(proc_status "$pid" Seccomp)" = 2 ] && break
+		sleep 0.1
+	done
+	[ "$(proc_status "$pid" Uid)" = 65534 ] || fail "$what runs as uid $(proc_status "$pid" Uid)"
+	[ "$(proc_status "$pid" CapEff)" = 0000000000000000 ] ||
+		fail "$what has capabilities $(proc_status "$pid" CapEff)"
+	[ "$(proc_status "$pid" NoNewPrivs)" = 1 ] || fail "$what may gain privileges"
+	for tid in /proc/"$pid"/task/*; do
+		[ "$(awk '/^Seccomp:/ { print $2 }' "$tid/status")" = 2 ] ||
+			fail "$what: thread $(basename "$tid") has no seccomp filter"
+	done
+	[ -z "$(ls -A "/proc/$pid/root/")" ] || fail "$what: its root is not empty"
+}
+
 # busybox_root DIR: a root filesystem of Debian's busybox-static in DIR
 # (/bin/busybox and a link per applet).
 busybox_root() {

@@ -31,14 +31,13 @@ m B fs bind --timeout 10 "$MNT" "$FS" || fail "fs bind"
 
 # sessions KIND: the session processes of A's daemon
 sessions() { pgrep -P "$PID_A" -f "$1 _session"; }
-status() { grep "^$2:" "/proc/$1/status" | awk '{ print $2 }'; }
 
 pid=$(sessions fs | head -n 1)
 [ -n "$pid" ] || fail "no 9p session process under A's daemon"
-[ "$(status "$pid" Seccomp)" = 2 ] || fail "the 9p session has no seccomp filter"
-[ "$(status "$pid" NoNewPrivs)" = 1 ] || fail "the 9p session may gain privileges"
-[ "$(status "$pid" CapEff)" = 000000000000001f ] || fail "9p session CapEff $(status "$pid" CapEff)"
-[ "$(status "$pid" CapBnd)" = 000000000000001f ] || fail "9p session CapBnd $(status "$pid" CapBnd)"
+[ "$(proc_status "$pid" Seccomp)" = 2 ] || fail "the 9p session has no seccomp filter"
+[ "$(proc_status "$pid" NoNewPrivs)" = 1 ] || fail "the 9p session may gain privileges"
+[ "$(proc_status "$pid" CapEff)" = 000000000000001f ] || fail "9p session CapEff $(proc_status "$pid" CapEff)"
+[ "$(proc_status "$pid" CapBnd)" = 000000000000001f ] || fail "9p session CapBnd $(proc_status "$pid" CapBnd)"
 [ "$(ls -A "/proc/$pid/root/" | tr '\n' ' ')" = "export proc " ] ||
 	fail "the 9p session's root holds: $(ls -A "/proc/$pid/root/")"
 [ "$(ls "/proc/$pid/root/export/hello.txt")" ] || fail "the 9p session's export is not at /export"
@@ -50,15 +49,9 @@ echo "9p session $pid: Seccomp 2, NoNewPrivs 1, CapEff 1f, root: the export and 
 bpid=$(pgrep -f "fs _bridge .*$MNT\$" | head -n 1)
 upid=$(pgrep -P "$bpid" -f "fs _unmounter")
 [ -n "$bpid" ] && [ -n "$upid" ] || fail "no bridge ($bpid) or unmounter ($upid) on B"
-[ "$(status "$bpid" Uid)" = 65534 ] || fail "the bridge runs as uid $(status "$bpid" Uid)"
-[ "$(status "$bpid" CapEff)" = 0000000000000000 ] || fail "bridge CapEff $(status "$bpid" CapEff)"
-for tid in /proc/$bpid/task/*; do
-	[ "$(awk '/^Seccomp:/ { print $2 }' "$tid/status")" = 2 ] ||
-		fail "bridge thread ${tid##*/} has no seccomp filter"
-done
-[ -z "$(ls -A "/proc/$bpid/root/" 2>/dev/null)" ] || fail "the bridge's root is not empty"
-[ "$(status "$upid" CapEff)" = 0000000000200000 ] || fail "unmounter CapEff $(status "$upid" CapEff)"
-[ "$(status "$upid" Seccomp)" = 2 ] || fail "the unmounter has no seccomp filter"
+confined_nobody "$bpid" "the bridge"
+[ "$(proc_status "$upid" CapEff)" = 0000000000200000 ] || fail "unmounter CapEff $(proc_status "$upid" CapEff)"
+[ "$(proc_status "$upid" Seccomp)" = 2 ] || fail "the unmounter has no seccomp filter"
 # Confined after the readahead was opened: it is still raised.
 dev=$(mountpoint -d "$MNT")
 [ "$(cat "/sys/class/bdi/$dev/read_ahead_kb")" -gt 128 ] ||
@@ -104,9 +97,9 @@ holder=$!
 _pids+=($holder)
 for _ in $(seq 100); do pid=$(sessions block | head -n 1); [ -n "$pid" ] && break; sleep 0.1; done
 [ -n "$pid" ] || fail "no NBD session process under A's daemon"
-[ "$(status "$pid" Uid)" = 65534 ] || fail "the NBD session runs as uid $(status "$pid" Uid)"
-[ "$(status "$pid" CapEff)" = 0000000000000000 ] || fail "NBD session CapEff $(status "$pid" CapEff)"
-[ "$(status "$pid" Seccomp)" = 2 ] || fail "the NBD session has no seccomp filter"
+[ "$(proc_status "$pid" Uid)" = 65534 ] || fail "the NBD session runs as uid $(proc_status "$pid" Uid)"
+[ "$(proc_status "$pid" CapEff)" = 0000000000000000 ] || fail "NBD session CapEff $(proc_status "$pid" CapEff)"
+[ "$(proc_status "$pid" Seccomp)" = 2 ] || fail "the NBD session has no seccomp filter"
 echo "nbd session $pid: uid 65534, CapEff 0, Seccomp 2"
 kill -SEGV "$pid"
 kill $holder 2>/dev/null

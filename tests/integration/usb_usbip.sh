@@ -6,6 +6,8 @@
 #     stall);
 #   - node A exports it, node B relays the ref (`usb serve REF`): usbip
 #     lists it through both nodes and the same URBs return the same bytes;
+#     each session on A is a process of its own, nobody in an empty root
+#     under a seccomp filter, and killing one costs only its client;
 #   - garbage on the endpoint ends that connection only; attach says
 #     clearly that vhci-hcd is missing; a host device that is not there
 #     is refused plainly (host devices themselves: usb_vm.sh).
@@ -13,6 +15,9 @@
 
 command -v usbip >/dev/null || fail "usbip is missing (contrib/install-deps.sh installs it)"
 HERE=$(dirname "$0")
+# A session is killed with SIGSEGV below: under SANITIZE=1 it must die of
+# it, not turn it into a report and an exit status.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"
 
 # listed PORT: usbip list -r shows the software device on that port.
 listed() {
@@ -52,6 +57,23 @@ python3 "$HERE/usbip_client.py" 127.0.0.1 13241 1-1 >"$T/remote.out" ||
 cmp -s "$T/local.out" "$T/remote.out" ||
 	fail "different answers through two nodes: $(diff "$T/local.out" "$T/remote.out")"
 echo "through two nodes: usbip lists it, the same URBs return the same bytes"
+
+# Each of A's USB/IP sessions is a confined process; its crash costs only it.
+sleep 60 | socat - TCP:127.0.0.1:13241 >/dev/null 2>&1 &
+_pids+=($!)
+for _ in $(seq 100); do spid=$(pgrep -P "$PID_A" -f "usb _session") && break; sleep 0.05; done
+[ -n "$spid" ] || fail "no USB/IP session process under A's daemon"
+confined_nobody "$spid" "the USB/IP session"
+kill -SEGV "$spid"
+for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$PID_A" || fail "a USB/IP session crashing took the daemon down"
+grep -q "usb session process (pid $spid) died of Segmentation fault" "$T/A.log" ||
+	fail "the daemon did not log the session's crash"
+python3 "$HERE/usbip_client.py" 127.0.0.1 13241 1-1 >"$T/after.out" ||
+	fail "URBs failed after a session crashed"
+cmp -s "$T/local.out" "$T/after.out" || fail "different answers after a session crashed"
+echo "USB/IP session $spid: uid 65534, CapEff 0, every thread Seccomp 2, empty root;" \
+	"its crash (SIGSEGV) cost only its client"
 
 # --- errors ----------------------------------------------------------------
 if [ ! -e /sys/devices/platform/vhci_hcd.0/attach ]; then

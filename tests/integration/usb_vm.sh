@@ -7,7 +7,9 @@
 #     kernel as any device is;
 #   - node A exports it by product id (local-productid:), node B attaches
 #     the ref through vhci-hcd (`metac usb attach`): metac's libusb
-#     backend on one side, the kernel's USB/IP client on the other;
+#     backend on one side, the kernel's USB/IP client on the other; A's
+#     session runs as nobody with every thread (libusb's events too)
+#     under the USB filter, usbfs ioctls only;
 #   - the kernel enumerates the attached copy through metac (control
 #     transfers, SET_CONFIGURATION): its descriptors are the original's,
 #     byte for byte, and its interfaces are there;
@@ -77,6 +79,11 @@ if [ -n "$COPY" ]; then
 	echo "SPEED $(cat /sys/bus/usb/devices/$ORIG/speed) $(cat /sys/bus/usb/devices/$COPY/speed)"
 	for i in $(seq 50); do [ -e /sys/bus/usb/devices/$COPY:1.0/driver ] && break; sleep 0.1; done
 	echo "DRIVER $(basename "$(readlink /sys/bus/usb/devices/$COPY:1.0/driver)")"
+	# A's session: nobody, every thread (libusb's events too) filtered.
+	SPID=$(ps -o pid,args | awk '/usb _session/ && !/awk/ { print $1; exit }')
+	echo "SESSION uid $(awk '/^Uid:/ { print $2 }' /proc/$SPID/status)" \
+		"threads $(ls /proc/$SPID/task | wc -l)" \
+		"seccomp $(cat /proc/$SPID/task/*/status | awk '/^Seccomp:/ { print $2 }' | sort -u | xargs)"
 	NODE=$(printf /dev/bus/usb/%03d/%03d $(cat /sys/bus/usb/devices/$COPY/busnum) \
 		$(cat /sys/bus/usb/devices/$COPY/devnum))
 	/usbtest_run $NODE 1 2 3 4 5 6 7 8 9 10 11 12 13 14 17 18 19 20 21 24 27 28 29 && echo "USBTEST-OK"
@@ -108,10 +115,12 @@ grep -aq "^ATTACHED" "$T/console" || fail "the device did not appear through vhc
 grep -aq "^INTERFACE-OK" "$T/console" || fail "the attached device was not configured: $(tail -30 "$T/console")"
 grep -aq "^DESCRIPTORS-SAME" "$T/console" || fail "the attached device's descriptors differ"
 grep -aq "^PRODUCT metac test source-sink" "$T/console" || fail "the attached device's strings differ"
+grep -aq "^SESSION uid 65534 threads [2-9] seccomp 2[[:space:]]*$" "$T/console" ||
+	fail "the USB/IP session is not confined: $(grep -a "^SESSION" "$T/console")"
 grep -aq "^USBTEST-OK" "$T/console" || fail "usbtest failed through metac: $(grep -a "^TEST\|^DRIVER" "$T/console")"
 grep -aq "^DETACHED" "$T/console" || fail "the device stayed attached after attach ended"
 grep -aq "^LISTED" "$T/console" || fail "usb list does not show the device"
 grep -aq "^ORIGINAL-DRIVER usbtest" "$T/console" ||
 	fail "the original did not get its kernel driver back: $(grep -a ORIGINAL-DRIVER "$T/console")"
-grep -a "^DEVICE\|^ATTACHED\|^SPEED\|^DRIVER\|^TEST" "$T/console"
+grep -a "^DEVICE\|^ATTACHED\|^SPEED\|^DRIVER\|^SESSION\|^TEST" "$T/console"
 echo "ok"

@@ -4,6 +4,8 @@
  * process (a filter cannot be taken off), which reports by exit status.
  */
 #include <fcntl.h>
+#include <linux/usbdevice_fs.h>
+#include <stdint.h>
 #include <pthread.h>
 #include <sched.h>
 #include <sys/ptrace.h>
@@ -16,6 +18,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/timerfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -155,6 +158,42 @@ TEST(rfb_filter_allows_capture_memory_only)
 	CHECK_INT(filtered(SANDBOX_RFB, try_tty_ioctl), 0);
 	/* Not for the 9P and NBD servers. */
 	CHECK_INT(filtered(SANDBOX_NBD, try_shm), 0);
+}
+
+/* On no descriptor: EBADF if the filter lets the call through. */
+static int try_usbfs_ioctl(void)
+{
+	uint32_t caps;
+	return outcome(ioctl(-1, USBDEVFS_GET_CAPABILITIES, &caps));
+}
+static int try_timerfd_settime(void)
+{
+	struct itimerspec its = { 0 };
+	return outcome(timerfd_settime(-1, 0, &its, NULL));
+}
+
+TEST(usb_filter_allows_usbfs_ioctls_only)
+{
+	/* libusb's transfers and events, threads, memory. */
+	CHECK_INT(filtered(SANDBOX_USB, try_usbfs_ioctl), 2);
+	CHECK_INT(filtered(SANDBOX_USB, try_timerfd_settime), 2);
+	CHECK_INT(filtered(SANDBOX_USB, try_thread), 1);
+	CHECK_INT(filtered(SANDBOX_USB, try_thread_memory), 1);
+	/* No other ioctl, file, socket, program, mount or process. */
+	CHECK_INT(filtered(SANDBOX_USB, try_tty_ioctl), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_openat), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_socket), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_socketpair), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_exec), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_mount), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_ptrace), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_kill_parent), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_kill_other_thread_group), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_clone_ns), 0);
+	CHECK_INT(filtered(SANDBOX_USB, try_shm), 0);
+	/* usbfs is for the USB session alone. */
+	CHECK_INT(filtered(SANDBOX_NBD, try_usbfs_ioctl), 0);
+	CHECK_INT(filtered(SANDBOX_RFB, try_usbfs_ioctl), 0);
 }
 
 /* A 9P session process that runs code of an attacker's still sees only
