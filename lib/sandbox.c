@@ -86,6 +86,12 @@ static const int usb_calls[] = {
 	SCMP_SYS(timerfd_settime), SCMP_SYS(timerfd_gettime),
 };
 
+/* An Opus stream: the receiver's tick, and the wait for its PulseAudio
+ * client at the end (audio/opus.c, svc/sound.c). */
+static const int sound_calls[] = {
+	SCMP_SYS(timerfd_create), SCMP_SYS(timerfd_settime), SCMP_SYS(wait4),
+};
+
 /* The bridge's unmounter: one umount at the end. */
 static const int unmount_calls[] = {
 	SCMP_SYS(umount2),
@@ -96,6 +102,14 @@ static const unsigned long nbd_ioctls[] = {
 	BLKZEROOUT, BLKDISCARD, BLKSSZGET, BLKGETSIZE64, BLKIOMIN, BLKIOOPT,
 	BLKPBSZGET, BLKFLSBUF,
 };
+
+/* The kinds for processes whose threads run already: nobody in an empty
+ * root, one filter for all threads. */
+static int sandbox_threaded(enum sandbox_kind kind)
+{
+	return kind == SANDBOX_FUSE || kind == SANDBOX_RFB || kind == SANDBOX_USB ||
+	       kind == SANDBOX_SOUND;
+}
 
 static int add_calls(scmp_filter_ctx ctx, const int *calls, size_t n)
 {
@@ -146,7 +160,9 @@ int sandbox_filter(enum sandbox_kind kind)
 			r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(ioctl), 1,
 					     SCMP_A1(SCMP_CMP_MASKED_EQ, 0xff00, 'U' << 8));
 	}
-	if (r == 0 && (kind == SANDBOX_FUSE || kind == SANDBOX_RFB || kind == SANDBOX_USB)) {
+	if (r == 0 && kind == SANDBOX_SOUND)
+		r = add_calls(ctx, sound_calls, sizeof(sound_calls) / sizeof(sound_calls[0]));
+	if (r == 0 && sandbox_threaded(kind)) {
 		if (kind == SANDBOX_FUSE)
 			r = add_calls(ctx, fuse_calls, sizeof(fuse_calls) / sizeof(fuse_calls[0]));
 		/* Signals to its own threads only (abort, raise). */
@@ -302,7 +318,7 @@ static int root_deleted(const char *parent, char *err, size_t errsz)
 	return 0;
 }
 
-/* The FUSE bridge, an RFB or USB/IP session: all its threads become nobody (glibc
+/* The FUSE bridge, an RFB, USB/IP or sound session: all its threads become nobody (glibc
  * passes set*id on to every thread, and with the uid go the capabilities). */
 static int enter_threaded(const char *root_dir, char *err, size_t errsz)
 {
@@ -325,7 +341,7 @@ int sandbox_enter(enum sandbox_kind kind, const char *root_dir, int export_fd, i
 {
 	int r;
 
-	if (kind == SANDBOX_FUSE || kind == SANDBOX_RFB || kind == SANDBOX_USB) {
+	if (sandbox_threaded(kind)) {
 		if ((r = enter_threaded(root_dir, err, errsz)) < 0)
 			return r;
 	} else if (kind == SANDBOX_UNMOUNT) {

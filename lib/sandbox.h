@@ -1,6 +1,6 @@
 /*
  * Least privilege for a process that serves what remote peers send in
- * bulk (a 9P, NBD, RFB or USB/IP session, svc/session.c): once it holds the descriptors
+ * bulk (a 9P, NBD, RFB, USB/IP or sound session, svc/session.c): once it holds the descriptors
  * it needs, it gives up the rest of the system.
  *   - its root becomes an empty read-only tmpfs of its own mount
  *     namespace, the old one detached (for 9P, with the export bound
@@ -39,6 +39,9 @@ enum sandbox_kind {
 	 * device, libusb's event thread running: as SANDBOX_FUSE, with the
 	 * calls of libusb's events and of ioctl only usbfs's (USBDEVFS_*). */
 	SANDBOX_USB,
+	/* An Opus stream (svc/sound.c), its PulseAudio client started: as
+	 * SANDBOX_FUSE, with its timer and the wait for that client. */
+	SANDBOX_SOUND,
 };
 
 /* 0, or -errno with what failed in err. */

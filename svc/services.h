@@ -18,5 +18,8 @@ int usb_service_register(struct node *n);
 /* The USB/IP session process (svc/usb.c, started by svc/session.c): the
  * device of that description opened, then confined; serves fd. */
 _Noreturn void usb_session_run(const char *dir, const char *desc, int fd);
+/* The sound session process (svc/sound.c): PulseAudio's pa_name streamed
+ * to (is_sink) or from the peer on fd. */
+_Noreturn void sound_session_run(const char *dir, const char *pa_name, int is_sink, int fd);
 
 #endif

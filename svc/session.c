@@ -33,7 +33,7 @@ static struct session_proc *procs; /* the live ones, to forget at shutdown */
 static const char *kind_name(enum sandbox_kind kind)
 {
 	return kind == SANDBOX_9P ? "9p" : kind == SANDBOX_RFB ? "rfb" :
-	       kind == SANDBOX_USB ? "usb" : "nbd";
+	       kind == SANDBOX_USB ? "usb" : kind == SANDBOX_SOUND ? "sound" : "nbd";
 }
 
 struct session_proc {
@@ -94,11 +94,13 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 	}
 	argv[argc++] = "metac";
 	argv[argc++] = cfg->kind == SANDBOX_9P ? "fs" : cfg->kind == SANDBOX_RFB ? "desktop" :
-		       cfg->kind == SANDBOX_USB ? "usb" : "block";
+		       cfg->kind == SANDBOX_NBD ? "block" : (char *)kind_name(cfg->kind);
 	argv[argc++] = "_session";
 	argv[argc++] = (char *)node_dir(n);
 	if (cfg->read_only)
 		argv[argc++] = "--read-only";
+	if (cfg->sink)
+		argv[argc++] = "--sink";
 	if (cfg->passthrough)
 		argv[argc++] = "--passthrough";
 	if (cfg->min_block) {
@@ -189,19 +191,22 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 		{ "name", required_argument, NULL, 'n' },
 		{ "display", required_argument, NULL, 'd' },
 		{ "xauthority", required_argument, NULL, 'x' },
+		{ "sink", no_argument, NULL, 's' },
 		{ 0 }
 	};
 	const char *name = "", *xauth = NULL;
 	long display = -1;
 	char root[4200];
 	unsigned long min_block = 0;
-	int c, read_only = 0, passthrough = 0, e;
+	int c, read_only = 0, passthrough = 0, sink = 0, e;
 	char err[512];
 
 	log_init("metac session", LOG_LVL_INFO, 0);
+	/* A client gone is an error to return (EPIPE), not the end. */
+	signal(SIGPIPE, SIG_IGN);
 	/* Nothing but the descriptors it was given, and stdio. */
-	close_range(kind == SANDBOX_RFB || kind == SANDBOX_USB ? SESSION_FD + 1 : EXPORT_FD + 1,
-		    ~0U, 0);
+	int own_export = kind == SANDBOX_RFB || kind == SANDBOX_USB || kind == SANDBOX_SOUND;
+	close_range(own_export ? SESSION_FD + 1 : EXPORT_FD + 1, ~0U, 0);
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
@@ -211,11 +216,12 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 		case 'n': name = optarg; break;
 		case 'd': display = strtol(optarg, NULL, 10); break;
 		case 'x': xauth = optarg; break;
+		case 's': sink = 1; break;
 		default: return EXIT_USAGE;
 		}
 	}
 	if (optind != argc - 1 || fcntl(SESSION_FD, F_GETFD) < 0 ||
-	    (kind == SANDBOX_RFB ? display < 0 : kind == SANDBOX_USB ? !*name :
+	    (kind == SANDBOX_RFB ? display < 0 : own_export ? !*name :
 	     fcntl(EXPORT_FD, F_GETFD) < 0)) {
 		fprintf(stderr, "metac: _session is started by the daemon, with a "
 				"session on fd 3 (and an export on fd 4, a display or "
@@ -226,6 +232,8 @@ int session_main(enum sandbox_kind kind, int argc, char **argv)
 		rfb_session(argv[optind], (int)display, xauth, read_only);
 	if (kind == SANDBOX_USB)
 		usb_session_run(argv[optind], name, SESSION_FD);
+	if (kind == SANDBOX_SOUND)
+		sound_session_run(argv[optind], name, sink, SESSION_FD);
 	snprintf(root, sizeof(root), "%s/session-root", argv[optind]);
 	if (kind == SANDBOX_9P) {
 		struct p9_export ex = {

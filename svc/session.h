@@ -1,15 +1,16 @@
 /*
  * Data-plane sessions in processes of their own. A 9P session (fs), an
- * NBD session (block), a viewer's RFB session (desktop) or a USB/IP
- * session (usb) parses what a remote peer sends in bulk; each runs in a
- * process spawned for its data connection (`metac fs|block|desktop|usb
- * _session`), which gives up root's powers once it holds what it serves
- * (lib/sandbox.h):
+ * NBD session (block), a viewer's RFB session (desktop), a USB/IP
+ * session (usb) or an Opus stream (sound) parses what a remote peer sends
+ * in bulk; each runs in a process spawned for its data connection
+ * (`metac fs|block|desktop|usb|sound _session`), which gives up root's
+ * powers once it holds what it serves (lib/sandbox.h):
  *   fd 3  the session's socket: the daemon pipes the decrypted data
  *         connection to its other end
  *   fd 4  the export: an O_PATH directory (9P) or the open file (NBD);
- *         an RFB session opens its X display itself, and a USB/IP session
- *         its device, before the sandbox
+ *         an RFB session opens its X display itself, a USB/IP session its
+ *         device and a sound session its PulseAudio client, before the
+ *         sandbox
  * A session that crashes costs only its client that session (a bind then
  * reconnects to a fresh one); the daemon logs it and carries on.
  */
@@ -30,6 +31,7 @@ struct session_cfg {
 	const char *name;   /* NBD: the export's name; USB: the device's description */
 	int display;        /* RFB: the X display's number */
 	const char *xauth;  /* RFB: its authority file, or NULL */
+	int sink;           /* sound: the device takes audio (name: PulseAudio's) */
 };
 
 /* Starts a session on sock (taken: closed here either way) for the
@@ -43,8 +45,9 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
  * have told their ended(). Before the exports those calls name go. */
 void session_forget_all(void);
 
-/* `metac fs|block|desktop|usb _session DIR [--read-only] [--passthrough]
- * [--min-block N] [--name NAME] [--display N [--xauthority FILE]]`: the
+/* `metac fs|block|desktop|usb|sound _session DIR [--read-only]
+ * [--passthrough] [--min-block N] [--name NAME] [--display N
+ * [--xauthority FILE]] [--sink]`: the
  * process itself (--read-only: a view-only viewer for RFB). */
 int session_main(enum sandbox_kind kind, int argc, char **argv);
 

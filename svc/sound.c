@@ -15,7 +15,8 @@
  *   newlocalsource:NAME a new source NAME for local programs to record
  *                       from; the device is the sink NAME.input behind it
  * SoundDevice.opusStream: each data connection carries the device's audio
- * (a source) or audio for it (a sink). bindTo joins a source to a sink
+ * (a source) or audio for it (a sink), coded in a process of its own
+ * (`sound _session`, svc/session.h) that runs as nobody. bindTo joins a source to a sink
  * until the holder is dropped.
  *   metac sound export [--persistent] SOUND-URI        -> ref
  *   metac sound bind SINK-URI SOURCE-URI  (local URIs or refs; holds the
@@ -31,17 +32,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "audio/opus.h"
 #include "lib/cli.h"
-#include "lib/io.h"
 #include "lib/log.h"
 #include "lib/proc.h"
 #include "proto/node.h"
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/services.h"
+#include "svc/session.h"
 #include "wire/conn.h"
 
 #define NAME_MAX_LEN 96
@@ -194,51 +196,50 @@ static int device_open(enum kind k, const char *name, struct snd_dev *dev, char 
 	return -EINVAL;
 }
 
-/* --- sessions: one per data connection -------------------------------- */
+/* --- sessions: one per data connection, each in a process ----------- */
 
-struct session {
-	int fd;
-	int is_sink;
-	char pa_name[NAME_MAX_LEN + 16];
-};
-
-static void *session_thread(void *arg)
+/* `metac sound _session DIR --name PA_NAME [--sink]` (svc/session.c): the
+ * device's PulseAudio client (pacat, parec) started, then the process
+ * runs as nobody in an empty root under the sound filter and turns the
+ * peer's Opus into PCM for it, or its PCM into Opus for the peer. */
+void sound_session_run(const char *dir, const char *pa_name, int is_sink, int fd)
 {
-	struct session *s = arg;
-	char dev[NAME_MAX_LEN + 32];
-	char *argv[] = { s->is_sink ? "pacat" : "parec", dev, "--raw", "--format=s16le",
-			 "--rate=48000", "--channels=2", s->is_sink ? PACAT_LATENCY : PAREC_LATENCY,
+	char dev[NAME_MAX_LEN + 32], err[512];
+	char *argv[] = { is_sink ? "pacat" : "parec", dev, "--raw", "--format=s16le",
+			 "--rate=48000", "--channels=2", is_sink ? PACAT_LATENCY : PAREC_LATENCY,
 			 "--client-name=metac", NULL };
 	struct audio_stats st = { 0 };
 	int pcm = -1, r;
 	pid_t pid;
 
-	snprintf(dev, sizeof(dev), "--device=%s", s->pa_name);
-	if ((pid = proc_spawn_pipe(argv, s->is_sink, &pcm)) < 0) {
-		log_warn("sound %s: cannot start %s: %s", s->pa_name, argv[0], strerror(-pid));
-		goto out;
+	snprintf(dev, sizeof(dev), "--device=%s", pa_name);
+	if ((pid = proc_spawn_pipe(argv, is_sink, &pcm)) < 0) {
+		log_warn("sound %s: cannot start %s: %s", pa_name, argv[0], strerror(-pid));
+		_exit(EXIT_FAIL);
 	}
-	if (s->is_sink) {
-		/* Keep the pipe to pacat short: audio waiting there is delay. */
+	/* Keep the pipe to pacat short: audio waiting there is delay. */
+	if (is_sink)
 		fcntl(pcm, F_SETPIPE_SZ, 2 * AUDIO_FRAME_BYTES);
-		r = audio_receive(s->fd, pcm, JITTER_MS, NULL, &st);
-	} else {
-		r = audio_send(pcm, s->fd, NULL, &st);
+	if ((r = sandbox_enter(SANDBOX_SOUND, dir, -1, 0, err, sizeof(err))) < 0) {
+		/* The pipe closes with us: the client ends. */
+		log_error("sound session: %s", err);
+		_exit(EXIT_FAIL);
 	}
+	if (is_sink)
+		r = audio_receive(fd, pcm, JITTER_MS, NULL, &st);
+	else
+		r = audio_send(pcm, fd, NULL, &st);
 	log_info("sound %s: a stream ended (%s): %llu frames, %llu concealed, %llu late, "
-		 "%llu dropped, %llu overruns", s->pa_name, r < 0 ? strerror(-r) : "done",
+		 "%llu dropped, %llu overruns", pa_name, r < 0 ? strerror(-r) : "done",
 		 (unsigned long long)st.frames, (unsigned long long)st.concealed,
 		 (unsigned long long)st.late, (unsigned long long)st.dropped,
 		 (unsigned long long)st.overruns);
+	/* The client ends with its pipe (pacat at its end, parec of SIGPIPE);
+	 * we wait a while for it, but as nobody may not signal it. */
 	close(pcm);
-	pcm = -1;
-	proc_stop(pid, 1000);
-out:
-	if (pcm >= 0)
-		close(pcm);
-	close(s->fd);
-	free(s);
-	return NULL;
+	for (int i = 0; i < 100 && waitpid(pid, NULL, WNOHANG) == 0; i++)
+		usleep(10000);
+	_exit(EXIT_OK);
 }
 
 /* --- the service --------------------------------------------------- */
@@ -256,24 +257,14 @@ static void stream_call(struct cap *c, struct rpc_call *call)
 static void stream_attach(struct cap *c, struct wire_conn *data)
 {
 	struct snd_dev *d = (struct snd_dev *)c;
-	struct session *s;
+	struct session_cfg cfg = { .kind = SANDBOX_SOUND, .name = d->pa_name,
+				   .sink = d->is_sink };
 	int fd, e;
 
-	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0) {
+	if ((e = node_pipe_pair(data, SESSION_SOCKBUF, &fd)) < 0)
 		log_warn("sound: cannot pipe a data connection: %s", strerror(-e));
-		return;
-	}
-	if (!(s = calloc(1, sizeof(*s)))) {
-		close(fd);
-		return;
-	}
-	s->fd = fd;
-	s->is_sink = d->is_sink;
-	snprintf(s->pa_name, sizeof(s->pa_name), "%s", d->pa_name);
-	if (io_thread_detached(session_thread, s) < 0) {
-		close(fd);
-		free(s);
-	}
+	else
+		session_spawn(d->node, &cfg, fd, -1, NULL, NULL);
 }
 
 static const struct cap_ops stream_ops = {
@@ -675,12 +666,18 @@ out:
 	return r;
 }
 
+static int sound_session(const struct applet *self, int argc, char **argv)
+{
+	return session_main(SANDBOX_SOUND, argc, argv);
+}
+
 int sound_main(int argc, char **argv)
 {
 	static const struct cli_command cmds[] = {
 		{ "export", sound_export },
 		{ "bind", sound_bind },
 		{ "list", sound_list },
+		{ "_session", sound_session },
 		{ 0 }
 	};
 	return cli_dispatch(applet_find("sound"), cmds, argc, argv);

@@ -9,8 +9,12 @@
 #     1 Hz and its SNR above 30 dB; the end-to-end latency is printed;
 #   - B exports newlocalsource:mic (a source programs on B record from);
 #     A binds its tone.monitor (localsource:) to it: the sine reaches mic;
+#   - each stream is coded in a process of its own, nobody in an empty
+#     root under a seccomp filter; one killed costs only its stream;
 #   - `sound list` shows the devices; errors are clear.
 . "$(dirname "$0")/lib.bash"
+# A session is killed with SIGSEGV below: a sanitized build dies of it.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"
 
 for t in pulseaudio pactl parec pacat; do
 	command -v $t >/dev/null || fail "$t is missing (contrib/install-deps.sh installs it)"
@@ -180,6 +184,25 @@ sleep 0.5
 kill $REC_mic
 wait $REC_mic 2>/dev/null
 check mic
+
+# Each stream is coded in a confined process of its own: A's from parec,
+# B's to pacat. One killed costs only its stream, and its pacat ends.
+for n in A B; do
+	eval "dpid=\$PID_$n"
+	spid=$(pgrep -P "$dpid" -f "sound _session" | head -n 1)
+	[ -n "$spid" ] || fail "no sound session process under $n's daemon"
+	confined_nobody "$spid" "$n's sound session"
+done
+pgrep -f "pacat --device=mic.input" >/dev/null || fail "no pacat plays into mic.input"
+kill -SEGV "$spid"
+for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
+kill -0 "$PID_B" || fail "a sound session crashing took the daemon down"
+grep -q "sound session process (pid $spid) died of Segmentation fault" "$T/B.log" ||
+	fail "B did not log its session's crash"
+for _ in $(seq 50); do pgrep -f "pacat --device=mic.input" >/dev/null || break; sleep 0.1; done
+pgrep -af "pacat --device=mic.input" && fail "pacat stayed after its session crashed"
+echo "sound sessions: uid 65534, CapEff 0, Seccomp 2, empty root; a crashed one (SIGSEGV)" \
+	"cost only its stream, and its pacat ended"
 kill $BIND
 wait $BIND 2>/dev/null
 grep -q "concealed" "$T/A.log" || fail "A logged no stream statistics"

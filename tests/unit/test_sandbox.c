@@ -196,6 +196,25 @@ TEST(usb_filter_allows_usbfs_ioctls_only)
 	CHECK_INT(filtered(SANDBOX_RFB, try_usbfs_ioctl), 0);
 }
 
+static int try_timerfd_create(void) { return outcome(timerfd_create(CLOCK_MONOTONIC, 0)); }
+static int try_wait(void) { return outcome(waitpid(-1, NULL, WNOHANG)); }
+
+TEST(sound_filter_allows_its_timer_and_wait_only)
+{
+	CHECK_INT(filtered(SANDBOX_SOUND, try_timerfd_create), 1);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_timerfd_settime), 2);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_wait), 2); /* no child: ECHILD */
+	CHECK_INT(filtered(SANDBOX_SOUND, try_thread_memory), 1);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_usbfs_ioctl), 0);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_tty_ioctl), 0);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_openat), 0);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_socket), 0);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_exec), 0);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_kill_parent), 0);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_ptrace), 0);
+	CHECK_INT(filtered(SANDBOX_SOUND, try_clone_ns), 0);
+}
+
 /* A 9P session process that runs code of an attacker's still sees only
  * its export: ".." from the export's descriptor stops at the new root,
  * which holds nothing but the export and proc/self/fd; files inside the
