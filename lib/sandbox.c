@@ -92,6 +92,12 @@ static const int sound_calls[] = {
 	SCMP_SYS(timerfd_create), SCMP_SYS(timerfd_settime), SCMP_SYS(wait4),
 };
 
+/* A tunnel engine: datagrams in batches (vxlan/tunnel.c); the TAP
+ * device's reads and writes are common calls. */
+static const int tunnel_calls[] = {
+	SCMP_SYS(sendmmsg), SCMP_SYS(recvmmsg),
+};
+
 /* The bridge's unmounter: one umount at the end. */
 static const int unmount_calls[] = {
 	SCMP_SYS(umount2),
@@ -108,7 +114,7 @@ static const unsigned long nbd_ioctls[] = {
 static int sandbox_threaded(enum sandbox_kind kind)
 {
 	return kind == SANDBOX_FUSE || kind == SANDBOX_RFB || kind == SANDBOX_USB ||
-	       kind == SANDBOX_SOUND;
+	       kind == SANDBOX_SOUND || kind == SANDBOX_TUNNEL;
 }
 
 static int add_calls(scmp_filter_ctx ctx, const int *calls, size_t n)
@@ -162,6 +168,8 @@ int sandbox_filter(enum sandbox_kind kind)
 	}
 	if (r == 0 && kind == SANDBOX_SOUND)
 		r = add_calls(ctx, sound_calls, sizeof(sound_calls) / sizeof(sound_calls[0]));
+	if (r == 0 && kind == SANDBOX_TUNNEL)
+		r = add_calls(ctx, tunnel_calls, sizeof(tunnel_calls) / sizeof(tunnel_calls[0]));
 	if (r == 0 && sandbox_threaded(kind)) {
 		if (kind == SANDBOX_FUSE)
 			r = add_calls(ctx, fuse_calls, sizeof(fuse_calls) / sizeof(fuse_calls[0]));
@@ -318,7 +326,7 @@ static int root_deleted(const char *parent, char *err, size_t errsz)
 	return 0;
 }
 
-/* The FUSE bridge, an RFB, USB/IP or sound session: all its threads become nobody (glibc
+/* The FUSE bridge, an RFB, USB/IP or sound session, a tunnel engine: all its threads become nobody (glibc
  * passes set*id on to every thread, and with the uid go the capabilities). */
 static int enter_threaded(const char *root_dir, char *err, size_t errsz)
 {

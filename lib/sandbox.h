@@ -1,6 +1,7 @@
 /*
  * Least privilege for a process that serves what remote peers send in
- * bulk (a 9P, NBD, RFB, USB/IP or sound session, svc/session.c): once it holds the descriptors
+ * bulk (a 9P, NBD, RFB, USB/IP or sound session, svc/session.c; a tunnel
+ * engine, svc/net_engine.c): once it holds the descriptors
  * it needs, it gives up the rest of the system.
  *   - its root becomes an empty read-only tmpfs of its own mount
  *     namespace, the old one detached (for 9P, with the export bound
@@ -42,6 +43,10 @@ enum sandbox_kind {
 	/* An Opus stream (svc/sound.c), its PulseAudio client started: as
 	 * SANDBOX_FUSE, with its timer and the wait for that client. */
 	SANDBOX_SOUND,
+	/* A tunnel engine (svc/net_engine.c), its TAP device and UDP socket
+	 * open and its threads running: as SANDBOX_FUSE, with batched
+	 * datagrams (sendmmsg, recvmmsg) and nothing else. */
+	SANDBOX_TUNNEL,
 };
 
 /* 0, or -errno with what failed in err. */

@@ -43,6 +43,7 @@
 #include "svc/admin_client.h"
 #include "svc/applets.h"
 #include "svc/net.h"
+#include "svc/net_engine.h"
 #include "svc/services.h"
 #include "vxlan/tunnel.h"
 
@@ -276,29 +277,37 @@ static size_t datagram_for(enum vx_mode mode, unsigned mtu)
 						     : VX_HDR);
 }
 
-static int engine_start(enum vx_mode mode, int tap, uint32_t vni, int local_port,
-			const struct sockaddr_storage *peer, socklen_t peer_len, unsigned mtu,
-			struct vx_tunnel **out)
+/* An engine (its own process, svc/net_engine.h) on tap, taken, with the
+ * keys of an encrypted tunnel (rx, tx; NULL for plain); lost runs if it
+ * dies for good. */
+static int engine_start(const char *name, enum vx_mode mode, int tap, uint32_t vni,
+			int local_port, const struct sockaddr_storage *peer, socklen_t peer_len,
+			unsigned mtu, const struct vx_key_cfg *rx, const struct vx_key_cfg *tx,
+			void (*lost)(void *arg, const char *why), void *arg,
+			struct net_engine **out)
 {
 	struct vx_tunnel_config cfg = { .mode = mode, .tap_fd = tap, .vni = vni,
 					.max_datagram = datagram_for(mode, mtu) };
+	int r;
 	const struct sockaddr_in6 *p6 = (const struct sockaddr_in6 *)peer;
+	struct sockaddr_storage local = { 0 };
+	socklen_t local_len;
 
 	if (have_ipv6()) {
-		struct sockaddr_in6 *l6 = (struct sockaddr_in6 *)&cfg.local;
+		struct sockaddr_in6 *l6 = (struct sockaddr_in6 *)&local;
 		l6->sin6_family = AF_INET6;
 		l6->sin6_addr = in6addr_any;
 		l6->sin6_port = htons((uint16_t)local_port);
-		cfg.local_len = sizeof(*l6);
+		local_len = sizeof(*l6);
 		if (peer_len) {
 			memcpy(&cfg.peer, peer, peer_len);
 			cfg.peer_len = peer_len;
 		}
 	} else {
-		struct sockaddr_in *l4 = (struct sockaddr_in *)&cfg.local;
+		struct sockaddr_in *l4 = (struct sockaddr_in *)&local;
 		l4->sin_family = AF_INET;
 		l4->sin_port = htons((uint16_t)local_port);
-		cfg.local_len = sizeof(*l4);
+		local_len = sizeof(*l4);
 		if (peer_len && IN6_IS_ADDR_V4MAPPED(&p6->sin6_addr)) {
 			struct sockaddr_in *q4 = (struct sockaddr_in *)&cfg.peer;
 			q4->sin_family = AF_INET;
@@ -310,7 +319,25 @@ static int engine_start(enum vx_mode mode, int tap, uint32_t vni, int local_port
 			return -EAFNOSUPPORT;
 		}
 	}
-	return vx_tunnel_new(&cfg, out);
+	if ((cfg.sock_fd = vx_udp_open((const struct sockaddr *)&local, local_len)) < 0) {
+		close(tap);
+		return cfg.sock_fd;
+	}
+	if (rx)
+		cfg.rx = *rx;
+	if (tx)
+		cfg.tx = *tx;
+	r = net_engine_start(S.node, name, &cfg, lost, arg, out);
+	sodium_memzero(&cfg, sizeof(cfg));
+	return r;
+}
+
+/* A key for engine_start. */
+static struct vx_key_cfg key_cfg(uint32_t index, const uint8_t key[VX_KEY_LEN])
+{
+	struct vx_key_cfg k = { .valid = 1, .index = index };
+	memcpy(k.key, key, VX_KEY_LEN);
+	return k;
 }
 
 /* --- tunnel ends --------------------------------------------------- */
@@ -320,13 +347,14 @@ static int engine_start(enum vx_mode mode, int tap, uint32_t vni, int local_port
 struct tend {
 	struct cap cap;
 	struct netif *nif;
-	struct vx_tunnel *tun;
+	struct net_engine *tun;
 	struct cap *peer;        /* the other end's Tunnel */
 	uint32_t rx_index;
 	struct loop_timer *rekey, *ping;
 	int rekeying;           /* a new key told, not yet acknowledged */
 	uint64_t rekeys;        /* keys told and acknowledged */
 	uint64_t ping_sent;     /* when the ping in flight left (0: none) */
+	int lost;               /* its engine died for good: pings fail */
 	/* The binding this end belongs to, told when the other end fails. */
 	void (*failed)(void *arg, const char *why);
 	void *failed_arg;
@@ -336,8 +364,7 @@ struct tend {
  * when this returns (see the end): callers do not touch it after. */
 static void tend_stop(struct tend *t)
 {
-	if (t->tun)
-		vx_tunnel_free(t->tun);
+	net_engine_stop(t->tun);
 	t->tun = NULL;
 	if (t->nif && t->nif->end == t)
 		t->nif->end = NULL;
@@ -363,6 +390,19 @@ static void tend_fail(struct tend *t, const char *why)
 	tend_stop(t);
 	if (failed)
 		failed(arg, why);
+}
+
+/* Its engine died for good: as if the other end had failed (a binding
+ * binds again), or just stopped (an exported end: its binder's pings
+ * fail, and it binds again). */
+static void tend_engine_lost(void *arg, const char *why)
+{
+	struct tend *t = arg;
+	t->lost = 1;
+	if (t->failed)
+		tend_fail(t, why);
+	else
+		tend_stop(t);
 }
 
 static void new_key(uint32_t *index, uint8_t key[VX_KEY_LEN])
@@ -396,7 +436,7 @@ static void tend_rekey(struct loop *l, struct loop_timer *tm, void *arg)
 		return;
 	t->rekeying = 1;
 	new_key(&t->rx_index, key);
-	vx_tunnel_rx_key(t->tun, t->rx_index, key);
+	net_engine_rx_key(t->tun, t->rx_index, key);
 	msg_init(&p);
 	msg_put_u64(&p, t->rx_index);
 	msg_put_bytes(&p, key, VX_KEY_LEN);
@@ -450,7 +490,12 @@ static void tend_call(struct cap *c, struct rpc_call *call)
 	msg_rd_init(&r, &call->params);
 	switch (call->method) {
 	case TUNNEL_PING:
-		rpc_return(call);
+		/* Not for an end replaced by a binding after it (its binder
+		 * would take the device back, and so on). */
+		if (t->lost)
+			rpc_return_error(call, -ENOTCONN, "the other end's tunnel engine stopped");
+		else
+			rpc_return(call);
 		return;
 	case TUNNEL_REKEY:
 		if (msg_get_u64(&r, &index) < 0 || index > UINT32_MAX ||
@@ -462,7 +507,7 @@ static void tend_call(struct cap *c, struct rpc_call *call)
 			rpc_return_error(call, -ENOTCONN, "this tunnel has stopped");
 			return;
 		}
-		vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
+		net_engine_tx_key(t->tun, (uint32_t)index, key);
 		rpc_return(call);
 		return;
 	case TUNNEL_SET_MTU:
@@ -578,17 +623,23 @@ static void l2_setup(struct l2 *x, struct rpc_call *call)
 	mtu = tunnel_mtu(VX_MODE_ENCRYPTED, &ha, hlen);
 	if (mtu_hint && mtu_hint < mtu)
 		mtu = (unsigned)mtu_hint;
-	if ((e = engine_start(VX_MODE_ENCRYPTED, fd, (uint32_t)vni, 0, NULL, 0, mtu, &t->tun)) < 0) {
+	/* The engine starts with both keys: nothing it reads is for a key
+	 * not yet told. */
+	new_key(&t->rx_index, mykey);
+	struct vx_key_cfg rk = key_cfg(t->rx_index, mykey), tk = key_cfg((uint32_t)index, key);
+	e = engine_start(x->name, VX_MODE_ENCRYPTED, fd, (uint32_t)vni, 0, NULL, 0, mtu, &rk, &tk,
+			 tend_engine_lost, t, &t->tun);
+	sodium_memzero(&rk, sizeof(rk));
+	sodium_memzero(&tk, sizeof(tk));
+	if (e < 0) {
+		sodium_memzero(mykey, sizeof(mykey));
 		cap_unref(&t->cap);
 		rpc_return_error(call, e, "cannot start the tunnel: %s", strerror(-e));
 		return;
 	}
 	t->peer = cap_ref(peer);
-	vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
-	new_key(&t->rx_index, mykey);
-	vx_tunnel_rx_key(t->tun, t->rx_index, mykey);
 	set_mtu(nif, mtu);
-	port = vx_tunnel_local_port(t->tun);
+	port = net_engine_local_port(t->tun);
 	log_info("net: %s: a tunnel end on UDP port %d, MTU %u", x->name, port, mtu);
 	msg_put_cap(&call->results, &t->cap);
 	msg_put_u64(&call->results, t->rx_index);
@@ -656,7 +707,12 @@ static void bind_setup_done(void *arg, int err, const char *errmsg, struct msg *
 	mine = tunnel_mtu(VX_MODE_ENCRYPTED, &pa, plen);
 	if (mtu >= 576 && mtu < mine)
 		mine = (unsigned)mtu;
-	if ((e = engine_start(VX_MODE_ENCRYPTED, b->fd, NET_VNI, 0, &pa, plen, mine, &t->tun)) < 0) {
+	struct vx_key_cfg rk = key_cfg(t->rx_index, b->key), tk = key_cfg((uint32_t)index, key);
+	e = engine_start(t->nif->name, VX_MODE_ENCRYPTED, b->fd, NET_VNI, 0, &pa, plen, mine, &rk,
+			 &tk, tend_engine_lost, t, &t->tun);
+	sodium_memzero(&rk, sizeof(rk));
+	sodium_memzero(&tk, sizeof(tk));
+	if (e < 0) {
 		b->fd = -1;
 		rpc_return_error(b->call, e, "cannot start the tunnel: %s", strerror(-e));
 		bind_ctx_free(b);
@@ -664,8 +720,6 @@ static void bind_setup_done(void *arg, int err, const char *errmsg, struct msg *
 	}
 	b->fd = -1;
 	t->peer = cap_ref(peer);
-	vx_tunnel_rx_key(t->tun, t->rx_index, b->key);
-	vx_tunnel_tx_key(t->tun, (uint32_t)index, key);
 	set_mtu(t->nif, mine);
 	if (mine < mtu) {
 		struct msg p;
@@ -674,7 +728,7 @@ static void bind_setup_done(void *arg, int err, const char *errmsg, struct msg *
 		rpc_call(peer, IFACE_TUNNEL, TUNNEL_SET_MTU, &p, NULL, NULL);
 	}
 	/* The other end learns where this one is from its first packet. */
-	vx_tunnel_kick(t->tun);
+	net_engine_kick(t->tun);
 	if ((t->ping = loop_timer_new(node_loop(S.node), tend_ping, t)))
 		loop_timer_arm(t->ping, NET_PING_MS, NET_PING_MS);
 	log_info("net: %s: tunnel to %s:%llu, MTU %u", t->nif->name, host,
@@ -910,7 +964,7 @@ struct nbind {
 	int persistent, plain;
 	enum bind_state state;
 	struct cap *holder;      /* the tunnel end (encrypted) */
-	struct vx_tunnel *plain_tun;
+	struct net_engine *plain_tun;
 	struct loop_timer *retry;
 	unsigned backoff;
 	char why[400];
@@ -982,6 +1036,15 @@ static void nbind_failed(struct nbind *b, int err, const char *why)
 static void nbind_end_failed(void *arg, const char *why)
 {
 	nbind_failed(arg, -ECONNRESET, why);
+}
+
+/* A plain VTEP's engine died for good: set up again, with backoff. */
+static void nbind_plain_lost(void *arg, const char *why)
+{
+	struct nbind *b = arg;
+	net_engine_stop(b->plain_tun);
+	b->plain_tun = NULL;
+	nbind_failed(b, -EIO, why);
 }
 
 static void nbind_bound(void *arg, int err, const char *errmsg, struct msg *res)
@@ -1109,7 +1172,8 @@ static void nbind_connect(struct nbind *b)
 	}
 	/* The VTEP sends to port 4789 (or its own): this end listens there. */
 	b->mtu = tunnel_mtu(VX_MODE_PLAIN, &pa, plen);
-	if ((e = engine_start(VX_MODE_PLAIN, fd, vni, port, &pa, plen, b->mtu, &b->plain_tun)) < 0) {
+	if ((e = engine_start(name, VX_MODE_PLAIN, fd, vni, port, &pa, plen, b->mtu, NULL, NULL,
+			      nbind_plain_lost, b, &b->plain_tun)) < 0) {
 		snprintf(why, sizeof(why), "cannot start the tunnel on UDP port %d: %s", port,
 			 strerror(-e));
 		nbind_failed(b, e, why);
@@ -1140,8 +1204,7 @@ static void nbind_free(struct nbind *b)
 	if (b->holder)
 		tend_stop((struct tend *)b->holder);
 	cap_unref(b->holder);
-	if (b->plain_tun)
-		vx_tunnel_free(b->plain_tun);
+	net_engine_stop(b->plain_tun);
 	loop_timer_del(b->retry);
 	b->state = NB_WAITING;
 	free(b);
@@ -1264,14 +1327,14 @@ static void put_stats(struct msg *m, const struct vx_stats *s)
 }
 
 static void list_one(struct msg *m, const char *dev, const char *remote, const char *mode,
-		     const char *state, int persistent, struct vx_tunnel *tun, uint64_t rekeys)
+		     const char *state, int persistent, struct net_engine *tun, uint64_t rekeys)
 {
 	struct vx_stats s = { 0 };
 	struct nl *nl;
 	struct nl_link l = { 0 };
 
 	if (tun)
-		vx_tunnel_stats(tun, &s);
+		net_engine_stats(tun, &s);
 	if (nl_open(&nl) == 0) {
 		nl_link_get(nl, dev, &l);
 		nl_close(nl);
@@ -1781,6 +1844,11 @@ out:
 	return r;
 }
 
+static int net_tunnel(const struct applet *self, int argc, char **argv)
+{
+	return net_engine_main(argc, argv);
+}
+
 int net_main(int argc, char **argv)
 {
 	static const struct cli_command cmds[] = {
@@ -1792,6 +1860,7 @@ int net_main(int argc, char **argv)
 		{ "show", net_ref_call },
 		{ "rename", net_ref_call },
 		{ "destroy", net_ref_call },
+		{ "_tunnel", net_tunnel },
 		{ 0 }
 	};
 	return cli_dispatch(applet_find("net"), cmds, argc, argv);

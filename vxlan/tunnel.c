@@ -648,13 +648,51 @@ static void *rx_main(void *arg)
 
 /* --- the tunnel ---------------------------------------------------- */
 
+int vx_udp_open(const struct sockaddr *local, socklen_t len)
+{
+	int sz = SOCKBUF, pmtu = IP_PMTUDISC_DO, one = 1, fd, e;
+
+	/* Blocking: the receiving thread sleeps in recvmmsg; sends say
+	 * MSG_DONTWAIT. */
+	if ((fd = socket(local->sa_family, SOCK_DGRAM | SOCK_CLOEXEC, 0)) < 0)
+		return -errno;
+	setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
+	setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
+	/* Never fragmented on the underlay: the MTU is set so that frames
+	 * fit. An IPv6 socket serves IPv4 peers too (v4-mapped addresses). */
+	if (local->sa_family == AF_INET6) {
+		int pmtu6 = IPV6_PMTUDISC_DO, off = 0;
+		setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
+		setsockopt(fd, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu6, sizeof(pmtu6));
+	}
+	setsockopt(fd, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof(pmtu));
+	/* Trains of datagrams in one receive (and one send: UDP_SEGMENT). */
+	setsockopt(fd, SOL_UDP, UDP_GRO, &one, sizeof(one));
+	if (bind(fd, local, len) < 0) {
+		e = -errno;
+		close(fd);
+		return e;
+	}
+	return fd;
+}
+
+int vx_udp_port(int sock)
+{
+	struct net_addr a;
+	a.len = sizeof(a.ss);
+	if (getsockname(sock, (struct sockaddr *)&a.ss, &a.len) < 0)
+		return -errno;
+	return net_addr_port(&a);
+}
+
 int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 {
 	struct vx_tunnel *t = calloc(1, sizeof(*t));
-	int sz = SOCKBUF, pmtu = IP_PMTUDISC_DO, one = 1, e;
+	int e;
 
 	if (!t) {
 		close(cfg->tap_fd);
+		close(cfg->sock_fd);
 		return -ENOMEM;
 	}
 	t->mode = cfg->mode;
@@ -665,7 +703,8 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 	if (t->max_datagram > 65507)
 		t->max_datagram = 65507;
 	t->tap = cfg->tap_fd;
-	t->sock = t->wake_tx = -1;
+	t->sock = cfg->sock_fd;
+	t->wake_tx = -1;
 	pthread_mutex_init(&t->lock, NULL);
 	pthread_mutex_init(&t->txlock, NULL);
 	t->tx = calloc(1, sizeof(*t->tx));
@@ -694,27 +733,12 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 		    ioctl(t->tap, TUNSETOFFLOAD, off) < 0)
 			log_warn("tunnel: no offloads on the TAP device: %m");
 	}
-	/* Blocking: the receiving thread sleeps in recvmmsg; sends say
-	 * MSG_DONTWAIT. */
-	t->sock = socket(cfg->local.ss_family, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-	if (t->sock < 0)
-		goto fail;
-	setsockopt(t->sock, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
-	setsockopt(t->sock, SOL_SOCKET, SO_RCVBUF, &sz, sizeof(sz));
-	/* Never fragmented on the underlay: the MTU is set so that frames
-	 * fit. An IPv6 socket serves IPv4 peers too (v4-mapped addresses). */
-	if (cfg->local.ss_family == AF_INET6) {
-		int pmtu6 = IPV6_PMTUDISC_DO, off = 0;
-		setsockopt(t->sock, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off));
-		setsockopt(t->sock, IPPROTO_IPV6, IPV6_MTU_DISCOVER, &pmtu6, sizeof(pmtu6));
-	}
-	setsockopt(t->sock, IPPROTO_IP, IP_MTU_DISCOVER, &pmtu, sizeof(pmtu));
-	/* Trains of datagrams in one receive (and one send: UDP_SEGMENT). */
-	setsockopt(t->sock, SOL_UDP, UDP_GRO, &one, sizeof(one));
-	if (bind(t->sock, (const struct sockaddr *)&cfg->local, cfg->local_len) < 0)
-		goto fail;
 	if ((t->wake_tx = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)
 		goto fail;
+	if (cfg->rx.valid)
+		vx_tunnel_rx_key(t, cfg->rx.index, cfg->rx.key);
+	if (cfg->tx.valid)
+		vx_tunnel_tx_key(t, cfg->tx.index, cfg->tx.key);
 	if ((e = pthread_create(&t->tx_thread, NULL, tx_main, t)) != 0) {
 		errno = e;
 		goto fail;
@@ -761,15 +785,6 @@ void vx_tunnel_free(struct vx_tunnel *t)
 	pthread_mutex_destroy(&t->txlock);
 	pthread_mutex_destroy(&t->lock);
 	free(t);
-}
-
-int vx_tunnel_local_port(const struct vx_tunnel *t)
-{
-	struct net_addr a;
-	a.len = sizeof(a.ss);
-	if (getsockname(t->sock, (struct sockaddr *)&a.ss, &a.len) < 0)
-		return -errno;
-	return net_addr_port(&a);
 }
 
 static void set_key(struct vx_tunnel *t, struct ctl_key *k, uint32_t index,

@@ -28,17 +28,22 @@ struct vx_tunnel;
 
 struct vx_tunnel_config {
 	enum vx_mode mode;
-	int tap_fd; /* taken over (closed by vx_tunnel_free) */
+	int tap_fd;  /* taken over (closed by vx_tunnel_free) */
+	int sock_fd; /* the UDP socket (vx_udp_open), taken over too */
 	uint32_t vni;
-	/* Where the UDP socket binds (port 0: any free one). */
-	struct sockaddr_storage local;
-	socklen_t local_len;
 	/* Where packets go first (len 0: nowhere until a peer is heard). */
 	struct sockaddr_storage peer;
 	socklen_t peer_len;
 	/* The largest UDP payload the path carries unfragmented (0: 1472):
 	 * larger units go in pieces. */
 	size_t max_datagram;
+	/* Encrypted: the keys to start with, if known (as vx_tunnel_rx_key
+	 * and vx_tunnel_tx_key, but before the first datagram is read). */
+	struct vx_key_cfg {
+		int valid;
+		uint32_t index;
+		uint8_t key[VX_KEY_LEN];
+	} rx, tx;
 };
 
 struct vx_stats {
@@ -65,10 +70,16 @@ unsigned vx_overhead(enum vx_mode mode, int family);
 /* The path MTU towards addr (the route's device MTU): 0 if unknown. */
 unsigned vx_path_mtu(const struct sockaddr *addr, socklen_t len);
 
+/* A tunnel's UDP socket, bound to local (port 0: any free one), with
+ * the options the engine wants: a descriptor, or -errno. */
+int vx_udp_open(const struct sockaddr *local, socklen_t len);
+/* The port a socket is bound to, or -errno. */
+int vx_udp_port(int sock);
+
+/* Sets the TAP device up for cfg's mode and starts the threads. */
 int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out);
 /* Stops the threads, closes the socket and the TAP descriptor. */
 void vx_tunnel_free(struct vx_tunnel *t);
-int vx_tunnel_local_port(const struct vx_tunnel *t);
 /* The key and index this side receives with (the one before stays valid
  * for packets in flight). */
 void vx_tunnel_rx_key(struct vx_tunnel *t, uint32_t index, const uint8_t key[VX_KEY_LEN]);

@@ -5,9 +5,13 @@
 # whole; a frame of the full MTU crosses (and the MTU leaves room for the
 # encapsulation: no black hole); the tunnel is encrypted on the wire; a
 # replayed, a forged and a misaddressed datagram are dropped and counted
-# while the tunnel goes on; net list shows counters; unbind takes the
+# while the tunnel goes on; net list shows counters; each end's engine
+# is a confined process, started again with its keys when it dies, and
+# one that keeps dying makes the binding bind again; unbind takes the
 # device away.
 . "$(dirname "$0")/lib.bash"
+# Engines are killed with SIGSEGV below: a sanitized build dies of it.
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}handle_segv=0"
 
 # Keys change every 2 s here (two minutes by default): all that follows
 # runs across many changes of keys.
@@ -92,6 +96,43 @@ grep -q "^tun0 .*encrypted .* up" "$T/list" || fail "net list: $(cat "$T/list")"
 	fail "packets for keys that were gone: $(m A net list --json) $(m B net list --json)"
 [ "$(counter A rx_bad)" = 0 ] && [ "$(counter B rx_bad)" = 0 ] ||
 	fail "packets were found bad: $(m A net list --json) $(m B net list --json)"
+
+# --- each engine: a confined process, started again when it dies ---
+epid() { pgrep -P "$1" -f "net _tunnel" | head -n 1; }
+# pings_through: B reaches A through the tunnel within 30 s.
+pings_through() {
+	for _ in $(seq 30); do
+		in_host b ping -c 1 -W 1 192.168.77.1 >/dev/null && return 0
+	done
+	fail "$1: the tunnel does not carry pings"
+}
+for n in A B; do
+	eval "dpid=\$PID_$n"
+	e=$(epid "$dpid")
+	[ -n "$e" ] || fail "no tunnel engine process under $n's daemon"
+	confined_nobody "$e" "$n's tunnel engine"
+done
+e=$(epid "$PID_A")
+kill -SEGV "$e"
+for _ in $(seq 50); do grep -q "engine (pid $e) died of Segmentation fault; started again" \
+	"$T/A.log" && break; sleep 0.1; done
+grep -q "engine (pid $e) died of Segmentation fault; started again" "$T/A.log" ||
+	fail "A did not start its tunnel engine again: $(tail -3 "$T/A.log")"
+pings_through "after the engine was started again"
+[ "$(counter A rx_auth)" -ge 3 ] || fail "the counters did not survive the engine"
+# Dying again at once: that end stops; B hears of it and binds again.
+e=$(epid "$PID_A")
+kill -SEGV "$e"
+for _ in $(seq 50); do grep -q "engine (pid $e) died .*the tunnel stops" "$T/A.log" && break
+	sleep 0.1; done
+grep -q "engine (pid $e) died .*the tunnel stops" "$T/A.log" ||
+	fail "A did not give up an engine that kept dying: $(tail -3 "$T/A.log")"
+pings_through "after B bound again"
+grep -q "net: tun0: .*stopped.*trying again" "$T/B.log" ||
+	fail "B did not bind again: $(tail -5 "$T/B.log")"
+kill -0 "$PID_A" && kill -0 "$PID_B" || fail "a daemon died with its tunnel engine"
+echo "engines: uid 65534, CapEff 0, every thread Seccomp 2, empty root; one killed is" \
+	"started again with its keys, one that keeps dying stops and its binder binds again"
 
 m A net interfaces >"$T/ifs" || fail "net interfaces"
 grep -q "^tun0 *tun .* up" "$T/ifs" && grep -q "^v$$a *veth" "$T/ifs" ||

@@ -215,6 +215,29 @@ TEST(sound_filter_allows_its_timer_and_wait_only)
 	CHECK_INT(filtered(SANDBOX_SOUND, try_clone_ns), 0);
 }
 
+static int try_sendmmsg(void) { return outcome(sendmmsg(-1, NULL, 0, 0)); }
+static int try_recvmmsg(void) { return outcome(recvmmsg(-1, NULL, 0, 0, NULL)); }
+
+TEST(tunnel_filter_allows_datagrams_only)
+{
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_sendmmsg), 2);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_recvmmsg), 2);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_thread), 1);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_thread_memory), 1);
+	/* No new socket: the one it was given. */
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_socket), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_socketpair), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_tty_ioctl), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_usbfs_ioctl), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_openat), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_exec), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_kill_parent), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_clone_ns), 0);
+	CHECK_INT(filtered(SANDBOX_TUNNEL, try_wait), 0);
+	/* Batches of datagrams are the tunnel's alone. */
+	CHECK_INT(filtered(SANDBOX_NBD, try_recvmmsg), 0);
+}
+
 /* A 9P session process that runs code of an attacker's still sees only
  * its export: ".." from the export's descriptor stops at the new root,
  * which holds nothing but the export and proc/self/fd; files inside the

@@ -1,0 +1,404 @@
+/* Tunnel engines in processes of their own: see net_engine.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "lib/cli.h"
+#include "lib/log.h"
+#include "lib/loop.h"
+#include "lib/proc.h"
+#include "lib/sandbox.h"
+#include "proto/node.h"
+#include "svc/net_engine.h"
+
+#define CTL_FD 3
+#define TAP_FD 4
+#define SOCK_FD 5
+#define STATS_FD 6
+#define ENGINE_PUBLISH_MS 100
+#define ENGINE_RESTART_MS 10000
+/* How long net list waits for an engine's fresh counters (it blocks the
+ * daemon's loop meanwhile) before it shows the last ones. */
+#define ENGINE_ANSWER_MS 50
+
+/* PUBLISH: the counters, now (the engine publishes them after every
+ * message anyway, and every ENGINE_PUBLISH_MS). */
+enum ctl_op { CTL_NONE, CTL_START, CTL_RX_KEY, CTL_TX_KEY, CTL_PEER, CTL_KICK, CTL_PUBLISH };
+
+/* One message on the control socket, whatever its op: START holds the
+ * whole configuration (the keys and peer as last told), RX_KEY and
+ * TX_KEY their key, PEER the peer. */
+struct ctl_msg {
+	uint32_t op;
+	uint32_t mode, vni;
+	uint64_t max_datagram;
+	struct vx_key_cfg rx, tx;
+	uint32_t peer_len;
+	struct sockaddr_storage peer;
+};
+
+/* The engine's counters: it writes, the daemon reads (seq odd: being
+ * written). */
+struct shared_stats {
+	_Atomic uint32_t seq;
+	struct vx_stats s;
+};
+
+struct net_engine {
+	struct node *node;
+	char name[IFNAMSIZ + 16];
+	pid_t pid;
+	struct loop_child *watch;
+	int ctl, tap, sock, stats_fd;
+	struct shared_stats *shared;
+	struct ctl_msg start;  /* the configuration, keys and peer as last told */
+	struct vx_stats base;  /* what engines before this one counted */
+	uint64_t started_ms;
+	void (*lost)(void *arg, const char *why);
+	void *arg;
+};
+
+/* --- the daemon's side ----------------------------------------------- */
+
+static void ctl_send(struct net_engine *e, const struct ctl_msg *m)
+{
+	/* A few messages a minute: the socket's buffer holds them. */
+	if (e->ctl >= 0 && send(e->ctl, m, sizeof(*m), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+		log_warn("net: %s: cannot reach its tunnel engine: %s", e->name, strerror(errno));
+}
+
+static void engine_exited(struct loop *l, pid_t pid, int status, void *arg);
+
+static int spawn(struct net_engine *e)
+{
+	char *argv[] = { "metac", "net", "_tunnel", (char *)node_dir(e->node), NULL };
+	int sv[2], r;
+
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
+		return -errno;
+	int fds[] = { sv[1], e->tap, e->sock, e->stats_fd };
+	r = proc_spawn_self(argv, fds, 4);
+	close(sv[1]);
+	if (r < 0) {
+		close(sv[0]);
+		return r;
+	}
+	e->pid = r;
+	e->ctl = sv[0];
+	if (!(e->watch = loop_child_watch(node_loop(e->node), e->pid, engine_exited, e))) {
+		/* Unwatched, it would never be reaped. */
+		close(e->ctl);
+		e->ctl = -1;
+		kill(e->pid, SIGKILL);
+		waitpid(e->pid, NULL, 0);
+		e->pid = 0;
+		return -ENOMEM;
+	}
+	e->started_ms = loop_now_ms(node_loop(e->node));
+	ctl_send(e, &e->start);
+	return 0;
+}
+
+static void stats_read(const struct net_engine *e, struct vx_stats *s)
+{
+	memset(s, 0, sizeof(*s));
+	for (int i = 0; i < 1000; i++) {
+		uint32_t a = atomic_load_explicit(&e->shared->seq, memory_order_acquire);
+		if (a & 1)
+			continue;
+		memcpy(s, &e->shared->s, sizeof(*s));
+		atomic_thread_fence(memory_order_acquire);
+		if (atomic_load_explicit(&e->shared->seq, memory_order_relaxed) == a)
+			break;
+	}
+	/* Written by a process that reads what strangers send. */
+	s->peer[sizeof(s->peer) - 1] = 0;
+}
+
+static void engine_exited(struct loop *l, pid_t pid, int status, void *arg)
+{
+	struct net_engine *e = arg;
+	struct vx_stats s;
+	char why[160];
+	int e2;
+
+	e->watch = NULL;
+	e->pid = 0;
+	close(e->ctl);
+	e->ctl = -1;
+	snprintf(why, sizeof(why), "its tunnel engine (pid %d) %s %s", (int)pid,
+		 WIFSIGNALED(status) ? "died of" : "ended with status",
+		 WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "");
+	if (!WIFSIGNALED(status))
+		snprintf(why + strlen(why), sizeof(why) - strlen(why), "%d", WEXITSTATUS(status));
+	/* Its counts stay counted. */
+	stats_read(e, &s);
+#define ADD(f) e->base.f += s.f
+	ADD(tx_packets); ADD(tx_bytes); ADD(tx_dropped); ADD(rx_packets); ADD(rx_bytes);
+	ADD(rx_bad); ADD(rx_vni); ADD(rx_index); ADD(rx_auth); ADD(rx_replay);
+	ADD(rx_stranger); ADD(keepalives_tx); ADD(keepalives_rx); ADD(rx_dropped);
+#undef ADD
+	memset(e->shared, 0, sizeof(*e->shared));
+	if (loop_now_ms(l) - e->started_ms >= ENGINE_RESTART_MS) {
+		if ((e2 = spawn(e)) == 0) {
+			log_warn("net: %s: %s; started again (pid %d)", e->name, why, (int)e->pid);
+			return;
+		}
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			 ", and could not start again: %s", strerror(-e2));
+	} else {
+		snprintf(why + strlen(why), sizeof(why) - strlen(why),
+			 " within %d s of its start", ENGINE_RESTART_MS / 1000);
+	}
+	log_warn("net: %s: %s; the tunnel stops", e->name, why);
+	e->lost(e->arg, why);
+}
+
+int net_engine_start(struct node *n, const char *name, const struct vx_tunnel_config *cfg,
+		     void (*lost)(void *arg, const char *why), void *arg,
+		     struct net_engine **out)
+{
+	struct net_engine *e = calloc(1, sizeof(*e));
+	int r = -ENOMEM;
+
+	if (!e)
+		goto fail;
+	e->node = n;
+	snprintf(e->name, sizeof(e->name), "%s", name);
+	e->tap = cfg->tap_fd;
+	e->sock = cfg->sock_fd;
+	e->ctl = e->stats_fd = -1;
+	e->lost = lost;
+	e->arg = arg;
+	e->start.op = CTL_START;
+	e->start.mode = cfg->mode;
+	e->start.vni = cfg->vni;
+	e->start.max_datagram = cfg->max_datagram;
+	e->start.rx = cfg->rx;
+	e->start.tx = cfg->tx;
+	e->start.peer_len = cfg->peer_len;
+	memcpy(&e->start.peer, &cfg->peer, sizeof(e->start.peer));
+	if ((e->stats_fd = memfd_create("metac-tunnel-stats", MFD_CLOEXEC)) < 0 ||
+	    ftruncate(e->stats_fd, sizeof(*e->shared)) < 0 ||
+	    (e->shared = mmap(NULL, sizeof(*e->shared), PROT_READ | PROT_WRITE, MAP_SHARED,
+			      e->stats_fd, 0)) == MAP_FAILED) {
+		r = -errno;
+		e->shared = NULL;
+		goto fail;
+	}
+	if ((r = spawn(e)) < 0)
+		goto fail;
+	*out = e;
+	return 0;
+fail:
+	if (e) {
+		e->lost = NULL;
+		net_engine_stop(e);
+	} else {
+		close(cfg->tap_fd);
+		close(cfg->sock_fd);
+	}
+	return r;
+}
+
+void net_engine_stop(struct net_engine *e)
+{
+	if (!e)
+		return;
+	loop_child_del(e->watch);
+	if (e->ctl >= 0)
+		close(e->ctl);
+	/* At once, not when it notices: a binding that follows opens the
+	 * TAP device again, which takes one holder only. */
+	if (e->pid > 0) {
+		kill(e->pid, SIGKILL);
+		waitpid(e->pid, NULL, 0);
+	}
+	close(e->tap);
+	close(e->sock);
+	if (e->shared)
+		munmap(e->shared, sizeof(*e->shared));
+	if (e->stats_fd >= 0)
+		close(e->stats_fd);
+	sodium_memzero(&e->start, sizeof(e->start));
+	free(e);
+}
+
+int net_engine_local_port(const struct net_engine *e)
+{
+	return vx_udp_port(e->sock);
+}
+
+/* Remembered for an engine started again, and told to this one. */
+static void key_tell(struct net_engine *e, enum ctl_op op, struct vx_key_cfg *k,
+		     uint32_t index, const uint8_t key[VX_KEY_LEN])
+{
+	struct ctl_msg m = { .op = op };
+
+	k->valid = 1;
+	k->index = index;
+	memcpy(k->key, key, VX_KEY_LEN);
+	if (op == CTL_RX_KEY)
+		m.rx = *k;
+	else
+		m.tx = *k;
+	ctl_send(e, &m);
+	sodium_memzero(&m, sizeof(m));
+}
+
+void net_engine_rx_key(struct net_engine *e, uint32_t index, const uint8_t key[VX_KEY_LEN])
+{
+	key_tell(e, CTL_RX_KEY, &e->start.rx, index, key);
+}
+
+void net_engine_tx_key(struct net_engine *e, uint32_t index, const uint8_t key[VX_KEY_LEN])
+{
+	key_tell(e, CTL_TX_KEY, &e->start.tx, index, key);
+}
+
+void net_engine_set_peer(struct net_engine *e, const struct sockaddr *sa, socklen_t len)
+{
+	struct ctl_msg m = { .op = CTL_PEER, .peer_len = len };
+
+	if (len > sizeof(m.peer))
+		return;
+	memcpy(&m.peer, sa, len);
+	memcpy(&e->start.peer, &m.peer, sizeof(m.peer));
+	e->start.peer_len = len;
+	ctl_send(e, &m);
+}
+
+void net_engine_kick(struct net_engine *e)
+{
+	struct ctl_msg m = { .op = CTL_KICK };
+	ctl_send(e, &m);
+}
+
+void net_engine_stats(struct net_engine *e, struct vx_stats *s)
+{
+	struct ctl_msg m = { .op = CTL_PUBLISH };
+	uint32_t before = atomic_load_explicit(&e->shared->seq, memory_order_acquire);
+	/* Two steps a publication: three if one was under way. */
+	uint32_t want = before + (before & 1 ? 3 : 2);
+
+	/* Fresh: the peer it learnt a moment ago, say. */
+	if (e->ctl >= 0 && send(e->ctl, &m, sizeof(m), MSG_DONTWAIT | MSG_NOSIGNAL) == sizeof(m))
+		for (int i = 0; i < ENGINE_ANSWER_MS &&
+		     (int32_t)(atomic_load_explicit(&e->shared->seq, memory_order_acquire) - want) < 0;
+		     i++)
+			usleep(1000);
+	stats_read(e, s);
+#define ADD(f) s->f += e->base.f
+	ADD(tx_packets); ADD(tx_bytes); ADD(tx_dropped); ADD(rx_packets); ADD(rx_bytes);
+	ADD(rx_bad); ADD(rx_vni); ADD(rx_index); ADD(rx_auth); ADD(rx_replay);
+	ADD(rx_stranger); ADD(keepalives_tx); ADD(keepalives_rx); ADD(rx_dropped);
+#undef ADD
+}
+
+/* --- the engine's side ------------------------------------------------ */
+
+static void publish(struct vx_tunnel *t, struct shared_stats *sh)
+{
+	struct vx_stats s;
+
+	vx_tunnel_stats(t, &s);
+	atomic_fetch_add_explicit(&sh->seq, 1, memory_order_acq_rel);
+	atomic_thread_fence(memory_order_release);
+	memcpy(&sh->s, &s, sizeof(s));
+	atomic_fetch_add_explicit(&sh->seq, 1, memory_order_release);
+}
+
+static void apply(struct vx_tunnel *t, const struct ctl_msg *m)
+{
+	switch (m->op) {
+	case CTL_RX_KEY:
+		vx_tunnel_rx_key(t, m->rx.index, m->rx.key);
+		break;
+	case CTL_TX_KEY:
+		vx_tunnel_tx_key(t, m->tx.index, m->tx.key);
+		break;
+	case CTL_PEER:
+		if (m->peer_len <= sizeof(m->peer))
+			vx_tunnel_set_peer(t, (const struct sockaddr *)&m->peer, m->peer_len);
+		break;
+	case CTL_KICK:
+		vx_tunnel_kick(t);
+		break;
+	}
+}
+
+int net_engine_main(int argc, char **argv)
+{
+	struct vx_tunnel_config cfg = { .tap_fd = TAP_FD, .sock_fd = SOCK_FD };
+	struct shared_stats *sh;
+	struct vx_tunnel *t;
+	struct ctl_msg m;
+	char err[512];
+	ssize_t n;
+	int r;
+
+	log_init("metac tunnel", LOG_LVL_INFO, 0);
+	close_range(STATS_FD + 1, ~0U, 0);
+	if (argc != 2 || fcntl(CTL_FD, F_GETFD) < 0 || fcntl(STATS_FD, F_GETFD) < 0) {
+		fprintf(stderr, "metac: _tunnel is started by the daemon, with its control "
+				"socket, TAP device, UDP socket and counters on fds 3 to 6\n");
+		return EXIT_USAGE;
+	}
+	if ((n = recv(CTL_FD, &m, sizeof(m), 0)) != sizeof(m) || m.op != CTL_START ||
+	    m.peer_len > sizeof(m.peer) ||
+	    (m.mode != VX_MODE_PLAIN && m.mode != VX_MODE_ENCRYPTED)) {
+		log_error("tunnel engine: no configuration");
+		_exit(EXIT_FAIL);
+	}
+	cfg.mode = m.mode;
+	cfg.vni = m.vni;
+	cfg.max_datagram = m.max_datagram;
+	cfg.peer_len = m.peer_len;
+	memcpy(&cfg.peer, &m.peer, sizeof(cfg.peer));
+	cfg.rx = m.rx;
+	cfg.tx = m.tx;
+	sodium_memzero(&m, sizeof(m));
+	if ((sh = mmap(NULL, sizeof(*sh), PROT_READ | PROT_WRITE, MAP_SHARED, STATS_FD, 0)) ==
+	    MAP_FAILED) {
+		log_error("tunnel engine: cannot map its counters: %s", strerror(errno));
+		_exit(EXIT_FAIL);
+	}
+	r = vx_tunnel_new(&cfg, &t);
+	sodium_memzero(&cfg, sizeof(cfg));
+	if (r < 0) {
+		log_error("tunnel engine: cannot start: %s", strerror(-r));
+		_exit(EXIT_FAIL);
+	}
+	if ((r = sandbox_enter(SANDBOX_TUNNEL, argv[1], -1, 0, err, sizeof(err))) < 0) {
+		log_error("tunnel engine: %s", err);
+		_exit(EXIT_FAIL);
+	}
+	for (;;) {
+		struct pollfd p = { .fd = CTL_FD, .events = POLLIN };
+		if (poll(&p, 1, ENGINE_PUBLISH_MS) > 0) {
+			n = recv(CTL_FD, &m, sizeof(m), MSG_DONTWAIT);
+			/* The daemon let go of it (or is gone): the end. */
+			if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+				break;
+			if (n == sizeof(m))
+				apply(t, &m);
+			sodium_memzero(&m, sizeof(m));
+		}
+		publish(t, sh);
+	}
+	/* Not vx_tunnel_free: it would shut the socket down, which the
+	 * daemon keeps for the engine after this one. Its keys go with the
+	 * process. */
+	_exit(EXIT_OK);
+}
