@@ -361,6 +361,12 @@ int net_engine_main(int argc, char **argv)
 		log_error("tunnel engine: no configuration");
 		_exit(EXIT_FAIL);
 	}
+	/* libsodium picks its fastest code for this CPU (and its random
+	 * source) here; without it, the portable code runs. */
+	if (sodium_init() < 0) {
+		log_error("tunnel engine: libsodium does not start");
+		_exit(EXIT_FAIL);
+	}
 	cfg.mode = m.mode;
 	cfg.vni = m.vni;
 	cfg.max_datagram = m.max_datagram;
