@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -27,7 +28,6 @@
 #define SOCK_FD 5
 #define STATS_FD 6
 #define ENGINE_PUBLISH_MS 100
-#define ENGINE_RESTART_MS 10000
 /* How long net list waits for an engine's fresh counters (it blocks the
  * daemon's loop meanwhile) before it shows the last ones. */
 #define ENGINE_ANSWER_MS 50
@@ -60,11 +60,8 @@ struct net_engine {
 	char name[IFNAMSIZ + 16];
 	pid_t pid;
 	struct loop_child *watch;
-	int ctl, tap, sock, stats_fd;
+	int ctl, stats_fd, port;
 	struct shared_stats *shared;
-	struct ctl_msg start;  /* the configuration, keys and peer as last told */
-	struct vx_stats base;  /* what engines before this one counted */
-	uint64_t started_ms;
 	void (*lost)(void *arg, const char *why);
 	void *arg;
 };
@@ -73,23 +70,36 @@ struct net_engine {
 
 static void ctl_send(struct net_engine *e, const struct ctl_msg *m)
 {
-	/* A few messages a minute: the socket's buffer holds them. */
-	if (e->ctl >= 0 && send(e->ctl, m, sizeof(*m), MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-		log_warn("net: %s: cannot reach its tunnel engine: %s", e->name, strerror(errno));
+	/* A few messages a minute: the socket's buffer holds them, unless
+	 * the engine stopped reading. A key it missed would break the tunnel
+	 * unseen: it is ended instead, and its owner told (engine_exited). */
+	if (e->ctl >= 0 && send(e->ctl, m, sizeof(*m), MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
+	    e->pid > 0) {
+		log_warn("net: %s: its tunnel engine takes no message (%s); ending it", e->name,
+			 strerror(errno));
+		kill(e->pid, SIGKILL);
+	}
 }
 
 static void engine_exited(struct loop *l, pid_t pid, int status, void *arg);
 
-static int spawn(struct net_engine *e)
+/* The engine on tap and sock (closed here: it holds them), told start. */
+static int spawn(struct net_engine *e, int tap, int sock, const struct ctl_msg *start)
 {
 	char *argv[] = { "metac", "net", "_tunnel", (char *)node_dir(e->node), NULL };
 	int sv[2], r;
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	int fds[] = { sv[1], e->tap, e->sock, e->stats_fd };
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+		r = -errno;
+		close(tap);
+		close(sock);
+		return r;
+	}
+	int fds[] = { sv[1], tap, sock, e->stats_fd };
 	r = proc_spawn_self(argv, fds, 4);
 	close(sv[1]);
+	close(tap);
+	close(sock);
 	if (r < 0) {
 		close(sv[0]);
 		return r;
@@ -98,15 +108,12 @@ static int spawn(struct net_engine *e)
 	e->ctl = sv[0];
 	if (!(e->watch = loop_child_watch(node_loop(e->node), e->pid, engine_exited, e))) {
 		/* Unwatched, it would never be reaped. */
-		close(e->ctl);
-		e->ctl = -1;
 		kill(e->pid, SIGKILL);
 		waitpid(e->pid, NULL, 0);
 		e->pid = 0;
 		return -ENOMEM;
 	}
-	e->started_ms = loop_now_ms(node_loop(e->node));
-	ctl_send(e, &e->start);
+	ctl_send(e, start);
 	return 0;
 }
 
@@ -126,88 +133,75 @@ static void stats_read(const struct net_engine *e, struct vx_stats *s)
 	s->peer[sizeof(s->peer) - 1] = 0;
 }
 
+/* It ended without being asked: its tunnel stops. Not started again on
+ * the same keys: its counters (the nonces) and replay window died with
+ * it, so the owner binds again, with new keys. */
 static void engine_exited(struct loop *l, pid_t pid, int status, void *arg)
 {
 	struct net_engine *e = arg;
-	struct vx_stats s;
 	char why[160];
-	int e2;
 
 	e->watch = NULL;
 	e->pid = 0;
 	close(e->ctl);
 	e->ctl = -1;
-	snprintf(why, sizeof(why), "its tunnel engine (pid %d) %s %s", (int)pid,
-		 WIFSIGNALED(status) ? "died of" : "ended with status",
-		 WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "");
-	if (!WIFSIGNALED(status))
-		snprintf(why + strlen(why), sizeof(why) - strlen(why), "%d", WEXITSTATUS(status));
-	/* Its counts stay counted. */
-	stats_read(e, &s);
-#define ADD(f) e->base.f += s.f
-	ADD(tx_packets); ADD(tx_bytes); ADD(tx_dropped); ADD(rx_packets); ADD(rx_bytes);
-	ADD(rx_bad); ADD(rx_vni); ADD(rx_index); ADD(rx_auth); ADD(rx_replay);
-	ADD(rx_stranger); ADD(keepalives_tx); ADD(keepalives_rx); ADD(rx_dropped);
-#undef ADD
-	memset(e->shared, 0, sizeof(*e->shared));
-	if (loop_now_ms(l) - e->started_ms >= ENGINE_RESTART_MS) {
-		if ((e2 = spawn(e)) == 0) {
-			log_warn("net: %s: %s; started again (pid %d)", e->name, why, (int)e->pid);
-			return;
-		}
-		snprintf(why + strlen(why), sizeof(why) - strlen(why),
-			 ", and could not start again: %s", strerror(-e2));
-	} else {
-		snprintf(why + strlen(why), sizeof(why) - strlen(why),
-			 " within %d s of its start", ENGINE_RESTART_MS / 1000);
-	}
+	if (WIFSIGNALED(status))
+		snprintf(why, sizeof(why), "its tunnel engine (pid %d) died of %s", (int)pid,
+			 strsignal(WTERMSIG(status)));
+	else
+		snprintf(why, sizeof(why), "its tunnel engine (pid %d) ended (status %d)",
+			 (int)pid, WEXITSTATUS(status));
 	log_warn("net: %s: %s; the tunnel stops", e->name, why);
-	e->lost(e->arg, why);
+	if (e->lost)
+		e->lost(e->arg, why);
 }
 
 int net_engine_start(struct node *n, const char *name, const struct vx_tunnel_config *cfg,
 		     void (*lost)(void *arg, const char *why), void *arg,
 		     struct net_engine **out)
 {
+	struct ctl_msg start = { .op = CTL_START, .mode = cfg->mode, .vni = cfg->vni,
+				 .max_datagram = cfg->max_datagram, .rx = cfg->rx, .tx = cfg->tx,
+				 .peer_len = cfg->peer_len };
 	struct net_engine *e = calloc(1, sizeof(*e));
 	int r = -ENOMEM;
 
+	memcpy(&start.peer, &cfg->peer, sizeof(start.peer));
 	if (!e)
 		goto fail;
 	e->node = n;
 	snprintf(e->name, sizeof(e->name), "%s", name);
-	e->tap = cfg->tap_fd;
-	e->sock = cfg->sock_fd;
-	e->ctl = e->stats_fd = -1;
+	e->ctl = -1;
 	e->lost = lost;
 	e->arg = arg;
-	e->start.op = CTL_START;
-	e->start.mode = cfg->mode;
-	e->start.vni = cfg->vni;
-	e->start.max_datagram = cfg->max_datagram;
-	e->start.rx = cfg->rx;
-	e->start.tx = cfg->tx;
-	e->start.peer_len = cfg->peer_len;
-	memcpy(&e->start.peer, &cfg->peer, sizeof(e->start.peer));
-	if ((e->stats_fd = memfd_create("metac-tunnel-stats", MFD_CLOEXEC)) < 0 ||
+	e->port = vx_udp_port(cfg->sock_fd);
+	/* Sealed at its size: the engine can write it, not shrink it under
+	 * the daemon's reads. */
+	if ((e->stats_fd = memfd_create("metac-tunnel-stats", MFD_CLOEXEC | MFD_ALLOW_SEALING)) < 0 ||
 	    ftruncate(e->stats_fd, sizeof(*e->shared)) < 0 ||
+	    fcntl(e->stats_fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) < 0 ||
 	    (e->shared = mmap(NULL, sizeof(*e->shared), PROT_READ | PROT_WRITE, MAP_SHARED,
 			      e->stats_fd, 0)) == MAP_FAILED) {
 		r = -errno;
 		e->shared = NULL;
 		goto fail;
 	}
-	if ((r = spawn(e)) < 0)
-		goto fail;
+	r = spawn(e, cfg->tap_fd, cfg->sock_fd, &start);
+	sodium_memzero(&start, sizeof(start));
+	if (r < 0) {
+		e->lost = NULL;
+		net_engine_stop(e);
+		return r;
+	}
 	*out = e;
 	return 0;
 fail:
+	sodium_memzero(&start, sizeof(start));
+	close(cfg->tap_fd);
+	close(cfg->sock_fd);
 	if (e) {
 		e->lost = NULL;
 		net_engine_stop(e);
-	} else {
-		close(cfg->tap_fd);
-		close(cfg->sock_fd);
 	}
 	return r;
 }
@@ -225,46 +219,39 @@ void net_engine_stop(struct net_engine *e)
 		kill(e->pid, SIGKILL);
 		waitpid(e->pid, NULL, 0);
 	}
-	close(e->tap);
-	close(e->sock);
 	if (e->shared)
 		munmap(e->shared, sizeof(*e->shared));
 	if (e->stats_fd >= 0)
 		close(e->stats_fd);
-	sodium_memzero(&e->start, sizeof(e->start));
 	free(e);
 }
 
 int net_engine_local_port(const struct net_engine *e)
 {
-	return vx_udp_port(e->sock);
+	return e->port;
 }
 
-/* Remembered for an engine started again, and told to this one. */
-static void key_tell(struct net_engine *e, enum ctl_op op, struct vx_key_cfg *k,
-		     uint32_t index, const uint8_t key[VX_KEY_LEN])
+static void key_tell(struct net_engine *e, enum ctl_op op, uint32_t index,
+		     const uint8_t key[VX_KEY_LEN])
 {
 	struct ctl_msg m = { .op = op };
+	struct vx_key_cfg *k = op == CTL_RX_KEY ? &m.rx : &m.tx;
 
 	k->valid = 1;
 	k->index = index;
 	memcpy(k->key, key, VX_KEY_LEN);
-	if (op == CTL_RX_KEY)
-		m.rx = *k;
-	else
-		m.tx = *k;
 	ctl_send(e, &m);
 	sodium_memzero(&m, sizeof(m));
 }
 
 void net_engine_rx_key(struct net_engine *e, uint32_t index, const uint8_t key[VX_KEY_LEN])
 {
-	key_tell(e, CTL_RX_KEY, &e->start.rx, index, key);
+	key_tell(e, CTL_RX_KEY, index, key);
 }
 
 void net_engine_tx_key(struct net_engine *e, uint32_t index, const uint8_t key[VX_KEY_LEN])
 {
-	key_tell(e, CTL_TX_KEY, &e->start.tx, index, key);
+	key_tell(e, CTL_TX_KEY, index, key);
 }
 
 void net_engine_set_peer(struct net_engine *e, const struct sockaddr *sa, socklen_t len)
@@ -274,8 +261,6 @@ void net_engine_set_peer(struct net_engine *e, const struct sockaddr *sa, sockle
 	if (len > sizeof(m.peer))
 		return;
 	memcpy(&m.peer, sa, len);
-	memcpy(&e->start.peer, &m.peer, sizeof(m.peer));
-	e->start.peer_len = len;
 	ctl_send(e, &m);
 }
 
@@ -299,11 +284,6 @@ void net_engine_stats(struct net_engine *e, struct vx_stats *s)
 		     i++)
 			usleep(1000);
 	stats_read(e, s);
-#define ADD(f) s->f += e->base.f
-	ADD(tx_packets); ADD(tx_bytes); ADD(tx_dropped); ADD(rx_packets); ADD(rx_bytes);
-	ADD(rx_bad); ADD(rx_vni); ADD(rx_index); ADD(rx_auth); ADD(rx_replay);
-	ADD(rx_stranger); ADD(keepalives_tx); ADD(keepalives_rx); ADD(rx_dropped);
-#undef ADD
 }
 
 /* --- the engine's side ------------------------------------------------ */
@@ -349,6 +329,8 @@ int net_engine_main(int argc, char **argv)
 	int r;
 
 	log_init("metac tunnel", LOG_LVL_INFO, 0);
+	/* It will hold keys: no core dump of it, no ptrace by nobody. */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	close_range(STATS_FD + 1, ~0U, 0);
 	if (argc != 2 || fcntl(CTL_FD, F_GETFD) < 0 || fcntl(STATS_FD, F_GETFD) < 0) {
 		fprintf(stderr, "metac: _tunnel is started by the daemon, with its control "
@@ -386,8 +368,13 @@ int net_engine_main(int argc, char **argv)
 		log_error("tunnel engine: cannot start: %s", strerror(-r));
 		_exit(EXIT_FAIL);
 	}
+	/* Confined before the first datagram is read. */
 	if ((r = sandbox_enter(SANDBOX_TUNNEL, argv[1], -1, 0, err, sizeof(err))) < 0) {
 		log_error("tunnel engine: %s", err);
+		_exit(EXIT_FAIL);
+	}
+	if ((r = vx_tunnel_start(t)) < 0) {
+		log_error("tunnel engine: cannot start its threads: %s", strerror(-r));
 		_exit(EXIT_FAIL);
 	}
 	for (;;) {
@@ -403,8 +390,6 @@ int net_engine_main(int argc, char **argv)
 		}
 		publish(t, sh);
 	}
-	/* Not vx_tunnel_free: it would shut the socket down, which the
-	 * daemon keeps for the engine after this one. Its keys go with the
-	 * process. */
+	/* Its keys go with the process. */
 	_exit(EXIT_OK);
 }

@@ -739,22 +739,27 @@ int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out)
 		vx_tunnel_rx_key(t, cfg->rx.index, cfg->rx.key);
 	if (cfg->tx.valid)
 		vx_tunnel_tx_key(t, cfg->tx.index, cfg->tx.key);
-	if ((e = pthread_create(&t->tx_thread, NULL, tx_main, t)) != 0) {
-		errno = e;
-		goto fail;
-	}
-	t->threads = 1;
-	if ((e = pthread_create(&t->rx_thread, NULL, rx_main, t)) != 0) {
-		errno = e;
-		goto fail;
-	}
-	t->threads = 2;
 	*out = t;
 	return 0;
 fail:
 	e = -errno;
 	vx_tunnel_free(t);
 	return e;
+}
+
+int vx_tunnel_start(struct vx_tunnel *t)
+{
+	int e;
+
+	if (t->threads)
+		return -EALREADY;
+	if ((e = pthread_create(&t->tx_thread, NULL, tx_main, t)) != 0)
+		return -e;
+	t->threads = 1;
+	if ((e = pthread_create(&t->rx_thread, NULL, rx_main, t)) != 0)
+		return -e;
+	t->threads = 2;
+	return 0;
 }
 
 void vx_tunnel_free(struct vx_tunnel *t)

@@ -76,8 +76,12 @@ int vx_udp_open(const struct sockaddr *local, socklen_t len);
 /* The port a socket is bound to, or -errno. */
 int vx_udp_port(int sock);
 
-/* Sets the TAP device up for cfg's mode and starts the threads. */
+/* Sets the TAP device up for cfg's mode; nothing is read or sent until
+ * vx_tunnel_start starts the threads (a process may confine itself in
+ * between). */
 int vx_tunnel_new(const struct vx_tunnel_config *cfg, struct vx_tunnel **out);
+/* 0, or -errno (the tunnel is then for vx_tunnel_free only). */
+int vx_tunnel_start(struct vx_tunnel *t);
 /* Stops the threads, closes the socket and the TAP descriptor. */
 void vx_tunnel_free(struct vx_tunnel *t);
 /* The key and index this side receives with (the one before stays valid
