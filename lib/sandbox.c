@@ -27,7 +27,7 @@ static const int common_calls[] = {
 	SCMP_SYS(sendto), SCMP_SYS(recvfrom), SCMP_SYS(sendmsg), SCMP_SYS(recvmsg),
 	SCMP_SYS(shutdown), SCMP_SYS(getsockopt), SCMP_SYS(setsockopt),
 	SCMP_SYS(poll), SCMP_SYS(ppoll), SCMP_SYS(lseek), SCMP_SYS(close),
-	SCMP_SYS(fcntl), SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(dup),
+	SCMP_SYS(fstat), SCMP_SYS(newfstatat), SCMP_SYS(dup),
 	SCMP_SYS(mmap), SCMP_SYS(munmap), SCMP_SYS(mprotect), SCMP_SYS(mremap),
 	SCMP_SYS(madvise), SCMP_SYS(brk),
 	SCMP_SYS(set_robust_list),
@@ -117,6 +117,26 @@ static int sandbox_threaded(enum sandbox_kind kind)
 	       kind == SANDBOX_SOUND || kind == SANDBOX_TUNNEL;
 }
 
+/* Of fcntl, what the servers and libraries do with their descriptors:
+ * flags, duplicates, pipe sizes, record locks. Not F_SETOWN, F_SETSIG,
+ * F_SETLEASE, F_NOTIFY or O_ASYNC, which would have signals sent to
+ * other processes of the same uid. */
+static const int fcntl_cmds[] = {
+	F_GETFD, F_SETFD, F_GETFL, F_DUPFD, F_DUPFD_CLOEXEC, F_GETPIPE_SZ, F_SETPIPE_SZ,
+	F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW,
+};
+
+static int add_fcntl(scmp_filter_ctx ctx)
+{
+	int r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 2,
+				 SCMP_A1(SCMP_CMP_EQ, F_SETFL),
+				 SCMP_A2(SCMP_CMP_MASKED_EQ, O_ASYNC, 0));
+	for (size_t i = 0; r == 0 && i < sizeof(fcntl_cmds) / sizeof(fcntl_cmds[0]); i++)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(fcntl), 1,
+				     SCMP_A1(SCMP_CMP_EQ, (scmp_datum_t)fcntl_cmds[i]));
+	return r;
+}
+
 static int add_calls(scmp_filter_ctx ctx, const int *calls, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
@@ -136,6 +156,8 @@ int sandbox_filter(enum sandbox_kind kind)
 	if (!ctx)
 		return -ENOMEM;
 	r = add_calls(ctx, common_calls, sizeof(common_calls) / sizeof(common_calls[0]));
+	if (r == 0)
+		r = add_fcntl(ctx);
 	/* Threads, not namespaces; clone3's flags are out of the filter's
 	 * sight, so "not here": glibc then uses clone. */
 	if (r == 0)

@@ -2,7 +2,8 @@
 # of their own, with least privilege (svc/session.c, lib/sandbox.c):
 # - a 9P session (B mounts A's folder): seccomp filter on, no new
 #   privileges, only the file capabilities (CapEff 1f), its root a tmpfs
-#   with nothing but the export and proc/self/fd;
+#   with nothing but the export and proc/self/fd; record locks taken
+#   through the mount hold on A's file;
 # - an NBD session (B serves A's disk): uid nobody, no capabilities,
 #   seccomp, same root;
 # - B's FUSE bridge: nobody, no capabilities, an empty root, seccomp on
@@ -28,6 +29,18 @@ FS=$(m A fs export "local:$EX") || fail "fs export"
 DISK=$(m A file export "local:$T/a/disk") || fail "file export"
 m B fs bind --timeout 10 "$MNT" "$FS" || fail "fs bind"
 [ "$(cat "$MNT/hello.txt")" = hello ] || fail "the mount does not read"
+# Record locks reach the confined session's file (fcntl's lock commands
+# are in its filter): held through the mount, they hold on A's disk.
+python3 - "$MNT/hello.txt" "$EX/hello.txt" <<'PY' || fail "record locks through the mount"
+import fcntl, sys
+held = open(sys.argv[1], "r+")
+fcntl.lockf(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+try:
+    fcntl.lockf(open(sys.argv[2], "r+"), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    sys.exit("a lock taken through the mount does not hold on A's file")
+except BlockingIOError:
+    pass
+PY
 
 # sessions KIND: the session processes of A's daemon
 sessions() { pgrep -P "$PID_A" -f "$1 _session"; }

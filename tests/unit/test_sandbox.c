@@ -98,6 +98,40 @@ static int try_thread_memory(void)
 	return ok;
 }
 
+/* fcntl on a socketpair made before the filter. */
+static int fcntl_fd = -1;
+static int try_fcntl_nonblock(void)
+{
+	return outcome(fcntl(fcntl_fd, F_SETFL, fcntl(fcntl_fd, F_GETFL) | O_NONBLOCK));
+}
+static int try_fcntl_async(void)
+{
+	return outcome(fcntl(fcntl_fd, F_SETFL, fcntl(fcntl_fd, F_GETFL) | O_ASYNC));
+}
+static int try_fcntl_setown(void) { return outcome(fcntl(fcntl_fd, F_SETOWN, getppid())); }
+static int try_fcntl_setsig(void) { return outcome(fcntl(fcntl_fd, F_SETSIG, SIGUSR1)); }
+static int try_fcntl_dup(void) { return outcome(fcntl(fcntl_fd, F_DUPFD_CLOEXEC, 0)); }
+
+/* No filter lets a process have signals sent to others of its uid. */
+TEST(filters_allow_fcntl_but_not_signals_to_others)
+{
+	enum sandbox_kind kinds[] = { SANDBOX_9P, SANDBOX_NBD, SANDBOX_FUSE, SANDBOX_RFB,
+				      SANDBOX_USB, SANDBOX_SOUND, SANDBOX_TUNNEL };
+	int sv[2];
+
+	CHECK_INT(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+	fcntl_fd = sv[0];
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		CHECK_INT(filtered(kinds[i], try_fcntl_nonblock), 1);
+		CHECK_INT(filtered(kinds[i], try_fcntl_dup), 1);
+		CHECK_INT(filtered(kinds[i], try_fcntl_async), 0);
+		CHECK_INT(filtered(kinds[i], try_fcntl_setown), 0);
+		CHECK_INT(filtered(kinds[i], try_fcntl_setsig), 0);
+	}
+	close(sv[0]);
+	close(sv[1]);
+}
+
 TEST(nine_p_filter_allows_files_refuses_the_rest)
 {
 	CHECK_INT(filtered(SANDBOX_9P, try_openat), 1);
