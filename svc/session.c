@@ -83,7 +83,7 @@ int session_spawn(struct node *n, const struct session_cfg *cfg, int sock, int e
 {
 	struct session_proc *sp;
 	char minb[16], dpy[16];
-	char *argv[14];
+	char *argv[20];
 	int argc = 0, fds[2] = { sock, expfd }, e;
 	pid_t pid;
 

@@ -183,6 +183,18 @@ confined_nobody() {
 	[ -z "$(ls -A "/proc/$pid/root/")" ] || fail "$what: its root is not empty"
 }
 
+# session_crash PID KIND NAME: the session process PID (of daemon NAME)
+# dies of SIGSEGV; the daemon goes on and logs it as its KIND session's.
+session_crash() {
+	local pid=$1 kind=$2 name=$3 dpid
+	eval "dpid=\$PID_$name"
+	kill -SEGV "$pid"
+	for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+	kill -0 "$dpid" || fail "a $kind session crashing took daemon $name down"
+	grep -q "$kind session process (pid $pid) died of Segmentation fault" "$T/$name.log" ||
+		fail "daemon $name did not log its $kind session's crash"
+}
+
 # busybox_root DIR: a root filesystem of Debian's busybox-static in DIR
 # (/bin/busybox and a link per applet).
 busybox_root() {

@@ -194,11 +194,7 @@ for n in A B; do
 	confined_nobody "$spid" "$n's sound session"
 done
 pgrep -f "pacat --device=mic.input" >/dev/null || fail "no pacat plays into mic.input"
-kill -SEGV "$spid"
-for _ in $(seq 50); do kill -0 "$spid" 2>/dev/null || break; sleep 0.1; done
-kill -0 "$PID_B" || fail "a sound session crashing took the daemon down"
-grep -q "sound session process (pid $spid) died of Segmentation fault" "$T/B.log" ||
-	fail "B did not log its session's crash"
+session_crash "$spid" sound B
 for _ in $(seq 50); do pgrep -f "pacat --device=mic.input" >/dev/null || break; sleep 0.1; done
 pgrep -af "pacat --device=mic.input" && fail "pacat stayed after its session crashed"
 echo "sound sessions: uid 65534, CapEff 0, Seccomp 2, empty root; a crashed one (SIGSEGV)" \
